@@ -1,0 +1,295 @@
+"""The integer-only model: a graph of integer operators, its file format and its forward pass.
+
+The graph is a fixed sequence of operators derived from the model configuration
+(:func:`graph_spec`); the QAT converter and the synthetic-model generator fill in the integer
+parameters, the hardware generator builds one block per operator. Arithmetic comes only from
+:mod:`model.intops`.
+
+File format (version 1), loadable with NumPy alone: a directory holding
+``intmodel.json`` (format, version, config, tensors with their ``QType`` and real scale,
+operators with their integer parameters, input/target normalisation) and ``intmodel.npz``
+(every array: weights, biases, tables, constants), keyed ``"<op output>.<array name>"`` or
+``"const.<tensor name>"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import intops
+from .intops import QType
+
+FORMAT = "intformer-intmodel"
+VERSION = 1
+
+CONFIG_KEYS = ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")
+
+
+def check_config(config: dict) -> dict:
+    missing = [k for k in CONFIG_KEYS if k not in config]
+    if missing:
+        raise ValueError(f"model configuration lacks {missing}")
+    c = {k: config[k] for k in CONFIG_KEYS}
+    for k in ("features", "window", "d_model", "heads", "layers", "ffn"):
+        if int(c[k]) < 1:
+            raise ValueError(f"{k} must be >= 1, got {c[k]}")
+        c[k] = int(c[k])
+    if c["d_model"] % c["heads"]:
+        raise ValueError(f"d_model {c['d_model']} is not divisible by heads {c['heads']}")
+    if c["norm"] not in ("batchnorm", "layernorm"):
+        raise ValueError(f"norm must be 'batchnorm' or 'layernorm', got {c['norm']!r}")
+    if c["activation"] not in ("relu", "gelu"):
+        raise ValueError(f"activation must be 'relu' or 'gelu', got {c['activation']!r}")
+    return c
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """Structure of one operator: what it computes from which tensors, without parameters."""
+    kind: str            # linear | add | scores | softmax | context | affine | layernorm | lut | mean_pool
+    inputs: tuple
+    output: str
+    shape: tuple         # shape of the output tensor for one window
+    dims: dict = field(default_factory=dict)
+
+
+def graph_spec(config: dict) -> list[OpSpec]:
+    """The operator sequence of the encoder-only forecaster (one window, batch dims omitted)."""
+    c = check_config(config)
+    L, F, d, H, ffn = c["window"], c["features"], c["d_model"], c["heads"], c["ffn"]
+    ops = [OpSpec("linear", ("input",), "proj", (L, d), {"in": F, "out": d}),
+           OpSpec("add", ("proj", "pe"), "embed", (L, d))]
+    x = "embed"
+    norm_kind = "affine" if c["norm"] == "batchnorm" else "layernorm"
+    for i in range(c["layers"]):
+        p = f"l{i}."
+        ops += [OpSpec("linear", (x,), p + "q", (L, d), {"in": d, "out": d}),
+                OpSpec("linear", (x,), p + "k", (L, d), {"in": d, "out": d}),
+                OpSpec("linear", (x,), p + "v", (L, d), {"in": d, "out": d}),
+                OpSpec("scores", (p + "q", p + "k"), p + "scores", (H, L, L), {"heads": H}),
+                OpSpec("softmax", (p + "scores",), p + "attn", (H, L, L)),
+                OpSpec("context", (p + "attn", p + "v"), p + "context", (L, d), {"heads": H}),
+                OpSpec("linear", (p + "context",), p + "attn_out", (L, d), {"in": d, "out": d}),
+                OpSpec("add", (x, p + "attn_out"), p + "res1", (L, d)),
+                OpSpec(norm_kind, (p + "res1",), p + "norm1", (L, d))]
+        if c["activation"] == "relu":
+            ops.append(OpSpec("linear", (p + "norm1",), p + "ffn_hidden", (L, ffn),
+                              {"in": d, "out": ffn, "relu": True}))
+        else:
+            ops += [OpSpec("linear", (p + "norm1",), p + "ffn_pre", (L, ffn), {"in": d, "out": ffn}),
+                    OpSpec("lut", (p + "ffn_pre",), p + "ffn_hidden", (L, ffn))]
+        ops += [OpSpec("linear", (p + "ffn_hidden",), p + "ffn_out", (L, d), {"in": ffn, "out": d}),
+                OpSpec("add", (p + "norm1", p + "ffn_out"), p + "res2", (L, d)),
+                OpSpec(norm_kind, (p + "res2",), p + "norm2", (L, d))]
+        x = p + "norm2"
+    ops += [OpSpec("mean_pool", (x,), "pooled", (d,), {"length": L}),
+            OpSpec("linear", ("pooled",), "pred", (1,), {"in": d, "out": 1})]
+    return ops
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple
+    qtype: QType
+    scale: float          # real value = scale * (q - zero_point)
+
+    def to_dict(self):
+        return {"shape": list(self.shape), "scale": self.scale, **self.qtype.to_dict()}
+
+
+@dataclass
+class Op:
+    spec: OpSpec
+    params: dict          # integers / booleans / QType dicts, JSON-serialisable
+    arrays: dict          # name -> int64 ndarray
+
+    @property
+    def kind(self):
+        return self.spec.kind
+
+    @property
+    def output(self):
+        return self.spec.output
+
+
+class ModelFileError(ValueError):
+    """A model directory is missing a file or holds something malformed."""
+
+
+class IntModel:
+    """Integer-only model: ``forward`` runs the graph with :mod:`model.intops` only."""
+
+    def __init__(self, config: dict, tensors: dict[str, TensorInfo], ops: list[Op],
+                 constants: dict[str, np.ndarray], input_norm: dict, target_norm: dict,
+                 meta: dict | None = None):
+        self.config = check_config(config)
+        self.tensors = tensors
+        self.ops = ops
+        self.constants = {k: np.asarray(v, np.int64) for k, v in constants.items()}
+        self.input_norm = {k: np.asarray(v, np.float64) for k, v in input_norm.items()}
+        self.target_norm = {k: float(v) for k, v in target_norm.items()}
+        self.meta = dict(meta or {})
+        self._validate()
+
+    # -- structure ------------------------------------------------------------------------
+    def _validate(self):
+        expected = graph_spec(self.config)
+        if [o.spec for o in self.ops] != expected:
+            raise ModelFileError("operator sequence does not match the model configuration")
+        for name in ["input", "pe"] + [s.output for s in expected]:
+            if name not in self.tensors:
+                raise ModelFileError(f"tensor {name!r} has no type")
+        if "pe" not in self.constants:
+            raise ModelFileError("the positional-encoding constant 'pe' is missing")
+
+    def qtype(self, name: str) -> QType:
+        return self.tensors[name].qtype
+
+    def op(self, output: str) -> Op:
+        for o in self.ops:
+            if o.output == output:
+                return o
+        raise KeyError(output)
+
+    # -- boundary: the only float arithmetic ----------------------------------------------
+    def quantize_input(self, x) -> np.ndarray:
+        """Raw features (..., L, F) -> integer input codes (normalise, scale, round half to even)."""
+        x = np.asarray(x, dtype=np.float64)
+        if not np.isfinite(x).all():
+            raise ValueError("input contains NaN or infinity")
+        t = self.tensors["input"]
+        z = (x - self.input_norm["mean"]) / self.input_norm["std"]
+        return intops.saturate(np.round(z / t.scale) + t.qtype.zero_point, t.qtype)
+
+    def dequantize_output(self, q) -> np.ndarray:
+        """Integer prediction codes -> target in its own units."""
+        t = self.tensors["pred"]
+        z = t.scale * (np.asarray(q, np.float64) - t.qtype.zero_point)
+        return z * self.target_norm["std"] + self.target_norm["mean"]
+
+    def predict(self, x) -> np.ndarray:
+        """Raw windows (N, L, F) -> predictions (N,) in target units."""
+        return self.dequantize_output(self.forward(self.quantize_input(x))["pred"][..., 0])
+
+    # -- the integer forward pass -----------------------------------------------------------
+    def forward(self, xq) -> dict[str, np.ndarray]:
+        """Integer input codes (..., L, F) -> every tensor of the graph (integer arrays)."""
+        v = {"input": self.qtype("input").check(xq, "input")}
+        v.update(self.constants)
+        for op in self.ops:
+            v[op.output] = self._run(op, v)
+        return v
+
+    def _run(self, op: Op, v: dict) -> np.ndarray:
+        s, p, a = op.spec, op.params, op.arrays
+        ins = [v[n] for n in s.inputs]
+        types = [self.qtype(n) for n in s.inputs]
+        out = self.qtype(s.output)
+        if s.kind == "linear":
+            return intops.linear(ins[0], types[0], a["weight"], QType.from_dict(p["weight_type"]),
+                                 a["bias"], p["multiplier"], p["shift"], out, p.get("relu", False))
+        if s.kind == "add":
+            return intops.add(ins[0], types[0], ins[1], types[1], p["ma"], p["mb"], p["shift"], out)
+        if s.kind == "scores":
+            q, k = (split_heads(t, s.dims["heads"]) for t in ins)
+            acc = intops.matmul_acc(q, types[0], np.swapaxes(k, -1, -2), types[1])
+            return intops.requantize(acc, p["multiplier"], p["shift"], out)
+        if s.kind == "softmax":
+            return intops.softmax(ins[0], types[0], a["exp_table"], p["exp_bits"], p["recip_bits"], out)
+        if s.kind == "context":
+            acc = intops.matmul_acc(ins[0], types[0], split_heads(ins[1], s.dims["heads"]), types[1])
+            return merge_heads(intops.requantize(acc, p["multiplier"], p["shift"], out))
+        if s.kind == "affine":
+            return intops.affine(ins[0], types[0], a["scales"], a["offsets"], p["shift"], out)
+        if s.kind == "layernorm":
+            return intops.layernorm(ins[0], types[0], a["scales"], a["offsets"], p["shift"],
+                                    p["norm_bits"], p["recip_bits"], out)
+        if s.kind == "lut":
+            return intops.lut_activation(ins[0], types[0], a["table"], out)
+        if s.kind == "mean_pool":
+            return intops.mean_pool(ins[0], types[0], p["multiplier"], p["shift"], out)
+        raise ModelFileError(f"unknown operator kind {s.kind!r}")
+
+    # -- files ------------------------------------------------------------------------------
+    def save(self, directory) -> Path:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        arrays = {f"const.{k}": v for k, v in self.constants.items()}
+        ops = []
+        for op in self.ops:
+            ops.append({"kind": op.kind, "inputs": list(op.spec.inputs), "output": op.output,
+                        "params": op.params, "arrays": sorted(op.arrays)})
+            arrays.update({f"{op.output}.{k}": np.asarray(x, np.int64) for k, x in op.arrays.items()})
+        doc = {"format": FORMAT, "version": VERSION, "config": self.config,
+               "tensors": {k: t.to_dict() for k, t in self.tensors.items()},
+               "ops": ops,
+               "input_norm": {k: v.tolist() for k, v in self.input_norm.items()},
+               "target_norm": self.target_norm, "meta": self.meta}
+        # Write both files under temporary names, then rename: no half-written model.
+        _atomic_write(directory / "intmodel.npz", lambda f: np.savez(f, **arrays), binary=True)
+        _atomic_write(directory / "intmodel.json", lambda f: json.dump(doc, f, indent=1))
+        return directory
+
+    @classmethod
+    def load(cls, directory) -> "IntModel":
+        directory = Path(directory)
+        jpath, npath = directory / "intmodel.json", directory / "intmodel.npz"
+        for f in (jpath, npath):
+            if not f.is_file():
+                raise ModelFileError(f"{f} is missing: run `intformer train` to create it")
+        try:
+            doc = json.loads(jpath.read_text())
+        except json.JSONDecodeError as e:
+            raise ModelFileError(f"{jpath} is not valid JSON: {e}") from None
+        if doc.get("format") != FORMAT or doc.get("version") != VERSION:
+            raise ModelFileError(f"{jpath} is not a {FORMAT} version {VERSION} file")
+        try:
+            with np.load(npath) as z:
+                arrays = {k: z[k] for k in z.files}
+            tensors = {k: TensorInfo(k, tuple(t["shape"]), QType.from_dict(t), float(t["scale"]))
+                       for k, t in doc["tensors"].items()}
+            specs = graph_spec(doc["config"])
+            if len(specs) != len(doc["ops"]):
+                raise ModelFileError(f"{jpath}: operator count does not match the configuration")
+            ops = []
+            for spec, o in zip(specs, doc["ops"]):
+                if o["output"] != spec.output or o["kind"] != spec.kind:
+                    raise ModelFileError(f"{jpath}: operator {o['output']!r} is not {spec.output!r}")
+                ops.append(Op(spec, o["params"], {n: arrays[f"{spec.output}.{n}"] for n in o["arrays"]}))
+            constants = {k[len("const."):]: v for k, v in arrays.items() if k.startswith("const.")}
+            return cls(doc["config"], tensors, ops, constants, doc["input_norm"],
+                       doc["target_norm"], doc.get("meta"))
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, ModelFileError):
+                raise
+            raise ModelFileError(f"{directory}: malformed integer model ({type(e).__name__}: {e})") from None
+
+
+def split_heads(x, heads: int):
+    """(..., L, d) -> (..., H, L, d/H)."""
+    *lead, L, d = x.shape
+    return np.swapaxes(x.reshape(*lead, L, heads, d // heads), -3, -2)
+
+
+def merge_heads(x):
+    """(..., H, L, dh) -> (..., L, H*dh)."""
+    *lead, H, L, dh = x.shape
+    return np.swapaxes(x, -3, -2).reshape(*lead, L, H * dh)
+
+
+def _atomic_write(path: Path, write, binary: bool = False):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,358 @@
+"""The integer arithmetic of intformer: the single definition every executor must reproduce.
+
+Every operator of the integer-only model is defined here, once, on NumPy ``int64`` arrays.
+The Amaranth hardware (``hw/``), the compiled RTL simulation and the exported HDL are checked
+against these functions bit for bit; nothing else in the project may re-implement them.
+
+Conventions
+-----------
+* A quantised tensor has a :class:`QType`: ``bits`` in 2..8 and either *symmetric* (signed
+  integers in ``[-2**(b-1), 2**(b-1)-1]``, zero point 0) or *asymmetric* (unsigned integers in
+  ``[0, 2**b-1]`` with an integer zero point in that range). Its real value is
+  ``scale * (q - zero_point)``; the scale lives in the model file for dequantisation only.
+* **Rounding rule** (the only one): :func:`rounding_shift` divides by ``2**shift`` rounding
+  half towards +infinity, i.e. ``floor((x + 2**(shift-1)) / 2**shift)``. In hardware this is an
+  add of a constant followed by an arithmetic right shift.
+* **Saturation**: results are clamped to the output ``QType``'s range, never wrapped.
+* Accumulator widths are derived by the ``*_acc_bound`` functions from the operand ranges and
+  fan-in; :func:`signed_bits` turns a bound into a register width. Inputs outside the declared
+  ranges are rejected (:class:`RangeError`), so an accumulator overflow is impossible.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_BITS = 2
+MAX_BITS = 8
+#: Requantisation multipliers are signed and satisfy ``abs(M) < 2**MULT_BITS``.
+MULT_BITS = 16
+#: Largest right shift of a requantisation (keeps ``acc * M`` well inside 64 bits).
+MAX_SHIFT = 40
+
+
+class RangeError(ValueError):
+    """An integer operand lies outside the range its type declares."""
+
+
+def check_bits(bits: int, what: str = "bit-width") -> int:
+    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool):
+        raise ValueError(f"{what} must be an integer from {MIN_BITS} to {MAX_BITS}, got {bits!r}")
+    if not MIN_BITS <= bits <= MAX_BITS:
+        raise ValueError(f"{what} must be from {MIN_BITS} to {MAX_BITS}, got {bits}: "
+                         f"choose a width in that range")
+    return int(bits)
+
+
+@dataclass(frozen=True)
+class QType:
+    """Integer format of a quantised tensor."""
+    bits: int
+    signed: bool
+    zero_point: int = 0
+
+    def __post_init__(self):
+        check_bits(self.bits)
+        if self.signed and self.zero_point != 0:
+            raise ValueError("a symmetric (signed) tensor has zero point 0")
+        if not self.qmin <= self.zero_point <= self.qmax:
+            raise ValueError(f"zero point {self.zero_point} outside [{self.qmin}, {self.qmax}]")
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    @property
+    def max_offset(self) -> int:
+        """Largest ``abs(q - zero_point)`` a value of this type can have."""
+        return max(self.zero_point - self.qmin, self.qmax - self.zero_point)
+
+    def check(self, q: np.ndarray, name: str = "tensor") -> np.ndarray:
+        q = np.asarray(q)
+        if q.dtype.kind not in "iu":
+            raise RangeError(f"{name} must be an integer array, got dtype {q.dtype}")
+        q = q.astype(np.int64)
+        if q.size and (q.min() < self.qmin or q.max() > self.qmax):
+            raise RangeError(f"{name} has values in [{q.min()}, {q.max()}] outside "
+                             f"[{self.qmin}, {self.qmax}] of {self}")
+        return q
+
+    def to_dict(self) -> dict:
+        return {"bits": self.bits, "signed": self.signed, "zero_point": self.zero_point}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QType":
+        return cls(int(d["bits"]), bool(d["signed"]), int(d["zero_point"]))
+
+
+def signed_bits(bound: int) -> int:
+    """Width of a two's-complement register that holds every integer in ``[-bound, bound]``."""
+    return max(int(bound), 1).bit_length() + 1
+
+
+def unsigned_bits(bound: int) -> int:
+    """Width of an unsigned register that holds every integer in ``[0, bound]``."""
+    return max(int(bound), 1).bit_length()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rounding, requantisation
+# ---------------------------------------------------------------------------------------------
+
+def rounding_shift(x, shift: int):
+    """``x / 2**shift`` rounded half towards +infinity (``shift >= 0``)."""
+    x = np.asarray(x, dtype=np.int64)
+    if shift < 0:
+        raise ValueError(f"shift must be >= 0, got {shift}")
+    if shift == 0:
+        return x
+    return (x + (1 << (shift - 1))) >> shift
+
+
+def saturate(x, qtype: QType, relu: bool = False):
+    """Clamp to ``qtype``'s range; with ``relu`` the lower bound is the zero point (real 0)."""
+    lo = qtype.zero_point if relu else qtype.qmin
+    return np.clip(np.asarray(x, dtype=np.int64), lo, qtype.qmax)
+
+
+def quantize_multiplier(real: float, mult_bits: int = MULT_BITS) -> tuple[int, int]:
+    """Approximate a real factor by ``M / 2**shift`` with ``abs(M) < 2**mult_bits``.
+
+    ``M`` keeps as many significant bits as allowed; ``shift`` is within ``[0, MAX_SHIFT]``.
+    """
+    if not math.isfinite(real):
+        raise ValueError(f"cannot represent the factor {real} as a fixed-point multiplier")
+    if real == 0.0:
+        return 0, 0
+    mag = abs(real)
+    # Choose shift so that mag * 2**shift lies in [2**(mult_bits-1), 2**mult_bits).
+    exp = math.frexp(mag)[1]          # mag = f * 2**exp, f in [0.5, 1)
+    shift = mult_bits - exp
+    shift = min(max(shift, 0), MAX_SHIFT)
+    m = round(mag * (1 << shift))
+    if m >= (1 << mult_bits):         # rounding carried into a new bit
+        if shift > 0:
+            shift -= 1
+            m = round(mag * (1 << shift))
+        if m >= (1 << mult_bits):
+            raise ValueError(f"factor {real} is too large for a {mult_bits}-bit multiplier "
+                             f"with a non-negative shift")
+    return (m if real > 0 else -m), shift
+
+
+def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False):
+    """``saturate(zero_point + rounding_shift(acc * multiplier, shift))``.
+
+    ``multiplier`` may be a scalar or an array broadcast against ``acc`` (per channel).
+    """
+    acc = np.asarray(acc, dtype=np.int64)
+    prod = acc * np.asarray(multiplier, dtype=np.int64)
+    return saturate(out.zero_point + rounding_shift(prod, shift), out, relu)
+
+
+# ---------------------------------------------------------------------------------------------
+# Linear layers and matrix products
+# ---------------------------------------------------------------------------------------------
+
+def bias_bound(fan_in: int, a: QType, b: QType) -> int:
+    """Bias magnitudes are saturated to this bound when the model is converted."""
+    return fan_in * a.max_offset * b.max_offset
+
+
+def dot_acc_bound(fan_in: int, a: QType, b: QType, with_bias: bool = False) -> int:
+    """Largest ``abs`` of ``sum((a - za) * (b - zb)) [+ bias]`` over ``fan_in`` terms."""
+    bound = fan_in * a.max_offset * b.max_offset
+    return bound + (bias_bound(fan_in, a, b) if with_bias else 0)
+
+
+def linear_acc(x, x_type: QType, w, w_type: QType, bias=None):
+    """Accumulator of a linear layer: ``(x - zx) @ (w - zw).T + bias``.
+
+    ``x`` has shape (..., In), ``w`` (Out, In), ``bias`` (Out,) or None.
+    """
+    x = x_type.check(x, "linear input")
+    w = w_type.check(w, "linear weight")
+    acc = (x - x_type.zero_point) @ (w - w_type.zero_point).T
+    if bias is not None:
+        bias = np.asarray(bias, dtype=np.int64)
+        lim = bias_bound(w.shape[1], x_type, w_type)
+        if np.abs(bias).max(initial=0) > lim:
+            raise RangeError(f"bias exceeds its bound {lim}")
+        acc = acc + bias
+    return acc
+
+
+def linear(x, x_type: QType, w, w_type: QType, bias, multiplier: int, shift: int, out: QType,
+           relu: bool = False):
+    """Linear layer with fused bias, requantisation and optional ReLU."""
+    return requantize(linear_acc(x, x_type, w, w_type, bias), multiplier, shift, out, relu)
+
+
+def matmul_acc(a, a_type: QType, b, b_type: QType):
+    """``(a - za) @ (b - zb)`` for activations: a (..., M, K), b (..., K, N)."""
+    a = a_type.check(a, "matmul left operand")
+    b = b_type.check(b, "matmul right operand")
+    return (a - a_type.zero_point) @ (b - b_type.zero_point)
+
+
+# ---------------------------------------------------------------------------------------------
+# Residual / positional-encoding add, per-channel affine (folded batch-norm), activations
+# ---------------------------------------------------------------------------------------------
+
+def add_acc_bound(a: QType, ma: int, b: QType, mb: int) -> int:
+    return a.max_offset * abs(ma) + b.max_offset * abs(mb)
+
+
+def add(a, a_type: QType, b, b_type: QType, ma: int, mb: int, shift: int, out: QType):
+    """Sum of two differently scaled tensors: ``(a-za)*ma + (b-zb)*mb`` requantised."""
+    a = a_type.check(a, "add left operand")
+    b = b_type.check(b, "add right operand")
+    acc = (a - a_type.zero_point) * ma + (b - b_type.zero_point) * mb
+    return saturate(out.zero_point + rounding_shift(acc, shift), out)
+
+
+def affine_acc_bound(x_type: QType, scales, offsets) -> int:
+    return int(x_type.max_offset * np.abs(np.asarray(scales)).max(initial=0)
+               + np.abs(np.asarray(offsets)).max(initial=0))
+
+
+def affine(x, x_type: QType, scales, offsets, shift: int, out: QType):
+    """Per-channel affine on the last axis (batch-norm at inference):
+    ``(x - zx) * scales[c] + offsets[c]`` requantised with a common shift."""
+    x = x_type.check(x, "affine input")
+    acc = (x - x_type.zero_point) * np.asarray(scales, np.int64) + np.asarray(offsets, np.int64)
+    return saturate(out.zero_point + rounding_shift(acc, shift), out)
+
+
+def lut_activation(x, x_type: QType, table, out: QType):
+    """Element-wise function as a table over every input code: ``table[x - qmin]``."""
+    x = x_type.check(x, "activation input")
+    table = out.check(np.asarray(table), "activation table")
+    if table.shape != (x_type.qmax - x_type.qmin + 1,):
+        raise ValueError(f"activation table needs {x_type.qmax - x_type.qmin + 1} entries")
+    return table[x - x_type.qmin]
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer softmax
+# ---------------------------------------------------------------------------------------------
+
+def softmax_exp_table(score_scale: float, score_type: QType, exp_bits: int) -> np.ndarray:
+    """``table[k] = round(2**exp_bits * exp(-k * score_scale))`` for k = 0 .. (first zero).
+
+    ``k`` is the distance of a score below its row maximum, in score LSBs. The table stops at
+    its first zero entry (every larger distance also maps to zero), so it is often much
+    shorter than the ``2**bits`` possible distances.
+    """
+    n = score_type.qmax - score_type.qmin + 1
+    k = np.arange(n, dtype=np.float64)
+    table = np.round(np.exp(-k * score_scale) * float(1 << exp_bits)).astype(np.int64)
+    zeros = np.flatnonzero(table == 0)
+    if zeros.size:
+        table = table[: zeros[0] + 1]
+    return table
+
+
+def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int, out: QType):
+    """Integer softmax over the last axis.
+
+    1. ``k = max(row) - s`` (>= 0), clipped to the table length;  ``e = exp_table[k]``
+       (``exp_table[0] == 2**exp_bits``, so ``sum(e) >= 2**exp_bits``).
+    2. One reciprocal per row: ``r = floor(2**recip_bits / sum(e))``.
+    3. ``p = saturate(rounding_shift(e * r, recip_bits - out.bits))``: the probability in units
+       of ``2**-out.bits`` (``out`` is unsigned with zero point 0).
+    """
+    s = score_type.check(scores, "softmax input")
+    table = np.asarray(exp_table, dtype=np.int64)
+    if table[0] != (1 << exp_bits):
+        raise ValueError("exp_table[0] must equal 2**exp_bits")
+    if out.signed or out.zero_point != 0:
+        raise ValueError("the softmax output is unsigned with zero point 0")
+    if recip_bits < exp_bits + out.bits:
+        raise ValueError("recip_bits must be at least exp_bits + out.bits")
+    k = np.minimum(s.max(axis=-1, keepdims=True) - s, len(table) - 1)
+    e = table[k]
+    total = e.sum(axis=-1, keepdims=True)
+    recip = (1 << recip_bits) // total
+    return saturate(rounding_shift(e * recip, recip_bits - out.bits), out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Integer layer-norm
+# ---------------------------------------------------------------------------------------------
+
+def isqrt(x):
+    """Floor of the square root of non-negative integers (element-wise)."""
+    x = np.asarray(x, dtype=np.int64)
+    if x.size and x.min() < 0:
+        raise RangeError("isqrt of a negative number")
+    return np.vectorize(math.isqrt, otypes=[np.int64])(x) if x.ndim else np.int64(math.isqrt(int(x)))
+
+
+def layernorm(x, x_type: QType, scales, offsets, shift: int, norm_bits: int, recip_bits: int,
+              out: QType):
+    """Integer layer-norm over the last axis (n channels).
+
+    ``xc = x - zx``;  ``dev = n*xc - sum(xc)`` (n times the deviation from the mean);
+    ``sd = max(isqrt(sum(dev**2) // n), 1)`` (n times the standard deviation);
+    ``r = floor(2**recip_bits / sd)``;  ``z = rounding_shift(dev * r, recip_bits - norm_bits)``
+    (the normalised value with ``norm_bits`` fraction bits); then a per-channel affine
+    ``(z * scales[c] + offsets[c])`` requantised by ``shift`` (gamma and beta live there).
+    """
+    x = x_type.check(x, "layer-norm input")
+    n = x.shape[-1]
+    xc = x - x_type.zero_point
+    dev = n * xc - xc.sum(axis=-1, keepdims=True)
+    var_n = (dev * dev).sum(axis=-1, keepdims=True) // n
+    sd = np.maximum(isqrt(var_n), 1)
+    recip = (1 << recip_bits) // sd
+    z = rounding_shift(dev * recip, recip_bits - norm_bits)
+    acc = z * np.asarray(scales, np.int64) + np.asarray(offsets, np.int64)
+    return saturate(out.zero_point + rounding_shift(acc, shift), out)
+
+
+def layernorm_bounds(n: int, x_type: QType, norm_bits: int, recip_bits: int) -> dict:
+    """Worst-case magnitudes of the layer-norm intermediates, for register widths."""
+    m = x_type.max_offset
+    dev = 2 * n * m                       # |n*xc - sum(xc)| <= n*m + n*m
+    sq_sum = n * dev * dev
+    # |dev| / sd <= sqrt(n) * n ... bounded by |dev| * r with sd >= 1.
+    z = rounding_shift(dev * (1 << recip_bits), recip_bits - norm_bits)
+    return {"dev": dev, "sq_sum": sq_sum, "var": sq_sum // n, "recip": 1 << recip_bits,
+            "z": int(z)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Pooling
+# ---------------------------------------------------------------------------------------------
+
+def mean_pool(x, x_type: QType, multiplier: int, shift: int, out: QType):
+    """Mean over the time axis (second to last): ``sum_t (x - zx)`` requantised
+    (``multiplier / 2**shift`` includes the 1/L and the scale ratio)."""
+    x = x_type.check(x, "pooling input")
+    acc = (x - x_type.zero_point).sum(axis=-2)
+    return requantize(acc, multiplier, shift, out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Default internal precisions (derived from the bit-widths; stored in the model file)
+# ---------------------------------------------------------------------------------------------
+
+def softmax_precision(out_bits: int) -> tuple[int, int]:
+    """``(exp_bits, recip_bits)``: exponentials carry 6 bits more than the output, and the
+    reciprocal keeps 8 guard bits, so ``e * r`` stays below ``2**(2*out_bits + 15)``."""
+    exp_bits = out_bits + 6
+    return exp_bits, exp_bits + out_bits + 8
+
+
+def layernorm_precision(n: int, x_type: QType, out_bits: int) -> tuple[int, int]:
+    """``(norm_bits, recip_bits)`` for an n-channel layer-norm: the normalised value keeps
+    ``out_bits + 2`` fraction bits; the reciprocal of ``sd <= n * max_offset`` keeps 4 guard bits."""
+    norm_bits = out_bits + 2
+    return norm_bits, norm_bits + unsigned_bits(n * x_type.max_offset) + 4
