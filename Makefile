@@ -1,0 +1,38 @@
+# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Each bootstraps a local virtualenv with pinned packages and, when run as root, the
+# Debian packages the flows need (GHDL for the VHDL simulation).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= runs/demo
+
+.PHONY: demo test bench system-deps clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $@
+
+system-deps:
+	@if ! command -v ghdl >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing GHDL (Debian package ghdl) for the VHDL simulation"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ghdl >/dev/null; \
+	  else \
+	    echo "note: GHDL is missing (apt-get install ghdl): VHDL simulation will be skipped"; \
+	  fi; \
+	fi
+
+demo: $(STAMP) system-deps
+	$(BIN)/intformer demo --out $(OUT)
+
+test: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-deps
+	$(BIN)/intformer bench
+
+clean:
+	rm -rf $(VENV) runs build

@@ -1,0 +1,433 @@
+"""Quantisation-aware training: fake quantisation, range observers, the adaptive scheme.
+
+Conventions (shared with :mod:`model.intops` / :mod:`model.intmodel`)
+--------------------------------------------------------------------
+A quantised tensor has ``bits`` b in 2..8 and a scheme:
+
+* ``symmetric``: signed codes ``q`` in ``[-2**(b-1), 2**(b-1)-1]``, zero point 0,
+  ``scale = A / (2**(b-1)-1)`` with ``A = max(|lo|, |hi|)`` (so +A is representable).
+* ``asymmetric``: unsigned codes in ``[0, 2**b-1]``, ``scale = (hi-lo) / (2**b-1)``,
+  zero point ``z = clamp(round(-lo/scale), 0, 2**b-1)``.
+
+The observed range is first widened to contain 0 (``lo <= 0 <= hi``) so that real 0 is
+exactly representable (ReLU clamps at the zero point, zero padding, etc.). Real value =
+``scale * (q - z)``. Scales are float32 numbers (exported as the exact float32 value).
+
+Fake quantisation: ``q = clamp(round(x / scale) + z, qmin, qmax)``, ``x_hat = scale*(q - z)``,
+computed in float32; ``round`` is ``torch.round`` = round half to even. In the integer model
+only the input is quantised from real numbers (:meth:`IntModel.quantize_input`: float64,
+``np.round``, also half to even); everything else is integer arithmetic, so this rounding
+choice only matters at the input (agreement is exact except at float32/float64 ties).
+
+Gradient: *clipped* straight-through estimator -- the gradient passes unchanged where the
+unclamped code ``round(x/scale)+z`` lies in ``[qmin, qmax]`` and is zero outside (the same as
+``torch.fake_quantize_per_tensor_affine``). Scales come from observers, not from gradients.
+
+Biases are fake-quantised with scale ``s_w * s_x`` (weight scale times input-activation
+scale) to integers saturated at :func:`model.intops.bias_bound` -- exactly what the integer
+linear layer adds to its accumulator.
+
+Softmax output (``l{i}.attn``) has a FIXED format: unsigned b bits, scale ``1/2**b``, zero
+point 0 (1.0 saturates to ``(2**b-1)/2**b``); it has no observer.
+
+Observers (per tensor, selectable)
+----------------------------------
+* ``"ema"`` (default for activations): exponential moving average of the per-batch min and
+  max, ``r <- r + m_eff*(batch - r)`` with ``m_eff = max(momentum, 1/(n+1))`` after n
+  observations, i.e. a plain running average during warm-up (no bias toward the first batch).
+* ``"minmax"``: running global min / max of everything seen.
+* ``"current"`` (default for weights and the PE constant): the min / max of the tensor itself,
+  refreshed on every forward pass whatever the observing flag (weights are known exactly).
+
+Observers update only while ``observing`` is on (:func:`set_observing`); turning it off freezes
+the ranges (and hence every adaptive choice).
+
+Adaptive scheme (default)
+-------------------------
+For a range ``[lo, hi]`` (widened to contain 0) and b bits compare the quantisation steps:
+``step_sym = max(|lo|,|hi|) / (2**(b-1)-1)``, ``step_asym = (hi-lo) / (2**b-1)``.
+Choose **symmetric iff step_sym <= (1 + tau) * step_asym** (default ``tau = 0.25``), i.e. keep
+the cheaper zero-point-free format unless it costs more than ``tau`` relative resolution;
+otherwise asymmetric. Consequences at 8 bits: a zero-centred range -> symmetric (ratio ~1.004);
+one-sided ranges (ReLU, softmax, uniform[0,1]; ratio ~2) -> asymmetric; ``[-0.1, 5]`` (ratio
+~1.96) -> asymmetric; ``[-a, 1]`` is symmetric for ``a`` in ``[0.6, 1.67]`` roughly. At 2 bits
+even a perfectly symmetric range picks asymmetric (the signed grid wastes its -2 code: ratio 1.5).
+The choice is re-evaluated from the current range on every use, so it is fixed once observers
+are frozen; :func:`quant_params` reports the final choice per tensor.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .intops import MAX_BITS, MIN_BITS, QType, bias_bound, check_bits
+
+__all__ = [
+    "SCHEMES",
+    "OBSERVERS",
+    "QuantConfig",
+    "QuantParams",
+    "check_bits",
+    "choose_scheme",
+    "compute_qparams",
+    "fake_quantize",
+    "fake_quantize_bias",
+    "quantize",
+    "dequantize",
+    "FakeQuant",
+    "QLinear",
+    "fake_quants",
+    "set_observing",
+    "set_quantising",
+    "quant_params",
+]
+
+SCHEMES = ("symmetric", "asymmetric", "adaptive")
+OBSERVERS = ("ema", "minmax", "current")
+BIAS_BITS = 32
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass
+class QuantConfig:
+    """Per-tensor precision. Keys of ``bits``/``schemes``/``observers`` are tensor names
+    (``"l0.scores"``, ``"pred.weight"``) or fnmatch patterns (``"l*.attn"``, ``"*.weight"``);
+    an exact name wins over patterns, later patterns over earlier ones."""
+
+    default_bits: int = 8
+    bits: dict[str, int] = field(default_factory=dict)
+    default_scheme: str = "adaptive"
+    schemes: dict[str, str] = field(default_factory=dict)
+    default_observer: str = "ema"  # for activations; weights/PE default to "current"
+    observers: dict[str, str] = field(default_factory=dict)
+    ema_momentum: float = 0.01
+    adaptive_tau: float = 0.25
+
+    def __post_init__(self):
+        check_bits(self.default_bits, "default_bits")
+        for k, b in self.bits.items():
+            check_bits(b, f"bit-width of {k!r}")
+        for k, s in [("default_scheme", self.default_scheme), *self.schemes.items()]:
+            if s not in SCHEMES:
+                raise ValueError(f"scheme of {k!r} is {s!r}; use one of {SCHEMES}")
+        for k, o in [("default_observer", self.default_observer), *self.observers.items()]:
+            if o not in OBSERVERS:
+                raise ValueError(f"observer of {k!r} is {o!r}; use one of {OBSERVERS}")
+        if not 0.0 < self.ema_momentum <= 1.0:
+            raise ValueError(f"ema_momentum must be in (0, 1], got {self.ema_momentum}")
+        if self.adaptive_tau < 0:
+            raise ValueError(f"adaptive_tau must be >= 0, got {self.adaptive_tau}")
+
+    @staticmethod
+    def _lookup(table: dict, name: str, default):
+        if name in table:
+            return table[name]
+        val = default
+        for pat, v in table.items():
+            if fnmatch.fnmatchcase(name, pat):
+                val = v
+        return val
+
+    def bits_for(self, name: str) -> int:
+        return int(self._lookup(self.bits, name, self.default_bits))
+
+    def scheme_for(self, name: str) -> str:
+        return self._lookup(self.schemes, name, self.default_scheme)
+
+    def observer_for(self, name: str, constant: bool = False) -> str:
+        return self._lookup(self.observers, name, "current" if constant else self.default_observer)
+
+    def check_names(self, names) -> None:
+        """Every key must match at least one tensor name (catches typos)."""
+        names = list(names)
+        for table in (self.bits, self.schemes, self.observers):
+            for key in table:
+                if key not in names and not any(fnmatch.fnmatchcase(n, key) for n in names):
+                    raise ValueError(f"quantisation setting for {key!r} matches no tensor; tensors are: {names}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "QuantConfig":
+        return cls(**d)
+
+
+# --------------------------------------------------------------------------------------------
+# quantisation parameters
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    bits: int
+    scheme: str  # "symmetric" | "asymmetric" | "fixed"
+    scale: float
+    zero_point: int
+    lo: float  # observed range (before widening to contain 0)
+    hi: float
+
+    @property
+    def signed(self) -> bool:
+        return self.scheme == "symmetric"
+
+    @property
+    def qmin(self) -> int:
+        return -(1 << (self.bits - 1)) if self.signed else 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+
+    def qtype(self) -> QType:
+        return QType(self.bits, self.signed, self.zero_point)
+
+    def to_dict(self) -> dict:
+        return {
+            "bits": self.bits,
+            "scheme": self.scheme,
+            "scale": self.scale,
+            "zero_point": self.zero_point,
+            "min": self.lo,
+            "max": self.hi,
+            "signed": self.signed,
+            "qmin": self.qmin,
+            "qmax": self.qmax,
+        }
+
+
+def _f32(v) -> float:
+    return float(np.float32(v))
+
+
+def choose_scheme(lo: float, hi: float, bits: int, tau: float = 0.25) -> str:
+    """The adaptive rule (module docstring): symmetric iff its step is at most (1+tau) times
+    the asymmetric step on the range widened to contain 0."""
+    check_bits(bits)
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    if hi - lo <= 0:
+        return "symmetric"
+    step_sym = max(-lo, hi) / ((1 << (bits - 1)) - 1)
+    step_asym = (hi - lo) / ((1 << bits) - 1)
+    return "symmetric" if step_sym <= (1.0 + tau) * step_asym else "asymmetric"
+
+
+def compute_qparams(lo: float, hi: float, bits: int, scheme: str, tau: float = 0.25) -> QuantParams:
+    """Scale / zero point for the range ``[lo, hi]`` (``scheme`` may be ``"adaptive"``)."""
+    check_bits(bits)
+    if scheme not in SCHEMES:
+        raise ValueError(f"scheme {scheme!r}; use one of {SCHEMES}")
+    lo, hi = float(lo), float(hi)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise ValueError(f"invalid range [{lo}, {hi}]")
+    if scheme == "adaptive":
+        scheme = choose_scheme(lo, hi, bits, tau)
+    wl, wh = np.float32(min(lo, 0.0)), np.float32(max(hi, 0.0))
+    if scheme == "symmetric":
+        scale = np.float32(max(-wl, wh)) / np.float32((1 << (bits - 1)) - 1)
+        zp = 0
+        if not scale > 0:
+            scale = np.float32(1.0)
+    else:
+        qmax = (1 << bits) - 1
+        scale = np.float32(wh - wl) / np.float32(qmax)
+        if not scale > 0:
+            scale, zp = np.float32(1.0), 0
+        else:
+            zp = int(min(max(round(float(-wl / scale)), 0), qmax))  # round half to even
+    return QuantParams(int(bits), scheme, float(scale), int(zp), lo, hi)
+
+
+def fixed_softmax_qparams(bits: int) -> QuantParams:
+    check_bits(bits)
+    return QuantParams(int(bits), "fixed", 1.0 / (1 << bits), 0, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# fake quantisation
+
+
+class _FakeQuantSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, scale, zp, qmin, qmax):
+        q = torch.round(x / scale) + zp
+        inside = (q >= qmin) & (q <= qmax)
+        ctx.save_for_backward(inside)
+        return (q.clamp(qmin, qmax) - zp) * scale
+
+    @staticmethod
+    def backward(ctx, grad):
+        (inside,) = ctx.saved_tensors
+        return grad * inside.to(grad.dtype), None, None, None, None
+
+
+def fake_quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
+    """Quantise-dequantise with the clipped straight-through estimator."""
+    return _FakeQuantSTE.apply(x, qp.scale, float(qp.zero_point), float(qp.qmin), float(qp.qmax))
+
+
+def quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
+    """Integer codes (int64) of ``x``."""
+    q = torch.round(x.detach() / qp.scale) + qp.zero_point
+    return q.clamp(qp.qmin, qp.qmax).to(torch.int64)
+
+
+def dequantize(q: torch.Tensor, qp: QuantParams) -> torch.Tensor:
+    return (q.to(torch.float32) - qp.zero_point) * qp.scale
+
+
+def bias_scale(w_qp: QuantParams, x_qp: QuantParams) -> float:
+    return _f32(np.float32(w_qp.scale) * np.float32(x_qp.scale))
+
+
+def quantize_bias(bias: torch.Tensor, w_qp: QuantParams, x_qp: QuantParams, fan_in: int) -> torch.Tensor:
+    """Integer bias codes: ``clamp(round(b / (s_w*s_x)), -bound, bound)`` (int64)."""
+    s = bias_scale(w_qp, x_qp)
+    lim = bias_bound(fan_in, x_qp.qtype(), w_qp.qtype())
+    return (torch.round(bias.detach() / s).clamp(-lim, lim)).to(torch.int64)
+
+
+def fake_quantize_bias(bias: torch.Tensor, w_qp: QuantParams, x_qp: QuantParams, fan_in: int) -> torch.Tensor:
+    s = bias_scale(w_qp, x_qp)
+    lim = float(bias_bound(fan_in, x_qp.qtype(), w_qp.qtype()))
+    return _FakeQuantSTE.apply(bias, s, 0.0, -lim, lim)
+
+
+class FakeQuant(nn.Module):
+    """Observer + fake quantiser of one named tensor.
+
+    ``observing``: update the range from each input (not for ``"current"``, which always
+    tracks its tensor). ``quantising``: return the fake-quantised tensor, else the input.
+    Both are off after construction (float model)."""
+
+    def __init__(self, name: str, bits: int = 8, scheme: str = "adaptive", observer: str = "ema",
+                 momentum: float = 0.01, tau: float = 0.25, fixed_softmax: bool = False):
+        super().__init__()
+        self.name = name
+        self.bits = check_bits(bits, f"bit-width of {name!r}")
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme of {name!r} is {scheme!r}; use one of {SCHEMES}")
+        if observer not in OBSERVERS:
+            raise ValueError(f"observer of {name!r} is {observer!r}; use one of {OBSERVERS}")
+        self.scheme = scheme
+        self.observer = observer
+        self.momentum = float(momentum)
+        self.tau = float(tau)
+        self.fixed_softmax = bool(fixed_softmax)
+        self.observing = False
+        self.quantising = False
+        self.register_buffer("lo", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("hi", torch.zeros((), dtype=torch.float32))
+        self.register_buffer("n_obs", torch.zeros((), dtype=torch.int64))
+
+    def extra_repr(self) -> str:
+        if self.fixed_softmax:
+            return f"{self.name!r}, bits={self.bits}, fixed softmax format"
+        return f"{self.name!r}, bits={self.bits}, scheme={self.scheme}, observer={self.observer}"
+
+    @torch.no_grad()
+    def observe(self, x: torch.Tensor) -> None:
+        if self.fixed_softmax or x.numel() == 0:
+            return
+        lo, hi = x.detach().min().to(torch.float32), x.detach().max().to(torch.float32)
+        n = int(self.n_obs)
+        if self.observer == "current" or n == 0:
+            self.lo.copy_(lo)
+            self.hi.copy_(hi)
+        elif self.observer == "minmax":
+            self.lo.copy_(torch.minimum(self.lo, lo))
+            self.hi.copy_(torch.maximum(self.hi, hi))
+        else:  # ema with running-average warm-up
+            m = max(self.momentum, 1.0 / (n + 1))
+            self.lo.add_(m * (lo - self.lo))
+            self.hi.add_(m * (hi - self.hi))
+        self.n_obs.add_(1)
+
+    @property
+    def calibrated(self) -> bool:
+        return self.fixed_softmax or int(self.n_obs) > 0
+
+    def qparams(self) -> QuantParams:
+        if self.fixed_softmax:
+            return fixed_softmax_qparams(self.bits)
+        if not self.calibrated:
+            raise RuntimeError(f"tensor {self.name!r} has no observed range: calibrate before quantising")
+        return compute_qparams(float(self.lo), float(self.hi), self.bits, self.scheme, self.tau)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.observer == "current" or self.observing:
+            self.observe(x)
+        if not self.quantising:
+            return x
+        return fake_quantize(x, self.qparams())
+
+
+class QLinear(nn.Linear):
+    """``nn.Linear`` with a fake-quantised weight (``<name>.weight``) and, when both the
+    weight and its input are quantised, a bias fake-quantised at scale ``s_w*s_x``."""
+
+    def __init__(self, in_features: int, out_features: int, name: str, quant: QuantConfig):
+        super().__init__(in_features, out_features)
+        self.name = name
+        wname = f"{name}.weight"
+        self.wq = FakeQuant(wname, quant.bits_for(wname), quant.scheme_for(wname),
+                            quant.observer_for(wname, constant=True), quant.ema_momentum, quant.adaptive_tau)
+
+    def forward(self, x: torch.Tensor, x_fq: FakeQuant | None = None) -> torch.Tensor:
+        w = self.wq(self.weight)
+        b = self.bias
+        if self.wq.quantising and x_fq is not None and x_fq.quantising:
+            b = fake_quantize_bias(b, self.wq.qparams(), x_fq.qparams(), self.in_features)
+        return nn.functional.linear(x, w, b)
+
+
+# --------------------------------------------------------------------------------------------
+# whole-model helpers
+
+
+def fake_quants(model: nn.Module) -> dict[str, FakeQuant]:
+    """Every fake quantiser of ``model`` by tensor name."""
+    return {m.name: m for m in model.modules() if isinstance(m, FakeQuant)}
+
+
+def set_observing(model: nn.Module, flag: bool = True) -> None:
+    for m in fake_quants(model).values():
+        m.observing = bool(flag)
+
+
+def set_quantising(model: nn.Module, flag: bool = True) -> None:
+    for m in fake_quants(model).values():
+        m.quantising = bool(flag)
+
+
+def quant_params(model: nn.Module) -> dict[str, dict]:
+    """Final choice per tensor: name -> {"bits","scheme","scale","zero_point","min","max",...}.
+
+    Bias entries (``<linear>.bias``) give the int32 scale ``s_w*s_x`` and the saturation bound.
+    """
+    fqs = fake_quants(model)
+    out = {name: fq.qparams().to_dict() for name, fq in fqs.items() if fq.calibrated}
+    for m in model.modules():
+        if isinstance(m, QLinear):
+            inp = getattr(m, "input_name", None)
+            if inp in fqs and fqs[inp].calibrated and m.wq.calibrated:
+                wq, xq = m.wq.qparams(), fqs[inp].qparams()
+                out[f"{m.name}.bias"] = {
+                    "bits": BIAS_BITS,
+                    "scheme": "symmetric",
+                    "scale": bias_scale(wq, xq),
+                    "zero_point": 0,
+                    "bound": int(bias_bound(m.in_features, xq.qtype(), wq.qtype())),
+                }
+    return out
+
+
+assert MIN_BITS == 2 and MAX_BITS == 8

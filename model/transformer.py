@@ -1,0 +1,273 @@
+"""The float / QAT encoder-only forecaster.
+
+The structure is fixed; the integer model (:func:`model.intmodel.graph_spec`) and the hardware
+mirror it operator by operator. Every tensor that exists in hardware passes through a named
+:class:`~model.qat.FakeQuant` (identity until quantisation is switched on)::
+
+    input (B,L,F)                          -> fq "input"
+    proj   = Linear_proj(input)            -> fq "proj"          weight "proj.weight"
+    pe     = sinusoidal table (L,d)        -> fq "pe"            (constant)
+    embed  = proj + pe                     -> fq "embed"
+    per layer i (post-norm), x = embed or l{i-1}.norm2:
+      q, k, v = Linear(x)                  -> fq "l{i}.q", "l{i}.k", "l{i}.v"     weights "l{i}.q.weight", ...
+      scores = q_h k_h^T / sqrt(d_head)    -> fq "l{i}.scores"   (B,H,L,L)
+      attn   = softmax_keys(scores)        -> fq "l{i}.attn"     FIXED: unsigned b bits, scale 2^-b, z 0
+      context= concat_h(attn_h v_h)        -> fq "l{i}.context"
+      attn_out = Linear(context)           -> fq "l{i}.attn_out" weight "l{i}.attn_out.weight"
+      res1   = x + attn_out                -> fq "l{i}.res1"
+      norm1  = Norm(res1)                  -> fq "l{i}.norm1"
+      relu:  ffn_hidden = relu(Linear(norm1))          -> fq "l{i}.ffn_hidden"  weight "l{i}.ffn_hidden.weight"
+      gelu:  ffn_pre = Linear(norm1)                   -> fq "l{i}.ffn_pre"     weight "l{i}.ffn_pre.weight"
+             ffn_hidden = gelu(ffn_pre)  (exact erf)   -> fq "l{i}.ffn_hidden"  (a LUT in the integer model)
+      ffn_out= Linear(ffn_hidden)          -> fq "l{i}.ffn_out"  weight "l{i}.ffn_out.weight"
+      res2   = norm1 + ffn_out             -> fq "l{i}.res2"
+      norm2  = Norm(res2)                  -> fq "l{i}.norm2"
+    pooled = mean_t(norm2)                 -> fq "pooled"
+    pred   = Linear(pooled)                -> fq "pred"          weight "pred.weight"   (B,)
+
+Weight names are ``<op output>.weight`` as in the integer-model file. Biases are
+fake-quantised at scale ``s_w * s_x`` (see :mod:`model.qat`).
+
+Batch-norm is ``BatchNorm1d`` over the d channels with statistics over batch x time. With
+running statistics (eval, or ``freeze_bn``) it is applied as its folded per-channel affine
+``a_c*x + b_c`` (``a = gamma/sqrt(var+eps)``, ``b = beta - a*mean``), exactly the integer
+model's ``affine`` operator; in training without freezing it uses batch statistics.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+from torch.nn import functional as Fn
+
+from .qat import FakeQuant, QLinear, QuantConfig, fake_quants, quant_params
+
+__all__ = ["ModelConfig", "Forecaster", "Norm", "sinusoidal_pe", "quant_point_names", "build_model"]
+
+NORMS = ("batchnorm", "layernorm")
+ACTIVATIONS = ("relu", "gelu")
+
+
+@dataclass
+class ModelConfig:
+    """Field names match :data:`model.intmodel.CONFIG_KEYS` (plus float-only extras)."""
+
+    features: int = 7
+    window: int = 24
+    d_model: int = 16
+    heads: int = 1
+    layers: int = 1
+    ffn: int | None = None  # None -> 4 * d_model
+    norm: str = "batchnorm"
+    activation: str = "relu"
+    norm_eps: float = 1e-5
+    bn_momentum: float = 0.1
+
+    def __post_init__(self):
+        if self.ffn is None:
+            self.ffn = 4 * int(self.d_model)
+        for k in ("features", "window", "d_model", "heads", "layers", "ffn"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"ModelConfig.{k} must be a positive integer, got {v!r}")
+        if self.d_model % self.heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+    def intmodel_config(self) -> dict:
+        """The dict :func:`model.intmodel.check_config` expects."""
+        return {k: getattr(self, k) for k in ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")}
+
+
+def sinusoidal_pe(length: int, d: int) -> torch.Tensor:
+    """``pe[t, 2i] = sin(t / 10000^(2i/d))``, ``pe[t, 2i+1] = cos(t / 10000^(2i/d))`` (float32)."""
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    i2 = torch.arange(0, d, 2, dtype=torch.float64)
+    ang = pos / torch.pow(10000.0, i2 / d)
+    pe = torch.zeros(length, d, dtype=torch.float64)
+    pe[:, 0::2] = torch.sin(ang)
+    pe[:, 1::2] = torch.cos(ang[:, : d // 2])
+    return pe.to(torch.float32)
+
+
+def quant_point_names(config: ModelConfig) -> list[str]:
+    """Activation / constant tensor names in graph order (``input``, ``pe``, then every op output)."""
+    names = ["input", "proj", "pe", "embed"]
+    for i in range(config.layers):
+        p = f"l{i}."
+        names += [p + s for s in ("q", "k", "v", "scores", "attn", "context", "attn_out", "res1", "norm1")]
+        if config.activation == "gelu":
+            names.append(p + "ffn_pre")
+        names += [p + s for s in ("ffn_hidden", "ffn_out", "res2", "norm2")]
+    return names + ["pooled", "pred"]
+
+
+def linear_names(config: ModelConfig) -> list[str]:
+    names = ["proj"]
+    for i in range(config.layers):
+        p = f"l{i}."
+        first = "ffn_pre" if config.activation == "gelu" else "ffn_hidden"
+        names += [p + s for s in ("q", "k", "v", "attn_out", first, "ffn_out")]
+    return names + ["pred"]
+
+
+class Norm(nn.Module):
+    """Batch-norm over channels (stats over batch x time) or layer-norm, on (B, L, d)."""
+
+    def __init__(self, d: int, kind: str, eps: float, momentum: float):
+        super().__init__()
+        self.kind = kind
+        self.freeze_bn = False  # use running statistics even in training mode (QAT)
+        if kind == "batchnorm":
+            self.bn = nn.BatchNorm1d(d, eps=eps, momentum=momentum)
+        else:
+            self.ln = nn.LayerNorm(d, eps=eps)
+
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(a, b)`` with ``norm(x) = a*x + b`` from the running statistics."""
+        if self.kind != "batchnorm":
+            raise ValueError("only batch-norm folds into a per-channel affine")
+        bn = self.bn
+        a = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        return a, bn.bias - a * bn.running_mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layernorm":
+            return self.ln(x)
+        if self.training and not self.freeze_bn:
+            return self.bn(x.transpose(1, 2)).transpose(1, 2)
+        a, b = self.folded()
+        return x * a + b
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, i: int, cfg: ModelConfig, fq: dict, quant: QuantConfig):
+        super().__init__()
+        self.i, self.cfg = i, cfg
+        p = self.prefix = f"l{i}."
+        d = cfg.d_model
+        self.q = QLinear(d, d, p + "q", quant)
+        self.k = QLinear(d, d, p + "k", quant)
+        self.v = QLinear(d, d, p + "v", quant)
+        self.o = QLinear(d, d, p + "attn_out", quant)
+        self.norm1 = Norm(d, cfg.norm, cfg.norm_eps, cfg.bn_momentum)
+        first = p + ("ffn_pre" if cfg.activation == "gelu" else "ffn_hidden")
+        self.ffn1 = QLinear(d, cfg.ffn, first, quant)
+        self.ffn2 = QLinear(cfg.ffn, d, p + "ffn_out", quant)
+        self.norm2 = Norm(d, cfg.norm, cfg.norm_eps, cfg.bn_momentum)
+        self._fq = fq  # shared dict name -> FakeQuant (owned by the Forecaster)
+        self.o.input_name = p + "context"
+        self.ffn1.input_name = p + "norm1"
+        self.ffn2.input_name = p + "ffn_hidden"
+
+    def forward(self, x: torch.Tensor, x_fq: FakeQuant) -> torch.Tensor:
+        f, p, cfg = self._fq, self.prefix, self.cfg
+        B, L, d = x.shape
+        H = cfg.heads
+        dh = d // H
+        for lin in (self.q, self.k, self.v):
+            lin.input_name = x_fq.name
+        q = f[p + "q"](self.q(x, x_fq))
+        k = f[p + "k"](self.k(x, x_fq))
+        v = f[p + "v"](self.v(x, x_fq))
+        qh = q.view(B, L, H, dh).transpose(1, 2)  # (B,H,L,dh)
+        kh = k.view(B, L, H, dh).transpose(1, 2)
+        vh = v.view(B, L, H, dh).transpose(1, 2)
+        scores = f[p + "scores"](torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(dh)))
+        attn = f[p + "attn"](torch.softmax(scores, dim=-1))
+        ctx = torch.matmul(attn, vh).transpose(1, 2).reshape(B, L, d)
+        ctx = f[p + "context"](ctx)
+        ao = f[p + "attn_out"](self.o(ctx, f[p + "context"]))
+        r1 = f[p + "res1"](x + ao)
+        n1 = f[p + "norm1"](self.norm1(r1))
+        if cfg.activation == "relu":
+            h = f[p + "ffn_hidden"](torch.relu(self.ffn1(n1, f[p + "norm1"])))
+        else:
+            pre = f[p + "ffn_pre"](self.ffn1(n1, f[p + "norm1"]))
+            h = f[p + "ffn_hidden"](Fn.gelu(pre))
+        fo = f[p + "ffn_out"](self.ffn2(h, f[p + "ffn_hidden"]))
+        r2 = f[p + "res2"](n1 + fo)
+        return f[p + "norm2"](self.norm2(r2))
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "_")
+
+
+class Forecaster(nn.Module):
+    """(B, L, F) normalised windows -> (B,) normalised prediction."""
+
+    def __init__(self, config: ModelConfig | None = None, quant: QuantConfig | None = None):
+        super().__init__()
+        self.config = cfg = config or ModelConfig()
+        self.quant_config = quant = quant or QuantConfig()
+        names = quant_point_names(cfg)
+        quant.check_names(names + [n + ".weight" for n in linear_names(cfg)])
+        fqs = {}
+        for n in names:
+            is_attn = n.endswith(".attn")
+            if is_attn and n in quant.schemes:
+                raise ValueError(f"{n!r} has the fixed softmax format (unsigned, scale 2^-bits); only its bits can be set")
+            fqs[n] = FakeQuant(n, quant.bits_for(n), "adaptive" if is_attn else quant.scheme_for(n),
+                               quant.observer_for(n, constant=(n == "pe")), quant.ema_momentum,
+                               quant.adaptive_tau, fixed_softmax=is_attn)
+        self.fq = nn.ModuleDict({_key(n): m for n, m in fqs.items()})
+        self._fqs = fqs  # plain dict for lookup by tensor name (modules registered above)
+        self.proj = QLinear(cfg.features, cfg.d_model, "proj", quant)
+        self.proj.input_name = "input"
+        self.register_buffer("pe", sinusoidal_pe(cfg.window, cfg.d_model))
+        self.layers = nn.ModuleList(EncoderLayer(i, cfg, fqs, quant) for i in range(cfg.layers))
+        self.head = QLinear(cfg.d_model, 1, "pred", quant)
+        self.head.input_name = "pooled"
+
+    def fq_point(self, name: str) -> FakeQuant:
+        return self._fqs[name]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg, f = self.config, self._fqs
+        if x.dim() != 3 or x.shape[1:] != (cfg.window, cfg.features):
+            raise ValueError(f"expected input (B, {cfg.window}, {cfg.features}), got {tuple(x.shape)}")
+        x = f["input"](x)
+        proj = f["proj"](self.proj(x, f["input"]))
+        pe = f["pe"](self.pe)
+        h = f["embed"](proj + pe)
+        h_fq = f["embed"]
+        for layer in self.layers:
+            h = layer(h, h_fq)
+            h_fq = f[f"{layer.prefix}norm2"]
+        pooled = f["pooled"](h.mean(dim=1))
+        return f["pred"](self.head(pooled, f["pooled"])).squeeze(-1)
+
+    def set_freeze_bn(self, flag: bool = True) -> None:
+        for m in self.modules():
+            if isinstance(m, Norm):
+                m.freeze_bn = bool(flag)
+
+    def fake_quants(self) -> dict[str, FakeQuant]:
+        return fake_quants(self)
+
+    def quant_params(self) -> dict[str, dict]:
+        return quant_params(self)
+
+
+def build_model(config: ModelConfig | None = None, quant: QuantConfig | None = None, seed: int | None = None) -> Forecaster:
+    if seed is not None:
+        torch.manual_seed(seed)
+    return Forecaster(config, quant)
