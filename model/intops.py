@@ -31,6 +31,8 @@ MAX_BITS = 8
 MULT_BITS = 16
 #: Largest right shift of a requantisation (keeps ``acc * M`` well inside 64 bits).
 MAX_SHIFT = 40
+#: Fraction bits of the layer-norm standard deviation (see :func:`layernorm`).
+LN_SD_FRAC_BITS = 4
 
 
 class RangeError(ValueError):
@@ -300,8 +302,10 @@ def layernorm(x, x_type: QType, scales, offsets, shift: int, norm_bits: int, rec
     """Integer layer-norm over the last axis (n channels).
 
     ``xc = x - zx``;  ``dev = n*xc - sum(xc)`` (n times the deviation from the mean);
-    ``sd = max(isqrt(sum(dev**2) // n), 1)`` (n times the standard deviation);
-    ``r = floor(2**recip_bits / sd)``;  ``z = rounding_shift(dev * r, recip_bits - norm_bits)``
+    ``sd = max(isqrt((sum(dev**2) << 2*LN_SD_FRAC_BITS) // n), 1)`` (n times the standard
+    deviation, with ``LN_SD_FRAC_BITS`` fraction bits so that the floor of the root costs
+    little); ``r = floor(2**recip_bits / sd)``;
+    ``z = rounding_shift(dev * r, recip_bits - norm_bits - LN_SD_FRAC_BITS)``
     (the normalised value with ``norm_bits`` fraction bits); then a per-channel affine
     ``(z * scales[c] + offsets[c])`` requantised by ``shift`` (gamma and beta live there).
     """
@@ -309,10 +313,10 @@ def layernorm(x, x_type: QType, scales, offsets, shift: int, norm_bits: int, rec
     n = x.shape[-1]
     xc = x - x_type.zero_point
     dev = n * xc - xc.sum(axis=-1, keepdims=True)
-    var_n = (dev * dev).sum(axis=-1, keepdims=True) // n
+    var_n = ((dev * dev).sum(axis=-1, keepdims=True) << (2 * LN_SD_FRAC_BITS)) // n
     sd = np.maximum(isqrt(var_n), 1)
     recip = (1 << recip_bits) // sd
-    z = rounding_shift(dev * recip, recip_bits - norm_bits)
+    z = rounding_shift(dev * recip, recip_bits - norm_bits - LN_SD_FRAC_BITS)
     acc = z * np.asarray(scales, np.int64) + np.asarray(offsets, np.int64)
     return saturate(out.zero_point + rounding_shift(acc, shift), out)
 
@@ -323,9 +327,10 @@ def layernorm_bounds(n: int, x_type: QType, norm_bits: int, recip_bits: int) -> 
     dev = 2 * n * m                       # |n*xc - sum(xc)| <= n*m + n*m
     sq_sum = n * dev * dev
     # |dev| / sd <= sqrt(n) * n ... bounded by |dev| * r with sd >= 1.
-    z = rounding_shift(dev * (1 << recip_bits), recip_bits - norm_bits)
-    return {"dev": dev, "sq_sum": sq_sum, "var": sq_sum // n, "recip": 1 << recip_bits,
-            "z": int(z)}
+    z = rounding_shift(dev * (1 << recip_bits), recip_bits - norm_bits - LN_SD_FRAC_BITS)
+    var = (sq_sum << (2 * LN_SD_FRAC_BITS)) // n
+    return {"dev": dev, "sq_sum": sq_sum, "var": var, "sd": math.isqrt(var),
+            "recip": 1 << recip_bits, "z": int(z)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +358,8 @@ def softmax_precision(out_bits: int) -> tuple[int, int]:
 
 def layernorm_precision(n: int, x_type: QType, out_bits: int) -> tuple[int, int]:
     """``(norm_bits, recip_bits)`` for an n-channel layer-norm: the normalised value keeps
-    ``out_bits + 2`` fraction bits; the reciprocal of ``sd <= n * max_offset`` keeps 4 guard bits."""
+    ``out_bits + 2`` fraction bits; the reciprocal of ``sd <= n * max_offset * 2**LN_SD_FRAC_BITS``
+    keeps 4 guard bits."""
     norm_bits = out_bits + 2
-    return norm_bits, norm_bits + unsigned_bits(n * x_type.max_offset) + 4
+    sd_max = n * x_type.max_offset << LN_SD_FRAC_BITS
+    return norm_bits, norm_bits + LN_SD_FRAC_BITS + unsigned_bits(sd_max) + 4
