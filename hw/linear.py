@@ -1,0 +1,288 @@
+"""Linear layer (``intops.linear`` applied token by token) with FINN-style PE x SIMD folding.
+
+Dataflow, per token of ``In`` input elements producing ``Out`` output elements:
+
+* **Loader** — writes the element-serial input into a double-buffered input store (two halves
+  of ``In`` entries), split into ``simd`` banks so that ``simd`` consecutive inputs can be read
+  per cycle. Token ``t+1`` is loaded while token ``t`` is computed.
+* **Compute** — ``G = Out/pe`` output groups; for each group ``K = In/simd`` cycles each read one
+  weight word (``pe*simd`` weights, pre-offset by the weight zero point) and ``simd`` inputs and
+  advance ``pe`` accumulators by ``simd`` products. Pipeline: read | multiply (registered) |
+  adder tree of ``simd`` products (registered) | accumulate. A group occupies ``P = max(K, pe)``
+  issue slots (idle slots when ``K < pe``), so that group results never arrive faster than the
+  element-serial output can drain them.
+* **Serialiser + requantisation** — at the end of a group its ``pe`` accumulators are copied to a
+  shift register and leave one per cycle: + bias (from a ROM) | x multiplier (registered) |
+  round, saturate (ReLU: lower bound = zero point) into the output queue.
+
+Flow control uses credits (see :mod:`hw.plumbing`): a group starts only when ``pe`` places are
+reserved in the output queue, so the whole datapath after the issue stage never stalls and
+``i.ready`` / ``o.valid`` are registers.
+
+Throughput per token: ``max(In, G*P) = max(In, Out*In/(pe*simd), Out)`` cycles.
+"""
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from model import intops
+from model.intops import QType
+from hw.common import Buffer, Rom, Storage, const, element_stream, qshape, rounding_shift, saturate
+from hw.plumbing import OutputQueue, checked_init
+
+
+class Linear(wiring.Component):
+    """``tokens`` vectors of ``In`` elements in (port ``i``), ``tokens`` vectors of ``Out``
+    elements out (port ``o``): ``o = intops.linear(i, ...)`` token by token."""
+
+    #: Edges from the last weight read of a group to the transfer of its first output:
+    #: multiply, tree, accumulate, shift register, + bias, x multiplier, queue write, queue valid.
+    TAIL = 8
+
+    @checked_init
+    def __init__(self, weight, weight_type: QType, bias, multiplier: int, shift: int,
+                 in_type: QType, out_type: QType, relu: bool = False, *, tokens: int,
+                 pe: int = 1, simd: int = 1, weight_storage=Storage.BRAM,
+                 buffer_storage=Storage.REGISTERS):
+        w = weight_type.check(np.asarray(weight), "linear weight")
+        if w.ndim != 2:
+            raise ValueError(f"weight must be a 2-D (Out, In) array, got shape {w.shape}")
+        self.n_out, self.n_in = (int(s) for s in w.shape)
+        if not isinstance(pe, int) or not isinstance(simd, int) or pe < 1 or simd < 1:
+            raise ValueError(f"pe and simd must be positive integers, got pe={pe!r}, simd={simd!r}")
+        if self.n_out % pe:
+            raise ValueError(f"pe={pe} must divide the number of outputs {self.n_out}")
+        if self.n_in % simd:
+            raise ValueError(f"simd={simd} must divide the number of inputs {self.n_in}")
+        if tokens < 1:
+            raise ValueError(f"tokens must be >= 1, got {tokens}")
+        b = np.zeros(self.n_out, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
+        if b.shape != (self.n_out,):
+            raise ValueError(f"bias needs {self.n_out} entries, got {b.size}")
+        lim = intops.bias_bound(self.n_in, in_type, weight_type)
+        if np.abs(b).max(initial=0) > lim:
+            raise ValueError(f"bias exceeds its bound {lim} (intops.bias_bound)")
+        if not 0 <= shift <= intops.MAX_SHIFT:
+            raise ValueError(f"shift must be in [0, {intops.MAX_SHIFT}], got {shift}")
+        self.weight, self.weight_type, self.bias = w, weight_type, b
+        self.multiplier, self.shift = int(multiplier), int(shift)
+        self.in_type, self.out_type, self.relu = in_type, out_type, bool(relu)
+        self.tokens, self.pe, self.simd = int(tokens), pe, simd
+        self.weight_storage = Storage.parse(weight_storage)
+        self.buffer_storage = Storage.parse(buffer_storage)
+        super().__init__({"i": In(element_stream(in_type)), "o": Out(element_stream(out_type))})
+
+    @classmethod
+    def from_op(cls, model, output_name: str, **knobs):
+        op = model.op(output_name)
+        if op.kind != "linear":
+            raise ValueError(f"{output_name!r} is a {op.kind} operator, not linear")
+        p = op.params
+        shape = op.spec.shape
+        kw = {"tokens": shape[0] if len(shape) == 2 else 1}
+        kw.update(knobs)
+        return cls(op.arrays["weight"], QType.from_dict(p["weight_type"]), op.arrays["bias"],
+                   p["multiplier"], p["shift"], model.qtype(op.spec.inputs[0]),
+                   model.qtype(output_name), p.get("relu", False), **kw)
+
+    # -- schedule ---------------------------------------------------------------------------
+    @property
+    def groups(self):
+        """G: output groups of ``pe`` lanes per token."""
+        return self.n_out // self.pe
+
+    @property
+    def folds(self):
+        """K: weight words (cycles of ``simd`` inputs) per output group."""
+        return self.n_in // self.simd
+
+    @property
+    def slots(self):
+        """P: issue slots per output group (>= pe: the serial output drains pe results)."""
+        return max(self.folds, self.pe)
+
+    def token_period(self) -> int:
+        """Steady-state cycles per token: loading (In) or computing (G*P), whichever is longer."""
+        return max(self.n_in, self.groups * self.slots)
+
+    def cycles(self) -> int:
+        """Exact cycles for one window (always-valid source, always-ready sink):
+
+        the first token is loaded (In cycles), compute starts the cycle after; token t starts
+        computing ``t * token_period`` later; the last token's last group reads its last weight
+        ``(G-1)*P + K - 1`` cycles after its start; then its pe results drain serially
+        (pe - 1 cycles after the first) behind a fixed tail of ``TAIL`` edges.
+        """
+        G, K, P, pe = self.groups, self.folds, self.slots, self.pe
+        return (self.n_in + 1 + (self.tokens - 1) * self.token_period()
+                + (G - 1) * P + K - 1 + self.TAIL + pe - 1 + 1)
+
+    def queue_depth(self) -> int:
+        """Output-queue entries: enough reservations in flight that an always-ready sink never
+        throttles the issue (up to ~2 groups plus the tail latency)."""
+        return 2 * self.pe + self.TAIL + 4
+
+    # -- hardware ---------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        it, wt, ot = self.in_type, self.weight_type, self.out_type
+        pe, simd, G, K, P = self.pe, self.simd, self.groups, self.folds, self.slots
+
+        # Widths, all from intops bounds.
+        wb = wt.bits + 1                                   # w - zw
+        prod_bound = it.max_offset * wt.max_offset
+        prod_bits = intops.signed_bits(prod_bound)
+        tree_bits = intops.signed_bits(simd * prod_bound)
+        acc_bits = intops.signed_bits(intops.dot_acc_bound(self.n_in, it, wt))
+        accb_bound = intops.dot_acc_bound(self.n_in, it, wt, with_bias=True)
+        accb_bits = intops.signed_bits(accb_bound)
+        bias_bits = intops.signed_bits(intops.bias_bound(self.n_in, it, wt))
+        mul_bits = intops.signed_bits(accb_bound * abs(self.multiplier))
+
+        # ---- memories
+        words = []
+        for g in range(G):
+            for k in range(K):
+                word = 0
+                for p in range(pe):
+                    for j in range(simd):
+                        v = int(self.weight[g * pe + p, k * simd + j]) - wt.zero_point
+                        word |= (v & ((1 << wb) - 1)) << ((p * simd + j) * wb)
+                words.append(word)
+        m.submodules.wrom = wrom = Rom(words, unsigned(pe * simd * wb), self.weight_storage)
+        m.submodules.brom = brom = Rom(self.bias, signed(bias_bits), self.weight_storage)
+        banks = []
+        for j in range(simd):
+            bank = Buffer(qshape(it), 2 * K, self.buffer_storage)
+            m.submodules[f"bank{j}"] = bank
+            banks.append(bank)
+        m.submodules.q = q = OutputQueue(qshape(ot), self.queue_depth(), pe, self.buffer_storage)
+
+        # ---- loader: element-serial input into the half h_w of the double buffer
+        full = Signal(2)                  # half h holds a complete token not yet fully read
+        h_w = Signal()
+        w_lane = Signal(range(max(simd, 2)))
+        w_word = Signal(range(max(K, 2)))
+        load = Signal()
+        m.d.comb += [self.i.ready.eq(~full.bit_select(h_w, 1)), load.eq(self.i.valid & self.i.ready)]
+        for j, bank in enumerate(banks):
+            m.d.comb += [bank.w_addr.eq(h_w * K + w_word),
+                         bank.w_data.eq(self.i.payload),
+                         bank.w_en.eq(load & (w_lane == j))]
+        set_full = Signal(2)
+        clr_full = Signal(2)
+        with m.If(load):
+            with m.If(w_lane == simd - 1):
+                m.d.sync += w_lane.eq(0)
+                with m.If(w_word == K - 1):
+                    m.d.sync += [w_word.eq(0), h_w.eq(~h_w)]
+                    m.d.comb += set_full.eq(Mux(h_w, 0b10, 0b01))
+                with m.Else():
+                    m.d.sync += w_word.eq(w_word + 1)
+            with m.Else():
+                m.d.sync += w_lane.eq(w_lane + 1)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+
+        # ---- compute issue: slot k of group g of the token in half h_c
+        h_c = Signal()
+        g = Signal(range(max(G, 2)))
+        k = Signal(range(max(P, 2)))
+        w_addr = Signal(range(max(G * K, 2)))
+        go = Signal()
+        issue = Signal()
+        first = Signal()
+        last = Signal()
+        m.d.comb += [
+            go.eq((k != 0) | (full.bit_select(h_c, 1) & q.can_reserve)),
+            issue.eq(go & (k < K)),
+            first.eq(k == 0),
+            last.eq(k == K - 1),
+            q.reserve.eq(Mux(go & (k == 0), pe, 0)),
+            wrom.addr.eq(w_addr),
+        ]
+        for bank in banks:
+            m.d.comb += bank.r_addr.eq(h_c * K + k)
+        with m.If(go):
+            with m.If(k == P - 1):
+                m.d.sync += k.eq(0)
+                m.d.sync += g.eq(Mux(g == G - 1, 0, g + 1))
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+        with m.If(issue):
+            m.d.sync += w_addr.eq(Mux(w_addr == G * K - 1, 0, w_addr + 1))
+            with m.If(last & (g == G - 1)):          # last read of this token: free its half
+                m.d.comb += clr_full.eq(Mux(h_c, 0b10, 0b01))
+                m.d.sync += h_c.eq(~h_c)
+
+        # ---- stage 1: memory data; multiply (registered into stage 2)
+        v1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last)]
+        v2, f2, l2 = Signal(), Signal(), Signal()
+        m.d.sync += [v2.eq(v1), f2.eq(f1), l2.eq(l1)]
+        prods = [[Signal(signed(prod_bits), name=f"prod_{p}_{j}") for j in range(simd)]
+                 for p in range(pe)]
+        for p in range(pe):
+            for j in range(simd):
+                wv = wrom.data[(p * simd + j) * wb:(p * simd + j + 1) * wb].as_signed()
+                m.d.sync += prods[p][j].eq((banks[j].r_data - it.zero_point) * wv)
+
+        # ---- stage 2: adder tree of simd products (registered into stage 3)
+        v3, f3, l3 = Signal(), Signal(), Signal()
+        m.d.sync += [v3.eq(v2), f3.eq(f2), l3.eq(l2)]
+        sums = [Signal(signed(tree_bits), name=f"sum_{p}") for p in range(pe)]
+        for p in range(pe):
+            m.d.sync += sums[p].eq(_tree(prods[p]))
+
+        # ---- stage 3: accumulate; at the group's end hand the results to the shift register
+        accs = [Signal(signed(acc_bits), name=f"acc_{p}") for p in range(pe)]
+        shadow = [Signal(signed(acc_bits), name=f"shadow_{p}") for p in range(pe)]
+        remaining = Signal(range(pe + 1))
+        emit = Signal()
+        m.d.comb += emit.eq(remaining != 0)
+        r1 = Signal(signed(acc_bits))
+        rv1 = Signal()
+        m.d.sync += rv1.eq(emit)
+        with m.If(emit):
+            m.d.sync += r1.eq(shadow[0])
+        new = [Signal(signed(acc_bits), name=f"new_{p}") for p in range(pe)]
+        for p in range(pe):
+            m.d.comb += new[p].eq(Mux(f3, 0, accs[p]) + sums[p])
+            with m.If(v3):
+                m.d.sync += accs[p].eq(new[p])
+        with m.If(v3 & l3):
+            # P >= pe slots per group: the previous group has at most its last element left,
+            # which leaves through r1 in this very cycle.
+            m.d.sync += [s.eq(n) for s, n in zip(shadow, new)]
+            m.d.sync += remaining.eq(pe)
+        with m.Elif(emit):
+            m.d.sync += [shadow[p].eq(shadow[p + 1]) for p in range(pe - 1)]
+            m.d.sync += remaining.eq(remaining - 1)
+
+        # ---- requantisation: + bias | x multiplier | round, saturate -> queue
+        b_idx = Signal(range(max(self.n_out, 2)))
+        m.d.comb += brom.addr.eq(b_idx)
+        with m.If(emit):
+            m.d.sync += b_idx.eq(Mux(b_idx == self.n_out - 1, 0, b_idx + 1))
+        r2 = Signal(signed(accb_bits))
+        rv2 = Signal()
+        r3 = Signal(signed(mul_bits))
+        rv3 = Signal()
+        m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1),
+                     r3.eq(r2 * const(self.multiplier)), rv3.eq(rv2)]
+        m.d.comb += [q.w_en.eq(rv3),
+                     q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
+                                          self.relu))]
+        wiring.connect(m, q.o, wiring.flipped(self.o))
+        return m
+
+
+def _tree(values):
+    """Balanced sum (the synthesiser maps it to an adder tree; registered after)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]

@@ -1,0 +1,211 @@
+"""Stream plumbing: FIFOs, broadcast, and the credit-based output queue of every compute block.
+
+Why credits: a compute block's datapath (multipliers, requantisation) is a fixed-latency
+pipeline that never stalls, which keeps it short and fast. Back-pressure is handled at the
+*entrance*: before an element (or a group of outputs) enters the pipeline, room for its results
+is reserved in an :class:`OutputQueue` at the exit. ``i.ready`` of a block then depends only on
+registers, never combinationally on ``o.ready``, so chains of blocks cannot form ready loops and
+the ready path is one register deep.
+"""
+from __future__ import annotations
+
+import functools
+
+from amaranth import Module, Mux, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from hw.common import Buffer, Storage
+
+
+def checked_init(init):
+    """Decorate a component's ``__init__``: when it rejects its arguments (raises), mark the
+    half-built object as used so that Amaranth does not also warn "created but never used"."""
+    @functools.wraps(init)
+    def wrapper(self, *args, **kwargs):
+        try:
+            init(self, *args, **kwargs)
+        except Exception:
+            self._MustUse__used = True
+            raise
+    return wrapper
+
+
+class Fifo(wiring.Component):
+    """Stream FIFO of ``depth`` elements on a :class:`hw.common.Buffer` (storage selectable).
+
+    Ports: ``i`` (In stream), ``o`` (Out stream). ``i.ready`` and ``o.valid`` are registers.
+    An element written at an edge is offered on ``o`` two edges later (memory read latency +
+    valid register). Sustained throughput is one element per cycle when ``depth >= 3``
+    (2 entries are in flight in the steady state); smaller depths work at a reduced rate.
+
+    The memory output register is read at address ``r_ptr_next`` every cycle, so ``o.payload``
+    always shows the head element one edge after it is known to be written (a read of the
+    address being written returns the old value, hence the conservative ``o.valid``).
+    """
+
+    @checked_init
+    def __init__(self, shape, depth: int, storage=Storage.LUTRAM):
+        if depth < 1:
+            raise ValueError(f"a FIFO needs depth >= 1, got {depth}")
+        self.shape = shape
+        self.depth = depth
+        self.storage = Storage.parse(storage)
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def cycles(self, length: int) -> int:
+        """``length`` elements through an empty FIFO: 2 edges of latency, then one element per
+        cycle (depth >= 3); depth 2 sustains 2 elements per 3 cycles, depth 1 one per 3."""
+        if self.depth >= 3:
+            return length + 2
+        if self.depth == 2:
+            return length + 2 + (length - 1) // 2
+        return 3 * length
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.depth
+        m.submodules.mem = mem = Buffer(self.shape, n, self.storage)
+        w_ptr = Signal(range(max(n, 2)))
+        r_ptr = Signal(range(max(n, 2)))
+        count = Signal(range(n + 1))      # elements stored, written at an earlier edge or now
+        w_fire = Signal()
+        r_fire = Signal()
+
+        def inc(p):
+            return Mux(p == n - 1, 0, p + 1)
+
+        r_next = Signal.like(r_ptr)
+        m.d.comb += [
+            self.i.ready.eq(count < n),
+            w_fire.eq(self.i.valid & self.i.ready),
+            r_fire.eq(self.o.valid & self.o.ready),
+            r_next.eq(Mux(r_fire, inc(r_ptr), r_ptr)),
+            mem.w_addr.eq(w_ptr), mem.w_data.eq(self.i.payload), mem.w_en.eq(w_fire),
+            mem.r_addr.eq(r_next),
+            self.o.payload.eq(mem.r_data),
+        ]
+        m.d.sync += [
+            r_ptr.eq(r_next),
+            count.eq(count + w_fire - r_fire),
+            # The head is visible in r_data after this edge iff it was written before it.
+            self.o.valid.eq((count - r_fire) != 0),
+        ]
+        with m.If(w_fire):
+            m.d.sync += w_ptr.eq(inc(w_ptr))
+        return m
+
+
+class OutputQueue(wiring.Component):
+    """Exit of a fixed-latency compute pipeline: a :class:`Fifo` plus a credit counter.
+
+    The producer asks ``can_reserve`` (a function of registers only) before starting work that
+    will produce up to ``max_reserve`` results, pulses ``reserve`` with the number of results it
+    commits to (0 .. max_reserve), and later writes them with ``w_en``/``w_data`` without any
+    flow control: room was guaranteed by the reservation. A credit is returned when an element
+    leaves on ``o``.
+    """
+
+    @checked_init
+    def __init__(self, shape, depth: int, max_reserve: int = 1, storage=Storage.REGISTERS):
+        if depth < max_reserve:
+            raise ValueError("the output queue must hold at least one reservation")
+        self.shape = shape
+        self.depth = depth
+        self.max_reserve = max_reserve
+        self.storage = Storage.parse(storage)
+        super().__init__({
+            "reserve": In(range(max_reserve + 1)), "can_reserve": Out(1),
+            "w_en": In(1), "w_data": In(shape),
+            "o": Out(stream.Signature(shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = fifo = Fifo(self.shape, self.depth, self.storage)
+        used = Signal(range(self.depth + 1))      # reserved or stored, not yet sent
+        out_fire = Signal()
+        m.d.comb += [
+            fifo.i.valid.eq(self.w_en), fifo.i.payload.eq(self.w_data),
+            wiring.flipped(self.o).valid.eq(fifo.o.valid),
+            self.o.payload.eq(fifo.o.payload),
+            fifo.o.ready.eq(self.o.ready),
+            out_fire.eq(fifo.o.valid & self.o.ready),
+            self.can_reserve.eq(used <= self.depth - self.max_reserve),
+        ]
+        m.d.sync += used.eq(used + self.reserve - out_fire)
+        return m
+
+
+class _Skid(wiring.Component):
+    """Two-entry register queue: ``i.ready`` and ``o.valid`` are registers, full rate."""
+
+    @checked_init
+    def __init__(self, shape):
+        self.shape = shape
+        super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        head = Signal(self.shape)
+        tail = Signal(self.shape)
+        count = Signal(range(3))
+        push = self.i.valid & self.i.ready
+        pop = self.o.valid & self.o.ready
+        m.d.comb += [self.i.ready.eq(count != 2), self.o.valid.eq(count != 0),
+                     self.o.payload.eq(head)]
+        m.d.sync += count.eq(count + push - pop)
+        with m.If(pop):
+            with m.If(count == 2):
+                m.d.sync += head.eq(tail)
+                with m.If(push):
+                    m.d.sync += tail.eq(self.i.payload)
+            with m.Elif(push):                      # count == 1
+                m.d.sync += head.eq(self.i.payload)
+        with m.Elif(push):
+            with m.If(count == 0):
+                m.d.sync += head.eq(self.i.payload)
+            with m.Else():
+                m.d.sync += tail.eq(self.i.payload)
+        return m
+
+
+class Fork(wiring.Component):
+    """Broadcast one stream to ``n`` streams ``o0 .. o{n-1}`` (also available as ``o``, a list).
+
+    Each output has its own two-entry register queue, and an input element is taken when every
+    queue has room. One stalled consumer therefore does not block the others until it is two
+    elements behind (a per-output pending flag with one element of slack per output, without
+    any combinational path from an ``o*.ready`` to ``i.ready``). Latency: one cycle.
+    """
+
+    @checked_init
+    def __init__(self, shape, n: int):
+        if n < 1:
+            raise ValueError(f"a fork needs at least one output, got {n}")
+        self.shape = shape
+        self.n = n
+        members = {"i": In(stream.Signature(shape))}
+        members.update({f"o{k}": Out(stream.Signature(shape)) for k in range(n)})
+        super().__init__(members)
+        self.o = [getattr(self, f"o{k}") for k in range(n)]
+
+    def cycles(self, length: int) -> int:
+        """``length`` elements through the fork: ``length + 1``."""
+        return length + 1
+
+    def elaborate(self, platform):
+        m = Module()
+        skids = []
+        for k in range(self.n):
+            s = _Skid(self.shape)
+            m.submodules[f"skid{k}"] = s
+            wiring.connect(m, s.o, wiring.flipped(self.o[k]))
+            skids.append(s)
+        ready = skids[0].i.ready
+        for s in skids[1:]:
+            ready = ready & s.i.ready
+        m.d.comb += self.i.ready.eq(ready)
+        for s in skids:
+            m.d.comb += [s.i.valid.eq(self.i.valid & ready), s.i.payload.eq(self.i.payload)]
+        return m
