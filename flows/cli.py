@@ -1,0 +1,137 @@
+"""`intformer`: from a time-series to a verified integer-only FPGA accelerator.
+
+Every stage works on a run directory (see flows/run.py) and can be run on its own.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+EPILOG = """examples:
+  intformer demo --out runs/demo                 # everything on the default weather data
+  intformer train --out runs/w8 --bits 8         # train, quantise, convert to integer
+  intformer train --out runs/mix --bits 8 --bits-map 'l0.ffn_hidden=4,*.weight=6'
+  intformer train --out runs/mine --csv data.csv --time-column time \\
+        --features a,b,c --target c              # your own CSV
+"""
+
+
+class Progress:
+    """Progress lines on a terminal (or with --verbose); silent with --quiet or when piped."""
+
+    def __init__(self, quiet: bool, verbose: bool):
+        self.enabled = not quiet and (verbose or sys.stderr.isatty())
+        self.verbose = verbose
+        self.t0 = time.perf_counter()
+
+    def __call__(self, msg: str) -> None:
+        if self.enabled:
+            print(f"[{time.perf_counter() - self.t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    def training_event(self, ev: dict) -> None:
+        if "message" in ev:
+            self(ev["message"])
+        elif ev.get("train_loss") is not None and (self.verbose or ev.get("epoch", 0) % 5 == 0):
+            val = ev.get("val_loss")
+            self(f"{ev.get('phase', 'train')} epoch {ev.get('epoch')}: train loss {ev['train_loss']:.4f}"
+                 + (f", validation loss {val:.4f}" if val is not None else ""))
+
+
+def _parse_bits_map(text: str | None) -> dict:
+    if not text:
+        return {}
+    out = {}
+    for item in text.split(","):
+        name, sep, bits = item.partition("=")
+        if not sep or not bits.strip().lstrip("-").isdigit():
+            raise SystemExit(f"--bits-map: expected NAME=BITS items separated by commas, got {item!r}")
+        out[name.strip()] = int(bits)
+    return out
+
+
+def _add_train_args(p):
+    p.add_argument("--window", type=int, default=24, help="input window length L (default 24)")
+    p.add_argument("--d-model", type=int, default=16)
+    p.add_argument("--heads", type=int, default=1)
+    p.add_argument("--layers", type=int, default=1)
+    p.add_argument("--ffn", type=int, default=None, help="FFN width (default 4*d_model)")
+    p.add_argument("--norm", choices=["batchnorm", "layernorm"], default="batchnorm")
+    p.add_argument("--activation", choices=["relu", "gelu"], default="relu")
+    p.add_argument("--bits", type=int, default=8, help="default bit-width of every tensor, 2..8")
+    p.add_argument("--bits-map", default=None,
+                   help="mixed precision: NAME=BITS,... (tensor names or patterns like '*.weight')")
+    p.add_argument("--scheme", choices=["adaptive", "symmetric", "asymmetric"], default="adaptive")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="maximum float epochs")
+    p.add_argument("--qat-epochs", type=int, default=None)
+    p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
+    p.add_argument("--time-column", default=None)
+    p.add_argument("--features", default=None, help="comma-separated feature columns (with --csv)")
+    p.add_argument("--target", default=None, help="target column (with --csv)")
+
+
+def _train_options(a):
+    from .run import TrainOptions
+    return TrainOptions(window=a.window, d_model=a.d_model, heads=a.heads, layers=a.layers,
+                        ffn=a.ffn, norm=a.norm, activation=a.activation, bits=a.bits,
+                        bits_map=_parse_bits_map(a.bits_map), scheme=a.scheme, seed=a.seed,
+                        epochs=a.epochs, qat_epochs=a.qat_epochs, csv=a.csv,
+                        time_column=a.time_column,
+                        feature_columns=a.features.split(",") if a.features else None,
+                        target_column=a.target)
+
+
+def cmd_train(a, progress: Progress) -> int:
+    from .run import train_stage
+    progress(f"training into {a.out}")
+    m = train_stage(Path(a.out), _train_options(a), verbose=False, callback=progress.training_event)
+    progress("done")
+    print(f"test RMSE: float {m['float']['test']['rmse']:.3f}  QAT {m['qat']['test']['rmse']:.3f}  "
+          f"integer {m['int']['test']['rmse']:.3f}  persistence {m['persistence']['test']['rmse']:.3f}"
+          f"  (integer = QAT on {100 * m['int_vs_qat']['exact']:.1f}% of windows, "
+          f"within 1 LSB on {100 * m['int_vs_qat']['within_1_lsb']:.1f}%)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="intformer", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    def add(name, help, example):
+        p = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--quiet", action="store_true", help="no progress output")
+        g.add_argument("--verbose", action="store_true", help="progress output even when piped")
+        return p
+
+    p = add("train", "train (float, then QAT), convert to the integer model, evaluate",
+            "intformer train --out runs/w8 --bits 8")
+    p.add_argument("--out", default="runs/train", help="run directory to create")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_train)
+    return ap
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    progress = Progress(a.quiet, a.verbose)
+    from model.data import DataError
+    from model.intmodel import ModelFileError
+    from .run import RunError
+    try:
+        return a.func(a, progress)
+    except (DataError, ModelFileError, RunError, ValueError, FileNotFoundError) as e:
+        print(f"intformer {a.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"intformer {a.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""A run directory and the stages that fill it.
+
+Layout of ``RUN/`` (each stage reads what the previous ones wrote):
+
+* ``config.json``, ``float.pt``, ``qat.pt``, ``qparams.json``, ``history.json`` (training),
+* ``intmodel.json`` + ``intmodel.npz`` (the integer model, loadable with NumPy alone),
+* ``metrics.json`` (test RMSE of float, QAT, integer models and persistence, in target units;
+  integer-vs-QAT agreement in output LSBs),
+* ``test_windows.npz`` (the quantised test windows, expected integer outputs, truth),
+* later stages: ``hw/`` (exported HDL, synthesis results), ``report.json``, ``report.html``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+class RunError(ValueError):
+    """A run directory is missing something or holds something malformed."""
+
+
+def write_json_atomic(path: Path, doc) -> None:
+    """Write JSON under a temporary name and rename it: a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path} is missing: run the stage that writes it first")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunError(f"{path} is not valid JSON ({e}): delete it and rerun its stage") from None
+
+
+@dataclass
+class TrainOptions:
+    """What `intformer train` takes (the model and quantisation knobs a user sets)."""
+    features: int | None = None     # taken from the data
+    window: int = 24
+    d_model: int = 16
+    heads: int = 1
+    layers: int = 1
+    ffn: int | None = None
+    norm: str = "batchnorm"
+    activation: str = "relu"
+    bits: int = 8
+    bits_map: dict | None = None    # tensor name / pattern -> bits (mixed precision)
+    scheme: str = "adaptive"
+    seed: int = 0
+    epochs: int | None = None
+    qat_epochs: int | None = None
+    csv: str | None = None          # user data instead of the default weather data
+    time_column: str | None = None
+    feature_columns: list | None = None
+    target_column: str | None = None
+
+
+def load_data(opts: TrainOptions):
+    from model import data as D
+    if opts.csv:
+        if not (opts.time_column and opts.feature_columns and opts.target_column):
+            raise D.DataError("with --csv give --time-column, --features and --target")
+        return D.load_csv(opts.csv, time_column=opts.time_column,
+                          feature_columns=opts.feature_columns,
+                          target_column=opts.target_column, window=opts.window)
+    return D.load_weather(window=opts.window)
+
+
+def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) -> dict:
+    """Data -> float -> QAT -> integer model -> metrics, all in ``out``."""
+    import torch
+    from model import train as T
+    from model.convert import to_intmodel
+    from model.qat import QuantConfig
+    from model.transformer import ModelConfig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").unlink(missing_ok=True)   # never leave a stale result behind
+    t0 = time.perf_counter()
+    data = load_data(opts)
+    mcfg = ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
+                       heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
+                       activation=opts.activation)
+    qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
+                       default_scheme=opts.scheme)
+    tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed)
+    if opts.epochs is not None:
+        tcfg.epochs = opts.epochs
+    if opts.qat_epochs is not None:
+        tcfg.qat_epochs = opts.qat_epochs
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    result = T.train_run(tcfg, data, out, verbose=verbose, callback=callback)
+    t_train = time.perf_counter() - t0
+
+    intmodel = to_intmodel(result.qat_model,
+                           {"mean": data.feature_mean, "std": data.feature_std},
+                           {"mean": data.target_mean, "std": data.target_std},
+                           meta={"source": data.source, "features": list(data.feature_names),
+                                 "target": data.target_name})
+    intmodel.save(out)
+
+    metrics = dict(result.metrics)
+    metrics.update(integer_metrics(intmodel, result.qat_model, data))
+    metrics["seconds"]["convert"] = time.perf_counter() - t0 - t_train
+    save_test_windows(out, intmodel, data)
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
+
+
+def integer_metrics(intmodel, qat_model, data) -> dict:
+    """Test RMSE of the integer model and its agreement with the fake-quant model."""
+    from model import train as T
+    from model.qat import quantize
+    import torch
+
+    test = data.test
+    raw = data.denormalise_features(test.X)
+    codes = intmodel.forward(intmodel.quantize_input(raw))["pred"][:, 0]
+    pred = intmodel.dequantize_output(codes)
+    truth = data.denormalise_target(test.y)
+    rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
+    with torch.no_grad():
+        qat_out = torch.as_tensor(T.predict(qat_model, test.X))
+    qat_codes = quantize(qat_out, qat_model.fake_quants()["pred"].qparams()).numpy()
+    diff = np.abs(codes - qat_codes)
+    return {"int": {"test": {"rmse": rmse, "mae": float(np.mean(np.abs(pred - truth)))}},
+            "int_vs_qat": {"windows": int(diff.size), "exact": float(np.mean(diff == 0)),
+                           "within_1_lsb": float(np.mean(diff <= 1)), "max_lsb": int(diff.max())}}
+
+
+def save_test_windows(out: Path, intmodel, data) -> None:
+    """Quantised test windows with their expected integer outputs, for the hardware checks."""
+    test = data.test
+    xq = intmodel.quantize_input(data.denormalise_features(test.X))
+    codes = intmodel.forward(xq)["pred"][:, 0]
+    np.savez(out / "test_windows.npz", inputs=xq, outputs=codes,
+             truth=data.denormalise_target(test.y), times=test.times.astype("datetime64[s]").astype(np.int64),
+             last=test.last)
+
+
+def load_test_windows(run: Path) -> dict:
+    path = Path(run) / "test_windows.npz"
+    if not path.is_file():
+        raise RunError(f"{path} is missing: run `intformer train` first")
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
