@@ -1,0 +1,349 @@
+"""Multi-head attention: the core (scores, softmax, context) and the whole attention of one
+encoder layer (Q/K/V projections, core, output projection).
+
+Why this structure
+------------------
+Every query needs every key, so K (and V) must be complete before the first score: the core
+buffers a whole window of Q, K and V. It accepts the three streams concurrently and at full
+rate (the Q, K and V projections are fed by one Fork and would deadlock if one of them waited
+for another), into two window *slots* so the next window loads while this one computes.
+For each query row i and head h (this order makes the context leave token-major with the
+heads concatenated, as intmodel.merge_heads):
+
+* scores: ``s_ij = requantize(sum_c (q_ic - zq)(k_jc - zk))`` with ``qk_lanes`` channel MACs
+  per cycle (read | products | adder tree | accumulate | multiply | round+saturate);
+* softmax: a :class:`hw.softmax.Softmax` over rows of L scores;
+* context: each probability p_ij updates the head's dh accumulators
+  ``acc_c += (p_ij - zp)(v_jc - zv)``, ``pv_lanes`` channels per cycle; a finished row is
+  copied to output registers and requantised one channel per cycle while the next row
+  accumulates.
+
+The buffers are split into lanes (channel c lives in lane ``c % lanes`` at word
+``(slot, token, c // lanes)``), so each lane is an ordinary 1-read 1-write Buffer.
+"""
+from __future__ import annotations
+
+import numpy as np
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from model import intops
+from model.intmodel import merge_heads, split_heads
+from model.intops import QType, signed_bits
+
+from .common import Buffer, Storage, const, element_stream, qshape, rounding_shift, saturate
+from .softmax import CreditQueue, Softmax, _inc_mod
+
+
+def _requant_tail(prod, shift: int, out: QType):
+    """Second half of intops.requantize, after the registered ``acc * M``."""
+    return saturate(out.zero_point + rounding_shift(prod, shift), out)
+
+
+class AttentionCore(wiring.Component):
+    """Scores, softmax and context of all heads for windows of ``tokens`` x ``d_model``.
+
+    Streams ``q``, ``k``, ``v`` (In) and ``o`` (Out, the context), token-major. Knobs:
+    ``qk_lanes`` / ``pv_lanes`` (MACs per cycle of the two products, divide d_model/heads),
+    ``buffer_storage`` (Q/K/V window buffers), ``table_storage``, ``div_bits`` and
+    ``softmax_banks`` (the softmax).
+    """
+
+    SCORE_LATENCY = 6     # last-step issue edge -> score transferred into the softmax
+
+    def __init__(self, q_type: QType, k_type: QType, v_type: QType, score_multiplier: int,
+                 score_shift: int, score_type: QType, exp_table, exp_bits: int, recip_bits: int,
+                 attn_type: QType, ctx_multiplier: int, ctx_shift: int, context_type: QType, *,
+                 tokens: int, d_model: int, heads: int, qk_lanes: int = 1, pv_lanes: int | None = None,
+                 buffer_storage="lutram", table_storage="registers", div_bits: int = 1,
+                 softmax_banks: int = 4):
+        try:
+            if tokens < 1 or d_model < 1 or heads < 1 or d_model % heads:
+                raise ValueError(f"need tokens, d_model, heads >= 1 and heads | d_model, got "
+                                 f"{tokens}, {d_model}, {heads}")
+            dh = d_model // heads
+            pv_lanes = dh if pv_lanes is None else pv_lanes
+            for name, lanes in (("qk_lanes", qk_lanes), ("pv_lanes", pv_lanes)):
+                if lanes < 1 or dh % lanes:
+                    raise ValueError(f"{name}={lanes} must divide the head width {dh} "
+                                     f"(d_model {d_model} / heads {heads})")
+            self.softmax = Softmax(score_type, exp_table, exp_bits, recip_bits, attn_type,
+                                   rows=tokens * heads, row_length=tokens,
+                                   table_storage=table_storage, buffer_storage="lutram",
+                                   div_bits=div_bits, banks=softmax_banks)
+        except ValueError:
+            self._MustUse__silence = True      # a rejected block is not an unused one
+            raise
+        self.q_type, self.k_type, self.v_type = q_type, k_type, v_type
+        self.score_multiplier, self.score_shift, self.score_type = score_multiplier, score_shift, score_type
+        self.attn_type = attn_type
+        self.ctx_multiplier, self.ctx_shift, self.context_type = ctx_multiplier, ctx_shift, context_type
+        self.tokens, self.d_model, self.heads, self.dh = tokens, d_model, heads, dh
+        self.qk_lanes, self.pv_lanes = qk_lanes, pv_lanes
+        self.buffer_storage = Storage.parse(buffer_storage)
+        # Accumulator bounds (intops.dot_acc_bound): scores over dh channels, context over L keys.
+        self.score_acc_shape = signed(signed_bits(intops.dot_acc_bound(dh, q_type, k_type)))
+        self.ctx_acc_shape = signed(signed_bits(intops.dot_acc_bound(tokens, attn_type, v_type)))
+        super().__init__({"q": In(element_stream(q_type)), "k": In(element_stream(k_type)),
+                          "v": In(element_stream(v_type)), "o": Out(element_stream(context_type))})
+
+    @classmethod
+    def from_op(cls, model, output_name: str, **knobs):
+        """Build from the ``l{i}.context`` op (its scores and softmax ops are looked up too)."""
+        op = model.op(output_name)
+        if op.kind != "context":
+            raise ValueError(f"{output_name!r} is a {op.kind} op, not a context")
+        attn_name, v_name = op.spec.inputs
+        sm = model.op(attn_name)
+        sc = model.op(sm.spec.inputs[0])
+        q_name, k_name = sc.spec.inputs
+        L, d = op.spec.shape
+        return cls(model.qtype(q_name), model.qtype(k_name), model.qtype(v_name),
+                   sc.params["multiplier"], sc.params["shift"], model.qtype(sc.output),
+                   sm.arrays["exp_table"], sm.params["exp_bits"], sm.params["recip_bits"],
+                   model.qtype(attn_name), op.params["multiplier"], op.params["shift"],
+                   model.qtype(output_name), tokens=L, d_model=d, heads=op.spec.dims["heads"],
+                   **knobs)
+
+    def reference(self, q, k, v):
+        """intops reference of one or more windows (…, L, d) -> context (…, L, d)."""
+        L, d, H = self.tokens, self.d_model, self.heads
+        q, k, v = (np.asarray(t).reshape(-1, L, d) for t in (q, k, v))
+        acc = intops.matmul_acc(split_heads(q, H), self.q_type,
+                                np.swapaxes(split_heads(k, H), -1, -2), self.k_type)
+        s = intops.requantize(acc, self.score_multiplier, self.score_shift, self.score_type)
+        p = self.softmax.reference(s).reshape(s.shape)
+        acc = intops.matmul_acc(p, self.attn_type, split_heads(v, H), self.v_type)
+        return merge_heads(intops.requantize(acc, self.ctx_multiplier, self.ctx_shift,
+                                             self.context_type))
+
+    # -- timing -------------------------------------------------------------------------------
+    def cycles(self) -> int:
+        """Cycles for one window (always-valid sources, always-ready sink).
+
+        Load L*d elements (the three streams in parallel: edge L*d); scores are issued from
+        edge L*d + 1, ``S = dh / qk_lanes`` edges per score, so the last score of row r reaches
+        the softmax at ``L*d + (r+1)*L*S + SCORE_LATENCY``; :meth:`Softmax.row_times` gives the
+        edge of each row's last probability; with ``pv_lanes < dh`` a probability is consumed
+        every ``Sv = dh / pv_lanes`` edges, so a row ends no earlier than ``L*Sv`` after the
+        previous one; the last context element leaves ``dh + 5`` edges after the last
+        probability (copy, dh issues, multiply, queue). Checked equal to simulation in the
+        tests; assumes ``dh + 4 <= L*Sv`` (output registers free in time) and that the softmax
+        keeps up with the scores (its banks never fill).
+        """
+        L, d, H, dh = self.tokens, self.d_model, self.heads, self.dh
+        S, Sv = dh // self.qk_lanes, dh // self.pv_lanes
+        arrive = [L * d + (r + 1) * L * S + self.SCORE_LATENCY for r in range(L * H)]
+        if Sv == 1:
+            last_p = self.softmax.row_times(arrive)
+            return last_p[-1] + dh + 5
+        # PV-limited: one probability every Sv edges; a row of L probabilities takes L*Sv.
+        last_p = self.softmax.row_times(arrive)
+        t = -10 ** 9
+        for r in range(L * H):
+            t = max(t + L * Sv, last_p[r] - L + 1 + L * Sv - 1)
+        return t + dh + 5
+
+    # -- hardware -----------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        L, d, H, dh = self.tokens, self.d_model, self.heads, self.dh
+        ql, pl = self.qk_lanes, self.pv_lanes
+        SLOTS = 2
+        m.submodules.softmax = sm = self.softmax
+
+        # ---- window buffers, lane-split ----
+        def lane_buffers(name, qtype, lanes):
+            bufs = []
+            for l in range(lanes):
+                b = Buffer(qshape(qtype), SLOTS * L * d // lanes, self.buffer_storage)
+                m.submodules[f"{name}{l}"] = b
+                bufs.append(b)
+            return bufs
+
+        qb, kb = lane_buffers("qbuf", self.q_type, ql), lane_buffers("kbuf", self.k_type, ql)
+        vb = lane_buffers("vbuf", self.v_type, pl)
+        loaded = {x: Array(Signal(name=f"{x}_loaded{s}") for s in range(SLOTS)) for x in "qkv"}
+        release = Signal()            # the context side issued its last V read of a window
+        rel_slot = Signal(range(SLOTS))
+
+        for x, bufs, lanes in (("q", qb, ql), ("k", kb, ql), ("v", vb, pl)):
+            port = getattr(self, x)
+            slot = Signal(range(SLOTS), name=f"{x}_slot")
+            lane = Signal(range(lanes), name=f"{x}_lane")
+            word = Signal(range(L * d // lanes), name=f"{x}_word")
+            take = port.valid & port.ready
+            m.d.comb += port.ready.eq(~loaded[x][slot])
+            for l, b in enumerate(bufs):
+                m.d.comb += [b.w_addr.eq(slot * (L * d // lanes) + word), b.w_data.eq(port.payload),
+                             b.w_en.eq(take & (lane == l))]
+            with m.If(take):
+                m.d.sync += lane.eq(_inc_mod(lane, lanes))
+                with m.If(lane == lanes - 1):
+                    with m.If(word == L * d // lanes - 1):
+                        m.d.sync += [word.eq(0), loaded[x][slot].eq(1), slot.eq(_inc_mod(slot, SLOTS))]
+                    with m.Else():
+                        m.d.sync += word.eq(word + 1)
+            with m.If(release):
+                m.d.sync += loaded[x][rel_slot].eq(0)
+
+        # ---- scores: loops i, h, j, step ----
+        S = dh // ql
+        m.submodules.sq = squeue = CreditQueue(qshape(self.score_type), self.SCORE_LATENCY + 1)
+        wiring.connect(m, squeue.o, sm.i)
+        s_slot = Signal(range(SLOTS))
+        si, sh, sj, ss = Signal(range(L)), Signal(range(H)), Signal(range(L)), Signal(range(S))
+        ready_slot = loaded["q"][s_slot] & loaded["k"][s_slot] & loaded["v"][s_slot]
+        s_done = Array(Signal(name=f"scored{s}") for s in range(SLOTS))   # slot fully scored
+        go = ready_slot & ~s_done[s_slot] & squeue.can_issue
+        last_step = ss == S - 1
+        m.d.comb += squeue.issue.eq(go & last_step)
+        words = d // ql
+        for b in qb:
+            m.d.comb += b.r_addr.eq(s_slot * (L * words) + si * words + sh * S + ss)
+        for b in kb:
+            m.d.comb += b.r_addr.eq(s_slot * (L * words) + sj * words + sh * S + ss)
+        with m.If(go):
+            m.d.sync += ss.eq(_inc_mod(ss, S))
+            with m.If(last_step):
+                m.d.sync += sj.eq(_inc_mod(sj, L))
+                with m.If(sj == L - 1):
+                    m.d.sync += sh.eq(_inc_mod(sh, H))
+                    with m.If(sh == H - 1):
+                        m.d.sync += si.eq(_inc_mod(si, L))
+                        with m.If(si == L - 1):
+                            m.d.sync += [s_done[s_slot].eq(1), s_slot.eq(_inc_mod(s_slot, SLOTS))]
+        with m.If(release):
+            m.d.sync += s_done[rel_slot].eq(0)
+        # read | products | adder tree | accumulate | multiply | round+saturate -> queue
+        g1, f1, l1 = Signal(), Signal(), Signal()
+        m.d.sync += [g1.eq(go), f1.eq(ss == 0), l1.eq(last_step)]
+        prods = [Signal(signed(self.q_type.bits + self.k_type.bits + 2), name=f"qk{l}") for l in range(ql)]
+        g2, f2, l2 = Signal(), Signal(), Signal()
+        m.d.sync += [g2.eq(g1), f2.eq(f1), l2.eq(l1)]
+        m.d.sync += [p.eq((qb[l].r_data - self.q_type.zero_point) * (kb[l].r_data - self.k_type.zero_point))
+                     for l, p in enumerate(prods)]
+        tree = Signal(self.score_acc_shape)
+        g3, f3, l3 = Signal(), Signal(), Signal()
+        m.d.sync += [g3.eq(g2), f3.eq(f2), l3.eq(l2), tree.eq(sum(prods))]
+        acc = Signal(self.score_acc_shape)
+        g4 = Signal()
+        m.d.sync += g4.eq(g3 & l3)
+        with m.If(g3):
+            m.d.sync += acc.eq(Mux(f3, 0, acc) + tree)
+        sprod = Signal(signed(len(acc) + 18))
+        g5 = Signal()
+        m.d.sync += [g5.eq(g4), sprod.eq(acc * const(self.score_multiplier))]
+        m.d.comb += [squeue.w_en.eq(g5),
+                     squeue.w_data.eq(_requant_tail(sprod, self.score_shift, self.score_type))]
+
+        # ---- context: loops i, h, j (one probability each), step ----
+        Sv = dh // pl
+        c_slot = Signal(range(SLOTS))
+        ci, ch, cj, cs = Signal(range(L)), Signal(range(H)), Signal(range(L)), Signal(range(Sv))
+        p_hold = Signal(qshape(self.attn_type))
+        out_busy = Signal()
+        done_pending = Signal()           # a finished row is on its way to the output registers
+        # Accept a probability at step 0; the last of a row only if the output registers are free.
+        m.d.comb += sm.o.ready.eq((cs == 0) & ((cj != L - 1) | ~(out_busy | done_pending)))
+        take_p = sm.o.valid & sm.o.ready
+        issue = take_p | (cs != 0)
+        p_now = Mux(cs == 0, sm.o.payload, p_hold)
+        vwords = d // pl
+        for b in vb:
+            m.d.comb += b.r_addr.eq(c_slot * (L * vwords) + cj * vwords + ch * Sv + cs)
+        last_of_window = (ci == L - 1) & (ch == H - 1) & (cj == L - 1) & (cs == Sv - 1)
+        m.d.comb += [release.eq(issue & last_of_window), rel_slot.eq(c_slot)]
+        with m.If(take_p):
+            m.d.sync += p_hold.eq(sm.o.payload)
+        with m.If(issue):
+            m.d.sync += cs.eq(_inc_mod(cs, Sv))
+            with m.If(cs == Sv - 1):
+                m.d.sync += cj.eq(_inc_mod(cj, L))
+                with m.If(cj == L - 1):
+                    m.d.sync += ch.eq(_inc_mod(ch, H))
+                    with m.If(ch == H - 1):
+                        m.d.sync += ci.eq(_inc_mod(ci, L))
+                        with m.If(ci == L - 1):
+                            m.d.sync += c_slot.eq(_inc_mod(c_slot, SLOTS))
+        with m.If(take_p & (cj == L - 1)):
+            m.d.sync += done_pending.eq(1)
+        h1, p1, st1, fj1, lr1 = Signal(), Signal(qshape(self.attn_type)), Signal(range(Sv)), Signal(), Signal()
+        m.d.sync += [h1.eq(issue), p1.eq(p_now), st1.eq(cs), fj1.eq(cj == 0),
+                     lr1.eq((cj == L - 1) & (cs == Sv - 1))]
+        pv = [Signal(signed(self.attn_type.bits + self.v_type.bits + 3), name=f"pv{l}") for l in range(pl)]
+        h2, st2, fj2, lr2 = Signal(), Signal(range(Sv)), Signal(), Signal()
+        m.d.sync += [h2.eq(h1), st2.eq(st1), fj2.eq(fj1), lr2.eq(lr1)]
+        m.d.sync += [p.eq((p1 - self.attn_type.zero_point) * (vb[l].r_data - self.v_type.zero_point))
+                     for l, p in enumerate(pv)]
+        accs = [Array(Signal(self.ctx_acc_shape, name=f"cacc{s * pl + l}") for s in range(Sv))
+                for l in range(pl)]
+        done3 = Signal()
+        m.d.sync += done3.eq(h2 & lr2)
+        with m.If(h2):
+            for l in range(pl):
+                m.d.sync += accs[l][st2].eq(Mux(fj2, 0, accs[l][st2]) + pv[l])
+        # Output registers, requantised one channel per cycle into a credit queue.
+        outs = Array(Signal(self.ctx_acc_shape, name=f"cout{c}") for c in range(dh))
+        oc = Signal(range(dh))
+        m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
+        wiring.connect(m, wiring.flipped(self.o), oqueue.o)
+        with m.If(done3):
+            m.d.sync += [outs[s * pl + l].eq(accs[l][s]) for s in range(Sv) for l in range(pl)]
+            m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
+        ogo = out_busy & oqueue.can_issue
+        m.d.comb += oqueue.issue.eq(ogo)
+        oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
+        m.d.sync += [og1.eq(ogo), oprod.eq(outs[oc] * const(self.ctx_multiplier))]
+        with m.If(ogo):
+            m.d.sync += oc.eq(_inc_mod(oc, dh))
+            with m.If(oc == dh - 1):
+                m.d.sync += out_busy.eq(0)
+        m.d.comb += [oqueue.w_en.eq(og1),
+                     oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
+        return m
+
+
+class Attention(wiring.Component):
+    """The whole attention of encoder layer ``layer_index``: input ``i`` = the layer input x
+    (tokens x d_model), output ``o`` = ``l{i}.attn_out``. A Fork feeds the Q, K and V
+    projections (:class:`hw.linear.Linear`), whose outputs stream concurrently into the
+    :class:`AttentionCore` (it buffers whole windows, so none of the three waits for another),
+    and the context goes through the output projection.
+
+    Knobs: ``qkv_knobs`` (dict for the three projections: pe, simd, storages), ``out_knobs``
+    (output projection), every other keyword goes to :class:`AttentionCore`.
+    """
+
+    def __init__(self, model, layer_index: int, *, qkv_knobs: dict | None = None,
+                 out_knobs: dict | None = None, **core_knobs):
+        from .linear import Linear
+        from .plumbing import Fork
+        p = f"l{layer_index}."
+        try:
+            self.x_name = model.op(p + "q").spec.inputs[0]
+            self.proj = [Linear.from_op(model, p + n, **(qkv_knobs or {})) for n in "qkv"]
+            self.core = AttentionCore.from_op(model, p + "context", **core_knobs)
+            self.out_proj = Linear.from_op(model, p + "attn_out", **(out_knobs or {}))
+        except (ValueError, KeyError):
+            self._MustUse__silence = True
+            raise
+        self.fork = Fork(qshape(model.qtype(self.x_name)), 3)
+        self.layer_index = layer_index
+        super().__init__({"i": In(element_stream(model.qtype(self.x_name))),
+                          "o": Out(element_stream(model.qtype(p + "attn_out")))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fork = fork = self.fork
+        m.submodules.core = core = self.core
+        m.submodules.out_proj = out_proj = self.out_proj
+        wiring.connect(m, wiring.flipped(self.i), fork.i)
+        for n, (lin, fo) in enumerate(zip(self.proj, fork.o)):
+            m.submodules[f"proj_{'qkv'[n]}"] = lin
+            wiring.connect(m, fo, lin.i)
+            wiring.connect(m, lin.o, getattr(core, "qkv"[n]))
+        wiring.connect(m, core.o, out_proj.i)
+        wiring.connect(m, out_proj.o, wiring.flipped(self.o))
+        return m

@@ -1,0 +1,304 @@
+"""Integer softmax (intops.softmax) over rows of scores, plus the serial arithmetic units
+(reciprocal divider, credit-checked output queue) that the row-wise blocks share.
+
+Why this structure
+------------------
+A softmax row needs its maximum before any exponential, and the sum of every exponential
+before any output: three passes over the row with a division in between. To make the block
+keep up with one score per cycle, each row moves through four *stages*, each working on a
+different row held in its own *bank* of the score buffer (``banks`` = 4 by default):
+
+0. ingest: write the scores into bank b, track the running maximum;
+1. exponentials: re-read bank b, ``e = table[min(max - s, len - 1)]``, sum them;
+2. reciprocal: ``r = floor(2**recip_bits / sum)`` by restoring division, ``div_bits``
+   quotient bits per cycle (one division per row, not per element);
+3. output: re-read bank b, recompute ``e``, ``p = saturate(rounding_shift(e*r, ...))``.
+
+A per-bank tag (0 free, 1 scored, 2 summing, 3 summed, 4 divided) passes each bank from stage
+to stage; every stage walks the banks in order, so rows leave in the order they arrived.
+The output pipeline only issues a read when a small FIFO has room for it (credit counting),
+so a stalled sink never loses an element and ``i.ready`` never depends on ``o.ready``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth import Array, Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import fifo, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from model import intops
+from model.intops import QType, unsigned_bits
+
+from .common import Buffer, Rom, Storage, element_stream, qshape, rounding_shift, saturate
+
+
+def _inc_mod(sig, n: int):
+    """``(sig + 1) % n`` for a counter in ``range(n)``."""
+    return Mux(sig == n - 1, 0, sig + 1)
+
+
+class Reciprocal(wiring.Component):
+    """``floor(2**numer_log2 / divisor)`` by restoring division, ``bits_per_cycle`` quotient
+    bits per clock (a chain of that many compare-subtract steps).
+
+    Protocol: ``start`` (while not ``busy``) samples ``divisor`` at that edge; the following
+    ``iterations`` edges each retire ``bits_per_cycle`` quotient bits. ``last`` is high during
+    the cycle whose edge performs the final iteration; ``result`` (combinational) then holds
+    the quotient, so the caller stores it at that edge. Occupancy per division:
+    ``iterations + 1`` cycles.
+    """
+
+    def __init__(self, numer_log2: int, divisor_min: int, divisor_max: int, bits_per_cycle: int = 1):
+        if divisor_min < 1:
+            raise ValueError("the divisor must be at least 1")
+        if bits_per_cycle < 1:
+            raise ValueError(f"bits_per_cycle must be >= 1, got {bits_per_cycle}")
+        self.numer_log2 = numer_log2
+        self.divisor_max = divisor_max
+        # Quotient bound: 2**numer_log2 // divisor_min (smallest divisor -> largest quotient).
+        self.qw = unsigned_bits((1 << numer_log2) // divisor_min)
+        self.dw = unsigned_bits(divisor_max)
+        self.k = min(bits_per_cycle, self.qw)
+        self.iterations = -(-self.qw // self.k)
+        self.qwp = self.iterations * self.k
+        # The partial remainder starts as numer >> qwp, which is < divisor_min (so < divisor).
+        assert ((1 << numer_log2) >> self.qwp) < divisor_min
+        super().__init__({"start": In(1), "divisor": In(unsigned(self.dw)), "busy": Out(1),
+                          "last": Out(1), "result": Out(unsigned(self.qw))})
+
+    def elaborate(self, platform):
+        m = Module()
+        numer = 1 << self.numer_log2
+        a_reg = Signal(unsigned(self.dw))        # partial remainder < divisor
+        q_reg = Signal(unsigned(self.qwp))       # low dividend bits shifted out, quotient in
+        d_reg = Signal(unsigned(self.dw))
+        cnt = Signal(range(self.iterations + 1))
+        a, q = a_reg, q_reg
+        for _ in range(self.k):
+            a2 = Cat(q[-1], a)                   # 2*a + next dividend bit
+            ge = a2 >= d_reg
+            a = Mux(ge, a2 - d_reg, a2)[:self.dw]
+            q = Cat(ge, q[:-1])
+        m.d.comb += [self.last.eq(self.busy & (cnt == 1)), self.result.eq(q[:self.qw])]
+        with m.If(self.busy):
+            m.d.sync += [a_reg.eq(a), q_reg.eq(q), cnt.eq(cnt - 1)]
+            with m.If(cnt == 1):
+                m.d.sync += self.busy.eq(0)
+        with m.Elif(self.start):
+            m.d.sync += [a_reg.eq(numer >> self.qwp), q_reg.eq(numer & ((1 << self.qwp) - 1)),
+                         d_reg.eq(self.divisor), cnt.eq(self.iterations), self.busy.eq(1)]
+        return m
+
+
+class CreditQueue(wiring.Component):
+    """Output FIFO of a pipeline without back-pressure: the pipeline may ``issue`` an element
+    only while ``can_issue`` (elements in flight + queued < depth), and writes it ``w_en``
+    some fixed number of cycles later. ``o`` is the element stream to the sink. ``depth`` must
+    exceed the issue-to-output latency for full throughput."""
+
+    def __init__(self, shape, depth: int):
+        self.shape = shape
+        self.depth = depth
+        super().__init__({"issue": In(1), "w_en": In(1), "w_data": In(shape),
+                          "can_issue": Out(1), "o": Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = q = fifo.SyncFIFO(width=Shape.cast(self.shape).width, depth=self.depth)
+        count = Signal(range(self.depth + 1))
+        take = self.o.valid & self.o.ready
+        m.d.sync += count.eq(count + self.issue - take)
+        m.d.comb += [self.can_issue.eq(count < self.depth),
+                     q.w_en.eq(self.w_en), q.w_data.eq(self.w_data),
+                     self.o.valid.eq(q.r_rdy), self.o.payload.eq(q.r_data), q.r_en.eq(self.o.ready)]
+        return m
+
+
+class Softmax(wiring.Component):
+    """intops.softmax over consecutive rows of ``row_length`` scores (``rows`` rows per window).
+
+    ``i``: scores (``score_type``), ``o``: probabilities (``out_type``, unsigned, zero point 0),
+    one element per transfer in row order. Knobs: ``table_storage`` (exp table ROM, two
+    copies: stage 1 and stage 3), ``buffer_storage`` (score banks, two copies: one read port per
+    reading stage), ``div_bits`` (reciprocal quotient bits per cycle), ``banks`` (rows in flight).
+    """
+
+    OUT_LATENCY = 4       # output stage: issue edge -> transfer edge (read, table, multiply, FIFO)
+    SUM_LATENCY = 2       # stage 1: last issue edge -> sum stored (read, table)
+
+    def __init__(self, score_type: QType, exp_table, exp_bits: int, recip_bits: int, out_type: QType,
+                 *, rows: int, row_length: int, table_storage="registers", buffer_storage="lutram",
+                 div_bits: int = 1, banks: int = 4):
+        table = [int(v) for v in np.asarray(exp_table).ravel()]
+        try:
+            self._check(table, exp_bits, recip_bits, out_type, rows, row_length, banks)
+        except ValueError:
+            self._MustUse__silence = True      # a rejected block is not an unused one
+            raise
+        self.score_type, self.table, self.exp_bits = score_type, table, exp_bits
+        self.recip_bits, self.out_type = recip_bits, out_type
+        self.rows, self.row_length, self.banks = rows, row_length, banks
+        self.table_storage = Storage.parse(table_storage)
+        self.buffer_storage = Storage.parse(buffer_storage)
+        # Widths: e <= 2**exp_bits; 2**exp_bits <= sum <= N * 2**exp_bits (table[0] is in every
+        # row); r <= 2**recip_bits / 2**exp_bits; e*r <= 2**recip_bits (e <= sum).
+        self.e_shape = unsigned(unsigned_bits(1 << exp_bits))
+        self.sum_shape = unsigned(unsigned_bits(row_length << exp_bits))
+        self.recip = Reciprocal(recip_bits, 1 << exp_bits, row_length << exp_bits, div_bits)
+        super().__init__({"i": In(element_stream(score_type)), "o": Out(element_stream(out_type))})
+
+    @staticmethod
+    def _check(table, exp_bits, recip_bits, out_type, rows, row_length, banks):
+        if not table or table[0] != (1 << exp_bits):
+            raise ValueError("exp_table[0] must equal 2**exp_bits")
+        if min(table) < 0 or max(table) > (1 << exp_bits):
+            raise ValueError("exp_table entries must lie in [0, 2**exp_bits]")
+        if out_type.signed or out_type.zero_point != 0:
+            raise ValueError("the softmax output is unsigned with zero point 0")
+        if recip_bits < exp_bits + out_type.bits:
+            raise ValueError("recip_bits must be at least exp_bits + out.bits")
+        if rows < 1 or row_length < 1:
+            raise ValueError("rows and row_length must be >= 1")
+        if banks < 2:
+            raise ValueError("banks must be >= 2")
+
+    @classmethod
+    def from_op(cls, model, output_name: str, **knobs):
+        op = model.op(output_name)
+        if op.kind != "softmax":
+            raise ValueError(f"{output_name!r} is a {op.kind} op, not a softmax")
+        heads, L, _ = op.spec.shape
+        return cls(model.qtype(op.spec.inputs[0]), op.arrays["exp_table"], op.params["exp_bits"],
+                   op.params["recip_bits"], model.qtype(output_name), rows=heads * L,
+                   row_length=L, **knobs)
+
+    def reference(self, scores):
+        return intops.softmax(np.asarray(scores).reshape(-1, self.row_length), self.score_type,
+                              np.asarray(self.table), self.exp_bits, self.recip_bits, self.out_type)
+
+    # -- timing -------------------------------------------------------------------------------
+    @property
+    def div_cycles(self) -> int:
+        """Edges a division occupies after its start edge."""
+        return self.recip.iterations
+
+    def row_times(self, ingest_end):
+        """Exact schedule from the edges at which each row's last score arrives (source never
+        slower than the block wants): returns the edges at which each row's last probability
+        is transferred (sink always ready). Per row r (``F`` = last output issue, B banks):
+        ingest waits for bank r-B to be freed; stage 1 issues N reads; the divider starts
+        ``SUM_LATENCY + 1`` edges after the last read and ends ``D`` edges later; stage 3 issues
+        N reads and the last output leaves ``OUT_LATENCY`` edges after the last issue."""
+        N, B, D = self.row_length, self.banks, self.div_cycles
+        t1_e = dv_e = t3_e = -10 ** 9
+        free, out = [], []
+        ie = -10 ** 9
+        for r, arrive in enumerate(ingest_end):
+            start = max(ie + 1, free[r - B] + 1 if r >= B else 1)
+            ie = max(start + N - 1, arrive)
+            t1_e = max(t1_e + 1, ie + 1) + N - 1
+            dv_e = max(dv_e + 1, t1_e + self.SUM_LATENCY + 1) + D
+            t3_e = max(t3_e + 1, dv_e + 1) + N - 1
+            free.append(t3_e)
+            out.append(t3_e + self.OUT_LATENCY)
+        return out
+
+    def cycles(self) -> int:
+        """Cycles for one window (always-valid source, always-ready sink).
+
+        When the divider keeps up (``D + 1 <= N`` and ``D + 4 <= N + 1`` with 4 banks) this is
+        ``(rows + 2) * N + D + 7``: N edges per row through ingest, plus one row each for the
+        exponential and output passes, the division ``D = ceil(qbits / div_bits)`` and 7 edges of
+        hand-over and pipeline latency. Otherwise the slowest stage sets the pace; the
+        recurrence in :meth:`row_times` is exact in every case."""
+        N = self.row_length
+        return self.row_times([(r + 1) * N for r in range(self.rows)])[-1]
+
+    # -- hardware -----------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        N, B, T = self.row_length, self.banks, len(self.table)
+        sshape = qshape(self.score_type)
+        m.submodules.buf1 = buf1 = Buffer(sshape, B * N, self.buffer_storage)
+        m.submodules.buf3 = buf3 = Buffer(sshape, B * N, self.buffer_storage)
+        m.submodules.rom1 = rom1 = Rom(self.table, self.e_shape, self.table_storage)
+        m.submodules.rom3 = rom3 = Rom(self.table, self.e_shape, self.table_storage)
+        m.submodules.recip = div = self.recip
+        m.submodules.queue = queue = CreditQueue(qshape(self.out_type), self.OUT_LATENCY + 2)
+        wiring.connect(m, wiring.flipped(self.o), queue.o)
+
+        tag = Array(Signal(range(5), name=f"tag{b}") for b in range(B))
+        max_arr = Array(Signal(sshape, name=f"max{b}") for b in range(B))
+        sum_arr = Array(Signal(self.sum_shape, name=f"sum{b}") for b in range(B))
+        r_arr = Array(Signal(div.result.shape(), name=f"r{b}") for b in range(B))
+
+        def table_index(mx, s):
+            diff = mx - s                       # in [0, qmax - qmin]
+            return Mux(diff > T - 1, T - 1, diff)
+
+        # Stage 0: ingest and running maximum.
+        p0, j0 = Signal(range(B)), Signal(range(N))
+        run_max = Signal(sshape)
+        take = self.i.valid & self.i.ready
+        new_max = Mux((j0 == 0) | (self.i.payload > run_max), self.i.payload, run_max)
+        m.d.comb += self.i.ready.eq(tag[p0] == 0)
+        for buf in (buf1, buf3):
+            m.d.comb += [buf.w_addr.eq(p0 * N + j0), buf.w_data.eq(self.i.payload), buf.w_en.eq(take)]
+        with m.If(take):
+            m.d.sync += run_max.eq(new_max)
+            with m.If(j0 == N - 1):
+                m.d.sync += [j0.eq(0), max_arr[p0].eq(new_max), tag[p0].eq(1), p0.eq(_inc_mod(p0, B))]
+            with m.Else():
+                m.d.sync += j0.eq(j0 + 1)
+
+        # Stage 1: exponentials and their sum (read | table | accumulate).
+        p1, j1 = Signal(range(B)), Signal(range(N))
+        go1 = tag[p1] == 1
+        v1, first1, last1, bank1, max1 = (Signal(), Signal(), Signal(), Signal(range(B)), Signal(sshape))
+        v2, first2, last2, bank2 = Signal(), Signal(), Signal(), Signal(range(B))
+        acc = Signal(self.sum_shape)
+        m.d.comb += buf1.r_addr.eq(p1 * N + j1)
+        m.d.sync += [v1.eq(go1), first1.eq(j1 == 0), last1.eq(j1 == N - 1), bank1.eq(p1),
+                     max1.eq(max_arr[p1])]
+        with m.If(go1):
+            with m.If(j1 == N - 1):
+                m.d.sync += [j1.eq(0), tag[p1].eq(2), p1.eq(_inc_mod(p1, B))]
+            with m.Else():
+                m.d.sync += j1.eq(j1 + 1)
+        m.d.comb += rom1.addr.eq(table_index(max1, buf1.r_data))
+        m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), bank2.eq(bank1)]
+        total = Mux(first2, 0, acc) + rom1.data
+        with m.If(v2):
+            m.d.sync += acc.eq(total)
+            with m.If(last2):
+                m.d.sync += [sum_arr[bank2].eq(total), tag[bank2].eq(3)]
+
+        # Stage 2: one reciprocal per row.
+        p2 = Signal(range(B))
+        m.d.comb += [div.start.eq(~div.busy & (tag[p2] == 3)), div.divisor.eq(sum_arr[p2])]
+        with m.If(div.last):
+            m.d.sync += [r_arr[p2].eq(div.result), tag[p2].eq(4), p2.eq(_inc_mod(p2, B))]
+
+        # Stage 3: output (read | table | multiply | round+saturate into the queue).
+        p3, j3 = Signal(range(B)), Signal(range(N))
+        go3 = (tag[p3] == 4) & queue.can_issue
+        u1, u2, u3 = Signal(), Signal(), Signal()
+        max3 = Signal(sshape)
+        r3a, r3b = Signal(div.result.shape()), Signal(div.result.shape())
+        prod = Signal(unsigned(self.recip_bits + 1))      # e * r <= 2**recip_bits
+        m.d.comb += [buf3.r_addr.eq(p3 * N + j3), queue.issue.eq(go3)]
+        m.d.sync += [u1.eq(go3), max3.eq(max_arr[p3]), r3a.eq(r_arr[p3])]
+        with m.If(go3):
+            with m.If(j3 == N - 1):
+                m.d.sync += [j3.eq(0), tag[p3].eq(0), p3.eq(_inc_mod(p3, B))]
+            with m.Else():
+                m.d.sync += j3.eq(j3 + 1)
+        m.d.comb += rom3.addr.eq(table_index(max3, buf3.r_data))
+        m.d.sync += [u2.eq(u1), r3b.eq(r3a)]
+        m.d.sync += [u3.eq(u2), prod.eq(rom3.data * r3b)]
+        m.d.comb += [queue.w_en.eq(u3),
+                     queue.w_data.eq(saturate(rounding_shift(prod, self.recip_bits - self.out_type.bits),
+                                              self.out_type))]
+        return m
