@@ -1,0 +1,144 @@
+"""The whole accelerator, generated from an integer model and a hardware configuration.
+
+Dataflow: one block per operator of :func:`model.intmodel.graph_spec`, connected by element
+streams. Residual branches fork the layer input into a FIFO that holds a whole window, so the
+branch that computes (attention, FFN) can run at its own pace without deadlock::
+
+    i -> proj -> +pe -> [ fork -> attention ----------+ -> res1 -> norm1 ->
+                          fork -> fifo(L*d) ----------+
+                          fork -> ffn1 (-> gelu) -> ffn2 -+ -> res2 -> norm2 ] x layers
+                          fork -> fifo(L*d) --------------+
+         -> mean pool -> head -> o
+
+The input stream takes windows of L*F quantised samples back to back (no reset between them),
+the output stream gives one quantised prediction per window.
+"""
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass, field
+
+from amaranth import Module
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from model.intmodel import IntModel
+from .attention import Attention
+from .common import Storage, element_stream, qshape
+from .elementwise import Add, Affine, LutActivation
+from .layernorm import LayerNorm
+from .linear import Linear
+from .plumbing import Fifo, Fork
+from .pool import MeanPool
+
+
+@dataclass
+class HwConfig:
+    """Hardware knobs, as a plain structure (``HwConfig.from_dict``).
+
+    ``kinds`` gives defaults per block kind (``linear``, ``attention``, ``add``, ``affine``,
+    ``layernorm``, ``lut``, ``mean_pool``); ``blocks`` overrides them per operator output name
+    or fnmatch pattern (``"l0.ffn_*": {"pe": 4, "simd": 4}``). The keyword names are those of
+    the block constructors (e.g. ``pe``, ``simd``, ``weight_storage``, ``buffer_storage``).
+    ``fifo_storage`` is where the residual FIFOs live.
+    """
+    kinds: dict = field(default_factory=dict)
+    blocks: dict = field(default_factory=dict)
+    fifo_storage: str = "bram"
+    clock_mhz: float = 100.0
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "HwConfig":
+        d = dict(d or {})
+        unknown = set(d) - {"kinds", "blocks", "fifo_storage", "clock_mhz"}
+        if unknown:
+            raise ValueError(f"unknown hardware configuration keys {sorted(unknown)}; "
+                             f"use kinds, blocks, fifo_storage, clock_mhz")
+        Storage.parse(d.get("fifo_storage", "bram"))
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {"kinds": self.kinds, "blocks": self.blocks, "fifo_storage": self.fifo_storage,
+                "clock_mhz": self.clock_mhz}
+
+    def knobs(self, kind: str, name: str) -> dict:
+        out = dict(self.kinds.get(kind, {}))
+        for pattern, kn in self.blocks.items():
+            if pattern != name and fnmatch.fnmatchcase(name, pattern):
+                out.update(kn)
+        out.update(self.blocks.get(name, {}))
+        return out
+
+
+class Accelerator(wiring.Component):
+    """Integer-model accelerator: ``i`` takes windows (L*F elements, token-major), ``o`` gives
+    one prediction code per window."""
+
+    def __init__(self, model: IntModel, hw: HwConfig | dict | None = None):
+        self.model = model
+        self.hw = hw if isinstance(hw, HwConfig) else HwConfig.from_dict(hw)
+        self.stages = self._plan()
+        super().__init__({"i": In(element_stream(model.qtype("input"))),
+                          "o": Out(element_stream(model.qtype("pred")))})
+
+    def _block(self, kind: str, name: str):
+        m, kn = self.model, self.hw.knobs(kind, name)
+        cls = {"linear": Linear, "add": Add, "affine": Affine, "layernorm": LayerNorm,
+               "lut": LutActivation, "mean_pool": MeanPool}[kind]
+        return cls.from_op(m, name, **kn)
+
+    def _plan(self):
+        """Blocks in stream order; residual branches as ("residual", fork, body, fifo, add)."""
+        m, c = self.model, self.model.config
+        window = c["window"] * c["d_model"]
+        stages = [("proj", self._block("linear", "proj")), ("embed", self._block("add", "embed"))]
+        x = "embed"
+        for i in range(c["layers"]):
+            p = f"l{i}."
+            attn = Attention(m, i, **self.hw.knobs("attention", p + "attention"))
+            stages.append(("residual", self._residual(x, [attn], p + "res1", window)))
+            stages.append((p + "norm1", self._block(m.op(p + "norm1").kind, p + "norm1")))
+            ffn = [self._block("linear", n.output) for n in m.ops
+                   if n.kind == "linear" and n.output in (p + "ffn_hidden", p + "ffn_pre", p + "ffn_out")]
+            if c["activation"] == "gelu":
+                ffn.insert(1, self._block("lut", p + "ffn_hidden"))
+            stages.append(("residual", self._residual(p + "norm1", ffn, p + "res2", window)))
+            stages.append((p + "norm2", self._block(m.op(p + "norm2").kind, p + "norm2")))
+            x = p + "norm2"
+        stages.append(("pooled", self._block("mean_pool", "pooled")))
+        stages.append(("pred", self._block("linear", "pred")))
+        return stages
+
+    def _residual(self, x: str, body: list, add_name: str, depth: int):
+        shape = qshape(self.model.qtype(x))
+        return {"fork": Fork(shape, 2), "body": body,
+                "fifo": Fifo(shape, depth, self.hw.fifo_storage),
+                "add": self._block("add", add_name), "name": add_name}
+
+    def elaborate(self, platform):
+        m = Module()
+        src = wiring.flipped(self.i)
+        for name, stage in self.stages:
+            if name == "residual":
+                r = stage
+                base = r["name"].replace(".", "_")
+                m.submodules[base + "_fork"] = r["fork"]
+                m.submodules[base + "_fifo"] = r["fifo"]
+                m.submodules[base] = r["add"]
+                wiring.connect(m, src, r["fork"].i)
+                body_src = r["fork"].o[0]
+                for k, blk in enumerate(r["body"]):
+                    m.submodules[f"{base}_body{k}"] = blk
+                    wiring.connect(m, body_src, blk.i)
+                    body_src = blk.o
+                wiring.connect(m, r["fork"].o[1], r["fifo"].i)
+                wiring.connect(m, r["fifo"].o, r["add"].a)
+                wiring.connect(m, body_src, r["add"].b)
+                src = r["add"].o
+            else:
+                m.submodules[name.replace(".", "_")] = stage
+                # A constant-operand Add (the positional encoding) streams in through ``a``.
+                wiring.connect(m, src, stage.i if hasattr(stage, "i") else stage.a)
+                src = stage.o
+        wiring.connect(m, src, wiring.flipped(self.o))
+        return m
