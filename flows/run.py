@@ -66,6 +66,7 @@ class TrainOptions:
     seed: int = 0
     epochs: int | None = None
     qat_epochs: int | None = None
+    max_train_windows: int | None = None   # train on the first N windows only (quick runs)
     csv: str | None = None          # user data instead of the default weather data
     time_column: str | None = None
     feature_columns: list | None = None
@@ -106,6 +107,7 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) 
         tcfg.epochs = opts.epochs
     if opts.qat_epochs is not None:
         tcfg.qat_epochs = opts.qat_epochs
+    tcfg.max_train_windows = opts.max_train_windows
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     result = T.train_run(tcfg, data, out, verbose=verbose, callback=callback)
     t_train = time.perf_counter() - t0

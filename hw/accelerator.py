@@ -77,7 +77,15 @@ class Accelerator(wiring.Component):
     def __init__(self, model: IntModel, hw: HwConfig | dict | None = None):
         self.model = model
         self.hw = hw if isinstance(hw, HwConfig) else HwConfig.from_dict(hw)
-        self.stages = self._plan()
+        self._built = []
+        try:
+            self.stages = self._plan()
+        except Exception:
+            # A rejected knob: the blocks built so far (and this object) will never be
+            # elaborated; say so, so that Amaranth does not add "created but never used".
+            for blk in self._built + [self]:
+                blk._MustUse__used = True
+            raise
         super().__init__({"i": In(element_stream(model.qtype("input"))),
                           "o": Out(element_stream(model.qtype("pred")))})
 
@@ -85,7 +93,11 @@ class Accelerator(wiring.Component):
         m, kn = self.model, self.hw.knobs(kind, name)
         cls = {"linear": Linear, "add": Add, "affine": Affine, "layernorm": LayerNorm,
                "lut": LutActivation, "mean_pool": MeanPool}[kind]
-        return cls.from_op(m, name, **kn)
+        return self._keep(cls.from_op(m, name, **kn))
+
+    def _keep(self, block):
+        self._built.append(block)
+        return block
 
     def _plan(self):
         """Blocks in stream order; residual branches as ("residual", fork, body, fifo, add)."""
@@ -95,7 +107,7 @@ class Accelerator(wiring.Component):
         x = "embed"
         for i in range(c["layers"]):
             p = f"l{i}."
-            attn = Attention(m, i, **self.hw.knobs("attention", p + "attention"))
+            attn = self._keep(Attention(m, i, **self.hw.knobs("attention", p + "attention")))
             stages.append(("residual", self._residual(x, [attn], p + "res1", window)))
             stages.append((p + "norm1", self._block(m.op(p + "norm1").kind, p + "norm1")))
             ffn = [self._block("linear", n.output) for n in m.ops
@@ -111,8 +123,8 @@ class Accelerator(wiring.Component):
 
     def _residual(self, x: str, body: list, add_name: str, depth: int):
         shape = qshape(self.model.qtype(x))
-        return {"fork": Fork(shape, 2), "body": body,
-                "fifo": Fifo(shape, depth, self.hw.fifo_storage),
+        return {"fork": self._keep(Fork(shape, 2)), "body": body,
+                "fifo": self._keep(Fifo(shape, depth, self.hw.fifo_storage)),
                 "add": self._block("add", add_name), "name": add_name}
 
     def elaborate(self, platform):
