@@ -123,6 +123,7 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) 
     metrics.update(integer_metrics(intmodel, result.qat_model, data))
     metrics["seconds"]["convert"] = time.perf_counter() - t0 - t_train
     save_test_windows(out, intmodel, data)
+    save_predictions(out, result, intmodel, data)
     write_json_atomic(out / "metrics.json", metrics)
     return metrics
 
@@ -156,6 +157,19 @@ def save_test_windows(out: Path, intmodel, data) -> None:
     np.savez(out / "test_windows.npz", inputs=xq, outputs=codes,
              truth=data.denormalise_target(test.y), times=test.times.astype("datetime64[s]").astype(np.int64),
              last=test.last)
+
+
+def save_predictions(out: Path, result, intmodel, data) -> None:
+    """Test-period forecasts of the float, QAT and integer models, for the report."""
+    from model import train as T
+    test = data.test
+    np.savez(out / "predictions.npz",
+             times=test.times.astype("datetime64[s]").astype(np.int64),
+             truth=data.denormalise_target(test.y),
+             persistence=np.asarray(test.last, np.float64),
+             float=data.denormalise_target(T.predict(result.float_model, test.X)),
+             qat=data.denormalise_target(T.predict(result.qat_model, test.X)),
+             int=intmodel.predict(data.denormalise_features(test.X)))
 
 
 def load_test_windows(run: Path) -> dict:
