@@ -107,7 +107,10 @@ class Accelerator(wiring.Component):
         x = "embed"
         for i in range(c["layers"]):
             p = f"l{i}."
-            attn = self._keep(Attention(m, i, **self.hw.knobs("attention", p + "attention")))
+            # The Q, K and V projections share one setting (same shape, run side by side).
+            attn = self._keep(Attention(m, i, qkv_knobs=self.hw.knobs("linear", p + "q"),
+                                        out_knobs=self.hw.knobs("linear", p + "attn_out"),
+                                        **self.hw.knobs("attention", p + "attention")))
             stages.append(("residual", self._residual(x, [attn], p + "res1", window)))
             stages.append((p + "norm1", self._block(m.op(p + "norm1").kind, p + "norm1")))
             ffn = [self._block("linear", n.output) for n in m.ops
