@@ -50,7 +50,9 @@ proc
 flatten -noscopeinfo
 opt_clean
 memory -nomap -nowiden -nordff
+opt_clean
 setundef -zero -init -undriven
+opt_clean
 opt
 opt_clean -purge
 check

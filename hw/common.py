@@ -103,13 +103,18 @@ class Rom(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
+        if self.depth == 1:       # a constant: a memory with a zero-width address trips Yosys
+            m.d.sync += self.data.eq(Const(self.init[0], self.shape))
+            return m
         if self.storage is Storage.REGISTERS:
             table = Array(Const(v, self.shape) for v in self.init)
             m.d.sync += self.data.eq(table[self.addr])
             return m
+        # A ROM cannot live in LUT RAM cells without a write port: "distributed" for a ROM
+        # means LUTs used as logic (as in Vivado), which Yosys calls "logic".
+        style = "block" if self.storage is Storage.BRAM else "logic"
         m.submodules.mem = mem = memory.Memory(shape=self.shape, depth=self.depth, init=self.init,
-                                               attrs={"rom_style": _STYLE[self.storage],
-                                                      "ram_style": _STYLE[self.storage]})
+                                               attrs={"rom_style": style, "ram_style": style})
         if self.storage is Storage.BRAM:
             port = mem.read_port()
             m.d.comb += [port.addr.eq(self.addr), self.data.eq(port.data)]
@@ -137,7 +142,7 @@ class Buffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        if self.storage is Storage.REGISTERS:
+        if self.storage is Storage.REGISTERS or self.depth == 1:
             cells = Array(Signal(self.shape, name=f"cell{i}") for i in range(self.depth))
             with m.If(self.w_en):
                 m.d.sync += cells[self.w_addr].eq(self.w_data)

