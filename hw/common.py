@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.hdl import ShapeCastable
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -83,7 +83,11 @@ def requantize(acc, multiplier: int, shift: int, out: QType, relu: bool = False)
 # Memories with a storage parameter and a read latency of one cycle
 # ---------------------------------------------------------------------------------------------
 
-_STYLE = {Storage.BRAM: "block", Storage.LUTRAM: "distributed", Storage.REGISTERS: "registers"}
+def _ram_attrs(storage: Storage) -> dict:
+    """Synthesis attributes of a RAM. Only block RAM is forced: an asynchronous read port
+    already rules out block RAM, and leaving LUT RAM unforced lets a device without it
+    (iCE40) fall back to flip-flops instead of failing."""
+    return {"ram_style": "block"} if storage is Storage.BRAM else {}
 
 
 class Rom(wiring.Component):
@@ -149,7 +153,7 @@ class Buffer(wiring.Component):
             m.d.sync += self.r_data.eq(cells[self.r_addr])
             return m
         m.submodules.mem = mem = memory.Memory(shape=self.shape, depth=self.depth, init=[],
-                                               attrs={"ram_style": _STYLE[self.storage]})
+                                               attrs=_ram_attrs(self.storage))
         w = mem.write_port()
         m.d.comb += [w.addr.eq(self.w_addr), w.data.eq(self.w_data), w.en.eq(self.w_en)]
         if self.storage is Storage.BRAM:
@@ -160,3 +164,156 @@ class Buffer(wiring.Component):
             m.d.comb += r.addr.eq(self.r_addr)
             m.d.sync += self.r_data.eq(r.data)
         return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Multipliers: one place decides how every product of the design is built
+# ---------------------------------------------------------------------------------------------
+
+#: ``mul`` knob values: ``"dsp"`` writes ``a * b`` (Yosys maps every ``$mul`` to DSP48E1 /
+#: SB_MAC16), ``"lut"`` builds the product from adders only (radix-4 Booth partial products,
+#: balanced adder tree), so that it lands in LUTs + carry chains.
+MUL_MODES = ("dsp", "lut")
+
+
+def check_mul(mode) -> str:
+    if mode not in MUL_MODES:
+        raise ValueError(f"mul must be one of {MUL_MODES}, got {mode!r}")
+    return mode
+
+
+def _as_signed(v):
+    """``v`` as a signed value of the same numeric range (unsigned gains a zero sign bit)."""
+    v = Value.cast(v)
+    return v if v.shape().signed else Cat(v, Const(0, 1)).as_signed()
+
+
+def _tree_sum(terms):
+    terms = list(terms)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def mul(a, b, mode: str = "dsp"):
+    """``a * b`` (signed or unsigned Amaranth values), exactly, built as ``mode`` says.
+
+    ``"lut"``: radix-4 Booth recoding of the narrower operand: ceil((w+1)/2) partial products
+    ``d_i * a * 4**i`` with ``d_i`` in {-2..2}, each a select of ``a`` / ``2a`` XOR-ed with the
+    digit's sign (the +1 of the two's complements is gathered into one extra term), summed by
+    a balanced adder tree. No ``*`` in the netlist."""
+    check_mul(mode)
+    if mode == "dsp":
+        return a * b
+    a, b = Value.cast(a), Value.cast(b)
+    if len(b) > len(a):
+        a, b = b, a
+    out_signed = a.shape().signed or b.shape().signed
+    a, b = _as_signed(a), _as_signed(b)
+    n = len(b) + (len(b) % 2)                       # even number of multiplier bits
+    bx = b.as_signed()
+    bits = [bx[min(i, len(b) - 1)] for i in range(n)]   # sign-extended multiplier bits
+    wa = len(a) + 1                                 # room for 2a
+    terms = []
+    corr = []
+    for i in range(n // 2):
+        lo = bits[2 * i - 1] if i else Const(0, 1)
+        b0, b1 = bits[2 * i], bits[2 * i + 1]
+        one = b0 ^ lo                               # |d| == 1
+        two = (b1 & ~b0 & ~lo) | (~b1 & b0 & lo)    # |d| == 2
+        neg = b1 & ~(b0 & lo)                       # d < 0 (d == -0 gives an all-ones word + 1 = 0)
+        sel = Mux(two, (a << 1), Mux(one, a, 0)).as_signed()
+        pp = (sel[:wa] ^ neg.replicate(wa)).as_signed()
+        terms.append(pp << (2 * i) if i else pp)
+        corr += [neg, Const(0, 1)]
+    terms.append(Cat(*corr[:n]))                    # the +1 of every negated partial product
+    prod = _tree_sum(terms)
+    width = len(a) + len(b)
+    res = prod[:width].as_signed()
+    return res if out_signed else res.as_unsigned()
+
+
+def csd_digits(c: int):
+    """Canonical signed digits of ``c``: list of (shift, sign) with sign in {+1, -1}."""
+    c = int(c)
+    out, k = [], 0
+    while c:
+        if c & 1:
+            d = 2 - (c & 3)                         # +1 if c % 4 == 1, -1 if c % 4 == 3
+            out.append((k, d))
+            c -= d
+        c >>= 1
+        k += 1
+    return out
+
+
+def mul_const(x, c: int, mode: str = "lut"):
+    """``x * c`` for an integer constant ``c``: ``"dsp"`` a multiplier, ``"lut"`` shift-and-add
+    over the canonical signed digits of ``c`` (about bits/3 adders)."""
+    check_mul(mode)
+    c = int(c)
+    if mode == "dsp":
+        return x * const(c)
+    x = _as_signed(x)
+    if c == 0:
+        return Const(0, signed(2))
+    digits = csd_digits(c)
+    pos = [x << k if k else x for k, s in digits if s > 0]
+    neg = [x << k if k else x for k, s in digits if s < 0]
+    if not pos:
+        return -_tree_sum(neg)
+    total = _tree_sum(pos)
+    if neg:
+        total = total - _tree_sum(neg)
+    return total
+
+
+#: ``mul`` knob of blocks whose lanes share one operand (Linear PEs share the input element,
+#: AttentionCore PV lanes share the probability): ``"dsp_packed"`` puts ``g`` products
+#: ``x * w_i`` into one DSP48E1 (25 x 18) as ``x * sum(w_i << (g-1-i)*k)`` and splits the
+#: result exactly (each field is a product bounded by ``2**(k-1)``; the borrow of a negative
+#: lower field is added back to the next one).
+LANE_MUL_MODES = ("dsp", "dsp_packed", "lut")
+
+
+def check_lane_mul(mode) -> str:
+    if mode not in LANE_MUL_MODES:
+        raise ValueError(f"mul must be one of {LANE_MUL_MODES}, got {mode!r}")
+    return mode
+
+
+def packing(x_bits: int, w_bits: int, prod_bound: int, a_width: int = 25, b_width: int = 18):
+    """(g, k): products per DSP and field width for ``x`` (``x_bits`` signed) times ``w``
+    (``w_bits`` signed) with ``|x*w| <= prod_bound``; g = 1 if packing is impossible."""
+    k = intops_signed_bits(prod_bound)
+    if x_bits > b_width and w_bits <= b_width:
+        x_bits, w_bits = w_bits, x_bits
+    if x_bits > b_width or w_bits > a_width:
+        return 1, k
+    g = 1 + max(0, (a_width - w_bits) // k)
+    return g, k
+
+
+def intops_signed_bits(bound: int) -> int:
+    return max(int(bound), 1).bit_length() + 1
+
+
+def pack_words(ws, k: int) -> int:
+    """The packed operand ``sum(w_i << (g-1-i)*k)`` of integers ``ws`` (first = top field)."""
+    g = len(ws)
+    return sum(int(w) << ((g - 1 - i) * k) for i, w in enumerate(ws))
+
+
+def unpack_products(p, g: int, k: int):
+    """Split ``P = x * pack_words(ws, k)`` into ``[x*w_0, ..., x*w_{g-1}]`` (exact when every
+    ``|x*w_i| < 2**(k-1)``)."""
+    p = Value.cast(p)
+    out = []
+    rest = p.as_signed()
+    for _ in range(g - 1):
+        lo = rest[:k].as_signed()
+        out.append(lo)
+        rest = rest[k:].as_signed() + lo[k - 1]
+    out.append(rest)
+    return out[::-1]
