@@ -108,7 +108,6 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) 
     if opts.qat_epochs is not None:
         tcfg.qat_epochs = opts.qat_epochs
     tcfg.max_train_windows = opts.max_train_windows
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
     result = T.train_run(tcfg, data, out, verbose=verbose, callback=callback)
     t_train = time.perf_counter() - t0
 

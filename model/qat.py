@@ -258,15 +258,16 @@ def fixed_softmax_qparams(bits: int) -> QuantParams:
 class _FakeQuantSTE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, scale, zp, qmin, qmax):
-        q = torch.round(x / scale) + zp
-        inside = (q >= qmin) & (q <= qmax)
-        ctx.save_for_backward(inside)
-        return (q.clamp(qmin, qmax) - zp) * scale
+        q = x / scale
+        q.round_().add_(zp)  # in place on a fresh tensor: far fewer allocations
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(q.ge(qmin).logical_and_(q.le(qmax)))
+        return q.clamp_(qmin, qmax).sub_(zp).mul_(scale)
 
     @staticmethod
     def backward(ctx, grad):
         (inside,) = ctx.saved_tensors
-        return grad * inside.to(grad.dtype), None, None, None, None
+        return grad * inside, None, None, None, None
 
 
 def fake_quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
@@ -275,8 +276,8 @@ def fake_quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
 
 
 def quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
-    """Integer codes (int64) of ``x``."""
-    q = torch.round(x.detach() / qp.scale) + qp.zero_point
+    """Integer codes (int64) of ``x`` (float32 ``x / scale``, round half to even)."""
+    q = torch.round(x.detach().to(torch.float32) / qp.scale) + qp.zero_point
     return q.clamp(qp.qmin, qp.qmax).to(torch.int64)
 
 
@@ -426,6 +427,8 @@ def quant_params(model: nn.Module) -> dict[str, dict]:
                     "scale": bias_scale(wq, xq),
                     "zero_point": 0,
                     "bound": int(bias_bound(m.in_features, xq.qtype(), wq.qtype())),
+                    "min": float(m.bias.detach().min()),
+                    "max": float(m.bias.detach().max()),
                 }
     return out
 

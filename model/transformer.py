@@ -173,6 +173,9 @@ class EncoderLayer(nn.Module):
         self.ffn2 = QLinear(cfg.ffn, d, p + "ffn_out", quant)
         self.norm2 = Norm(d, cfg.norm, cfg.norm_eps, cfg.bn_momentum)
         self._fq = fq  # shared dict name -> FakeQuant (owned by the Forecaster)
+        x_name = "embed" if i == 0 else f"l{i - 1}.norm2"  # the layer input
+        for lin in (self.q, self.k, self.v):
+            lin.input_name = x_name
         self.o.input_name = p + "context"
         self.ffn1.input_name = p + "norm1"
         self.ffn2.input_name = p + "ffn_hidden"
@@ -182,8 +185,6 @@ class EncoderLayer(nn.Module):
         B, L, d = x.shape
         H = cfg.heads
         dh = d // H
-        for lin in (self.q, self.k, self.v):
-            lin.input_name = x_fq.name
         q = f[p + "q"](self.q(x, x_fq))
         k = f[p + "k"](self.k(x, x_fq))
         v = f[p + "v"](self.v(x, x_fq))

@@ -1,0 +1,402 @@
+"""Training: float pre-training, then quantisation-aware fine-tuning, evaluation, checkpoints.
+
+Float phase: Adam + MSE on the normalised target, shuffled mini-batches, early stopping on
+the *validation* split (patience in epochs; the best weights are restored).
+
+QAT phase (starting from the best float weights):
+1. calibration: observers on, quantisation off, model in eval mode (BN running stats), over
+   ``calib_batches`` training batches -> initial ranges and adaptive choices;
+2. fine-tuning with fake quantisation on, observers on (EMA keeps tracking), lower LR; with
+   ``qat_freeze_bn`` batch-norm uses its running statistics (its folded affine, as in the
+   integer model) so that training sees exactly the inference arithmetic; observers are
+   frozen after ``freeze_observers_after`` epochs (None: keep observing until the end);
+3. early stopping on the validation loss of the fake-quantised model (observers frozen
+   during evaluation); the best state (weights + ranges) is restored; observers end frozen.
+
+Metrics: RMSE / MAE in target units (deg F for the default data) on val and test for the
+float model, the QAT model and the persistence baseline (prediction = last target value of
+the window).
+
+Everything is seeded (``TrainConfig.seed``): model init and batch order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data import Dataset, Split
+from .qat import QuantConfig, quant_params, set_observing, set_quantising
+from .transformer import Forecaster, ModelConfig
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "train_run",
+    "train_float",
+    "train_qat",
+    "calibrate",
+    "evaluate",
+    "predict",
+    "persistence_metrics",
+    "load_run",
+]
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    seed: int = 0
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    epochs: int = 100
+    patience: int = 15
+    lr_decay: float = 0.5  # multiply the LR by this after lr_decay_patience epochs without improvement
+    lr_decay_patience: int = 4
+    qat_lr: float = 2e-4
+    qat_epochs: int = 12
+    qat_patience: int = 4
+    calib_batches: int = 32
+    qat_freeze_bn: bool = True
+    freeze_observers_after: int | None = None
+    grad_clip: float | None = 1.0
+    max_train_windows: int | None = None  # quick runs: N training windows evenly spaced in time
+    threads: int | None = 1  # torch intra-op threads during train_run (None: leave as is). For this
+    # tiny model one thread is fastest (2 threads were 1.5-10x slower on the 2-core machine).
+
+    def __post_init__(self):
+        if isinstance(self.model, dict):
+            self.model = ModelConfig.from_dict(self.model)
+        if isinstance(self.quant, dict):
+            self.quant = QuantConfig.from_dict(self.quant)
+        for k in ("batch_size", "calib_batches"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"TrainConfig.{k} must be >= 1")
+        for k in ("epochs", "patience", "qat_epochs", "qat_patience"):
+            if getattr(self, k) < 0:
+                raise ValueError(f"TrainConfig.{k} must be >= 0")
+        if self.lr <= 0 or self.qat_lr <= 0:
+            raise ValueError("learning rates must be > 0")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["model"] = self.model.to_dict()
+        d["quant"] = self.quant.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    float_model: Forecaster
+    qat_model: Forecaster | None
+    metrics: dict
+    history: list[dict]
+    out_dir: Path | None
+    seconds: float
+
+
+Callback = Callable[[dict], None]
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _tensors(split: Split, limit: int | None = None):
+    X, y = split.X, split.y
+    if limit is not None and limit < len(y):
+        idx = np.linspace(0, len(y) - 1, limit).round().astype(np.int64)
+        X, y = X[idx], y[idx]
+    return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(np.ascontiguousarray(y))
+
+
+def _batches(n: int, bs: int, gen: torch.Generator | None):
+    order = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
+    for i in range(0, n, bs):
+        yield order[i : i + bs]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, X, batch_size: int = 1024, threads: int | None = 1) -> np.ndarray:
+    """Normalised predictions (N,) in eval mode (observers are left as they are).
+    ``threads``: torch threads for the call (restored afterwards; None leaves them)."""
+    was = model.training
+    model.eval()
+    X = torch.as_tensor(np.asarray(X, np.float32))
+    with _threads(threads):
+        out = [model(X[i : i + batch_size]) for i in range(0, len(X), batch_size)]
+    model.train(was)
+    return torch.cat(out).numpy() if out else np.zeros(0, np.float32)
+
+
+def _metrics(pred_raw: np.ndarray, true_raw: np.ndarray) -> dict:
+    err = np.asarray(pred_raw, np.float64) - np.asarray(true_raw, np.float64)
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "n": int(err.size)}
+
+
+def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> dict:
+    """RMSE / MAE in target units, plus the normalised MSE (``loss``)."""
+    s = data.split(split)
+    p = predict(model, s.X)
+    m = _metrics(data.denormalise_target(p), data.denormalise_target(s.y))
+    m["loss"] = float(np.mean((p.astype(np.float64) - s.y) ** 2))
+    return m
+
+
+def persistence_metrics(data: Dataset, split: str = "test") -> dict:
+    s = data.split(split)
+    return _metrics(s.last, data.denormalise_target(s.y))
+
+
+def _val_loss(model, Xv, yv) -> float:
+    p = predict(model, Xv)
+    return float(np.mean((p.astype(np.float64) - yv.numpy()) ** 2))
+
+
+def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_decay, grad_clip, gen,
+         phase, history, emit, lr_decay=1.0, lr_decay_patience=0, on_epoch_start=None, on_train_end=None):
+    """Generic early-stopping loop; returns the best validation loss (best state restored)."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.MSELoss()
+    best = _val_loss(model, Xv, yv)
+    best_state = copy.deepcopy(model.state_dict())
+    emit({"phase": phase, "epoch": 0, "train_loss": None, "val_loss": best, "best": True})
+    history.append({"phase": phase, "epoch": 0, "train_loss": None, "val_loss": best})
+    bad = since_decay = 0
+    for ep in range(1, epochs + 1):
+        if on_epoch_start is not None:
+            on_epoch_start(ep)
+        model.train()
+        tot, cnt = 0.0, 0
+        for idx in _batches(len(Xt), batch_size, gen):
+            xb, yb = Xt[idx], yt[idx]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            if grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            opt.step()
+            tot += float(loss.detach()) * len(idx)
+            cnt += len(idx)
+        if on_train_end is not None:
+            on_train_end(ep)
+        vl = _val_loss(model, Xv, yv)
+        improved = vl < best
+        if improved:
+            best, bad, since_decay = vl, 0, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            bad += 1
+            since_decay += 1
+            if lr_decay_patience and lr_decay < 1.0 and since_decay >= lr_decay_patience:
+                since_decay = 0
+                for g in opt.param_groups:
+                    g["lr"] *= lr_decay
+        rec = {"phase": phase, "epoch": ep, "train_loss": tot / max(cnt, 1), "val_loss": vl,
+               "lr": opt.param_groups[0]["lr"]}
+        history.append(rec)
+        emit({**rec, "best": improved})
+        if bad >= patience:
+            break
+    model.load_state_dict(best_state)
+    return best
+
+
+def _emitter(verbose: bool, callback: Callback | None, t0: float):
+    def emit(ev: dict):
+        ev = {**ev, "elapsed": time.perf_counter() - t0}
+        if callback is not None:
+            callback(ev)
+        if verbose:
+            tl = "-" if ev.get("train_loss") is None else f"{ev['train_loss']:.4f}"
+            if "message" in ev:
+                print(f"[{ev['elapsed']:6.1f}s] {ev['message']}", flush=True)
+            else:
+                print(f"[{ev['elapsed']:6.1f}s] {ev['phase']:5s} epoch {ev['epoch']:3d} "
+                      f"train {tl} val {ev['val_loss']:.4f}{' *' if ev.get('best') else ''}", flush=True)
+
+    return emit
+
+
+# --------------------------------------------------------------------------------------------
+# phases
+
+
+def train_float(config: TrainConfig, data: Dataset, *, history=None, emit=None) -> Forecaster:
+    """Seeded float training with early stopping on validation."""
+    with _threads(config.threads):
+        return _train_float(config, data, history, emit)
+
+
+def _train_float(config, data, history, emit) -> Forecaster:
+    torch.manual_seed(config.seed)
+    model = Forecaster(config.model, config.quant)
+    _check_data(config, data)
+    gen = torch.Generator().manual_seed(config.seed)
+    Xt, yt = _tensors(data.train, config.max_train_windows)
+    Xv, yv = _tensors(data.val)
+    _fit(model, Xt, yt, Xv, yv, lr=config.lr, epochs=config.epochs, patience=config.patience,
+         batch_size=config.batch_size, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+         lr_decay=config.lr_decay, lr_decay_patience=config.lr_decay_patience,
+         gen=gen, phase="float", history=history if history is not None else [], emit=emit or (lambda e: None))
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def calibrate(model: Forecaster, X, batches: int = 32, batch_size: int = 128, seed: int = 0) -> None:
+    """Observe ranges on float activations (quantisation off, eval-mode BN)."""
+    set_quantising(model, False)
+    set_observing(model, True)
+    model.eval()
+    X = torch.as_tensor(np.asarray(X, np.float32))
+    gen = torch.Generator().manual_seed(seed)
+    for i, idx in enumerate(_batches(len(X), batch_size, gen)):
+        if i >= batches:
+            break
+        model(X[idx])
+    set_observing(model, False)
+
+
+def train_qat(config: TrainConfig, data: Dataset, float_model: Forecaster, *, history=None, emit=None) -> Forecaster:
+    """Calibrate, then fine-tune with fake quantisation (early stopping on validation).
+
+    The QAT model is a new ``Forecaster(config.model, config.quant)`` initialised from
+    ``float_model``'s weights; ``float_model`` is not modified."""
+    emit = emit or (lambda e: None)
+    torch.manual_seed(config.seed + 1)
+    # rebuilt from config.quant (so bit-widths/schemes may differ from the float model's)
+    model = Forecaster(config.model, config.quant)
+    model.load_state_dict(float_model.state_dict())
+    Xt, yt = _tensors(data.train, config.max_train_windows)
+    Xv, yv = _tensors(data.val)
+    calibrate(model, Xt, config.calib_batches, config.batch_size, config.seed)
+    set_quantising(model, True)
+    model.set_freeze_bn(config.qat_freeze_bn)
+    fz = config.freeze_observers_after
+
+    def start(ep):  # observers track during training epochs (until frozen)
+        set_observing(model, fz is None or ep <= fz)
+
+    def end(ep):  # evaluation with frozen ranges
+        set_observing(model, False)
+
+    gen = torch.Generator().manual_seed(config.seed + 1)
+    _fit(model, Xt, yt, Xv, yv, lr=config.qat_lr, epochs=config.qat_epochs, patience=config.qat_patience,
+         batch_size=config.batch_size, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
+         lr_decay=config.lr_decay, lr_decay_patience=config.lr_decay_patience,
+         gen=gen, phase="qat", history=history if history is not None else [], emit=emit,
+         on_epoch_start=start, on_train_end=end)
+    set_observing(model, False)
+    model.eval()
+    return model
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    old = torch.get_num_threads()
+    if n is not None and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != old:
+            torch.set_num_threads(old)
+
+
+def _check_data(config: TrainConfig, data: Dataset) -> None:
+    c = config.model
+    if data.n_features != c.features or data.window != c.window:
+        raise ValueError(
+            f"data has window {data.window} x {data.n_features} features but the model expects "
+            f"{c.window} x {c.features}; set ModelConfig(window={data.window}, features={data.n_features})"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# the whole run
+
+
+def train_run(config: TrainConfig | None, data: Dataset, out_dir=None, *, qat: bool = True,
+              verbose: bool = False, callback: Callback | None = None) -> TrainResult:
+    """Float training, then (``qat``) QAT fine-tuning; metrics; checkpoints in ``out_dir``.
+
+    Files written (if ``out_dir`` is not None): ``float.pt`` and ``qat.pt`` (state dicts),
+    ``config.json`` (TrainConfig + data normalisation/feature description), ``metrics.json``,
+    ``qparams.json`` (per-tensor quantisation of the QAT model), ``history.json``.
+    ``callback`` receives one dict per epoch (phase, epoch, train_loss, val_loss, best, elapsed)
+    and a few ``{"message": ...}`` events.
+    """
+    config = config or TrainConfig()
+    _check_data(config, data)
+    with _threads(config.threads):
+        return _train_run(config, data, out_dir, qat, verbose, callback)
+
+
+def _train_run(config, data, out_dir, qat, verbose, callback) -> TrainResult:
+    t0 = time.perf_counter()
+    emit = _emitter(verbose, callback, t0)
+    history: list[dict] = []
+    emit({"message": f"float training on {len(data.train) if config.max_train_windows is None else min(len(data.train), config.max_train_windows)} windows"})
+    fmodel = train_float(config, data, history=history, emit=emit)
+    t_float = time.perf_counter() - t0
+    metrics: dict = {"float": {s: evaluate(fmodel, data, s) for s in ("val", "test")},
+                     "persistence": {s: persistence_metrics(data, s) for s in ("val", "test")}}
+    emit({"message": f"float test RMSE {metrics['float']['test']['rmse']:.3f} "
+                     f"(persistence {metrics['persistence']['test']['rmse']:.3f})"})
+    qmodel = None
+    if qat:
+        qmodel = train_qat(config, data, fmodel, history=history, emit=emit)
+        metrics["qat"] = {s: evaluate(qmodel, data, s) for s in ("val", "test")}
+        emit({"message": f"QAT test RMSE {metrics['qat']['test']['rmse']:.3f}"})
+    seconds = time.perf_counter() - t0
+    metrics["seconds"] = {"float": t_float, "total": seconds}
+    out = None
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(fmodel.state_dict(), out / "float.pt")
+        if qmodel is not None:
+            torch.save(qmodel.state_dict(), out / "qat.pt")
+            (out / "qparams.json").write_text(json.dumps(quant_params(qmodel), indent=1))
+        doc = {"train": config.to_dict(), "data": data.stats(), "qat": qmodel is not None}
+        (out / "config.json").write_text(json.dumps(doc, indent=1))
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        (out / "history.json").write_text(json.dumps(history, indent=1))
+    return TrainResult(fmodel, qmodel, metrics, history, out, seconds)
+
+
+def load_run(out_dir, which: str = "qat") -> tuple[Forecaster, dict]:
+    """Rebuild a trained model from ``out_dir`` (``which`` = "float" or "qat"), in eval mode,
+    observers frozen, quantisation on for "qat". Returns (model, config.json contents)."""
+    if which not in ("float", "qat"):
+        raise ValueError("which must be 'float' or 'qat'")
+    out = Path(out_dir)
+    cfg_path, w_path = out / "config.json", out / f"{which}.pt"
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} is missing: run training first")
+    doc = json.loads(cfg_path.read_text())
+    tc = TrainConfig.from_dict(doc["train"])
+    model = Forecaster(tc.model, tc.quant)
+    model.load_state_dict(torch.load(w_path, map_location="cpu", weights_only=True))
+    set_observing(model, False)
+    set_quantising(model, which == "qat")
+    model.eval()
+    return model, doc
