@@ -88,7 +88,7 @@ def build_xc7s15(run: Path, progress=print) -> dict:
 
 
 def build_ice40(run: Path, progress=print) -> dict:
-    from .ice40 import UP5K, synth_up5k
+    from .ice40 import UP5K, DoesNotFit, synth_up5k
     t0 = time.perf_counter()
     progress("ice40up5k: exporting Verilog")
     ex = export(run, "ice40up5k", vhdl=False)
@@ -97,13 +97,24 @@ def build_ice40(run: Path, progress=print) -> dict:
     (out / "pnr.json").unlink(missing_ok=True)
     cfg = hw_config(run, "ice40up5k")
     progress("ice40up5k: Yosys synth_ice40, nextpnr-ice40, icepack")
-    rep = synth_up5k(ex.verilog, out, top=TOP, freq_mhz=cfg.get("clock_mhz", 16.0))
+    capacity = {"lc": UP5K["ICESTORM_LC"], "bram": UP5K["ICESTORM_RAM"], "dsp": UP5K["ICESTORM_DSP"]}
+    try:
+        rep = synth_up5k(ex.verilog, out, top=TOP, freq_mhz=cfg.get("clock_mhz", 16.0))
+    except DoesNotFit as e:
+        # Not a failure of the flow: the answer is "does not fit", with the synthesis counts.
+        c = e.cells
+        doc = {"lc": c.get("SB_LUT4", 0), "bram": c.get("SB_RAM40_4K", 0),
+               "dsp": c.get("SB_MAC16", 0), "fmax_mhz": None, "fits": False,
+               "counts_from": "synthesis (SB_LUT4 is a lower bound of logic cells)",
+               "capacity": capacity, "reason": str(e), "bitstream": None,
+               "seconds": {"export": t_export, **e.times}, "hw_config": cfg, "summary": str(e)}
+        write_json_atomic(out / "pnr.json", doc)
+        return doc
     used = {k: rep.used(k) for k in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP")}
     doc = {"lc": used["ICESTORM_LC"], "bram": used["ICESTORM_RAM"], "dsp": used["ICESTORM_DSP"],
            "fmax_mhz": rep.fmax,
-           "fits": all(used[k] <= UP5K[k] for k in used),
-           "capacity": {"lc": UP5K["ICESTORM_LC"], "bram": UP5K["ICESTORM_RAM"],
-                        "dsp": UP5K["ICESTORM_DSP"]},
+           "fits": all(used[k] <= UP5K[k] for k in used) and rep.fmax >= cfg.get("clock_mhz", 16.0),
+           "counts_from": "nextpnr", "capacity": capacity,
            "bitstream": str(rep.bitstream) if rep.bitstream else None,
            "seconds": {"export": t_export, **rep.times}, "hw_config": cfg,
            "summary": rep.summary()}

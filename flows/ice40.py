@@ -17,7 +17,26 @@ from pathlib import Path
 
 from . import tools
 
-__all__ = ["Ice40Report", "synth_up5k", "UP5K_SG48_IO"]
+__all__ = ["Ice40Report", "synth_up5k", "synth_cells", "DoesNotFit", "UP5K_SG48_IO"]
+
+
+class DoesNotFit(RuntimeError):
+    """The design needs more of some UP5K resource than the device has."""
+
+    def __init__(self, message, cells=None, times=None):
+        super().__init__(message)
+        self.cells = cells or {}
+        self.times = times or {}
+
+
+def synth_cells(stat: dict, top: str) -> dict:
+    """Cell counts by type from Yosys ``stat -json``."""
+    mods = stat.get("modules", {})
+    if "design" in stat and "num_cells_by_type" in stat["design"]:
+        cells = stat["design"]["num_cells_by_type"]
+    else:
+        cells = next(m for k, m in mods.items() if k.lstrip("\\") == top)["num_cells_by_type"]
+    return {k.lstrip("\\"): int(v) for k, v in cells.items()}
 
 UP5K_SG48_IO = 39
 UP5K = {"ICESTORM_LC": 5280, "ICESTORM_RAM": 30, "ICESTORM_DSP": 8, "ICESTORM_SPRAM": 4}
@@ -69,16 +88,33 @@ def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float =
     d.mkdir(parents=True, exist_ok=True)
     (d / "top.v").write_text(vtext)
     (d / "synth.ys").write_text(f"read_verilog -sv top.v\nsynth_ice40 -dsp -top {top} "
-                                f"-json netlist.json\n")
+                                f"-json netlist.json\ntee -q -o stat.json stat -json\n")
     times = {}
     t0 = time.perf_counter()
     tools.run(yosys, ["-q", "-l", "yosys.log", "synth.ys"], cwd=d)
     times["synth_s"] = time.perf_counter() - t0
+    cells = synth_cells(json.loads((d / "stat.json").read_text()), top)
+    over = [f"{what}: {used} needed > {cap} available (over by {used - cap})"
+            for what, used, cap in (("logic cells (SB_LUT4, a lower bound)", cells.get("SB_LUT4", 0),
+                                     UP5K["ICESTORM_LC"]),
+                                    ("DSP (SB_MAC16)", cells.get("SB_MAC16", 0), UP5K["ICESTORM_DSP"]),
+                                    ("block RAM (SB_RAM40_4K)", cells.get("SB_RAM40_4K", 0),
+                                     UP5K["ICESTORM_RAM"]))
+            if used > cap]
+    if over:
+        raise DoesNotFit("design does not fit the iCE40 UP5K after synthesis: " + "; ".join(over),
+                         cells=cells, times=times)
     t0 = time.perf_counter()
-    tools.run(pnr, ["--up5k", "--package", "sg48", "--json", "netlist.json", "--asc", "top.asc",
+    try:
+        tools.run(pnr, ["--up5k", "--package", "sg48", "--json", "netlist.json", "--asc", "top.asc",
                     "--freq", str(freq_mhz), "--report", "report.json", "--seed", str(seed),
                     "--pcf-allow-unconstrained", "--top", top, "-q", "-l", "nextpnr.log"],
-              cwd=d)
+                  cwd=d)
+    except tools.ToolError as e:
+        if "Unable to place" in str(e) or "no BELs remaining" in str(e):
+            raise DoesNotFit(f"design does not fit the iCE40 UP5K (nextpnr): {e}", cells=cells,
+                             times=times) from None
+        raise
     times["pnr_s"] = time.perf_counter() - t0
     rep = json.loads((d / "report.json").read_text())
     fmax = {k: float(v.get("achieved", 0.0)) for k, v in rep.get("fmax", {}).items()}
