@@ -66,6 +66,8 @@ def _add_train_args(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="maximum float epochs")
     p.add_argument("--qat-epochs", type=int, default=None)
+    p.add_argument("--max-train-windows", type=int, default=None,
+                   help="train on the first N training windows only (quick runs)")
     p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
     p.add_argument("--time-column", default=None)
     p.add_argument("--features", default=None, help="comma-separated feature columns (with --csv)")
@@ -77,7 +79,8 @@ def _train_options(a):
     return TrainOptions(window=a.window, d_model=a.d_model, heads=a.heads, layers=a.layers,
                         ffn=a.ffn, norm=a.norm, activation=a.activation, bits=a.bits,
                         bits_map=_parse_bits_map(a.bits_map), scheme=a.scheme, seed=a.seed,
-                        epochs=a.epochs, qat_epochs=a.qat_epochs, csv=a.csv,
+                        epochs=a.epochs, qat_epochs=a.qat_epochs,
+                        max_train_windows=a.max_train_windows, csv=a.csv,
                         time_column=a.time_column,
                         feature_columns=a.features.split(",") if a.features else None,
                         target_column=a.target)
