@@ -181,11 +181,11 @@ class QuantParams:
 
     @property
     def qmin(self) -> int:
-        return -(1 << (self.bits - 1)) if self.signed else 0
+        return self.qtype().qmin          # integer ranges are defined once, in model.intops
 
     @property
     def qmax(self) -> int:
-        return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
+        return self.qtype().qmax
 
     def qtype(self) -> QType:
         return QType(self.bits, self.signed, self.zero_point)
