@@ -80,7 +80,8 @@ def build_xc7s15(run: Path, progress=print) -> dict:
            "luts_by_size": rep.luts_by_size, "cells": rep.cells, "fits": rep.fits,
            "logic_delay_ns": rep.delay_est_ns, "logic_levels": rep.logic_levels,
            "capacity": {"lut": 8000, "ff": 16000, "bram36": 10, "dsp": 20},
-           "seconds": {"export": t_export, **rep.times},
+           "seconds": t_export + sum(rep.times.values()),
+           "step_seconds": {"export": t_export, **rep.times},
            "vivado": {"tcl": str(viv.tcl), "xdc": str(viv.xdc)},
            "hw_config": hw_config(run, "xc7s15"), "summary": rep.summary()}
     write_json_atomic(out / "synth.json", doc)
@@ -107,7 +108,9 @@ def build_ice40(run: Path, progress=print) -> dict:
                "dsp": c.get("SB_MAC16", 0), "fmax_mhz": None, "fits": False,
                "counts_from": "synthesis (SB_LUT4 is a lower bound of logic cells)",
                "capacity": capacity, "reason": str(e), "bitstream": None,
-               "seconds": {"export": t_export, **e.times}, "hw_config": cfg, "summary": str(e)}
+               "seconds": t_export + sum(e.times.values()),
+               "step_seconds": {"export": t_export, **e.times}, "hw_config": cfg,
+               "summary": str(e)}
         write_json_atomic(out / "pnr.json", doc)
         return doc
     used = {k: rep.used(k) for k in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP")}
@@ -116,7 +119,8 @@ def build_ice40(run: Path, progress=print) -> dict:
            "fits": all(used[k] <= UP5K[k] for k in used) and rep.fmax >= cfg.get("clock_mhz", 16.0),
            "counts_from": "nextpnr", "capacity": capacity,
            "bitstream": str(rep.bitstream) if rep.bitstream else None,
-           "seconds": {"export": t_export, **rep.times}, "hw_config": cfg,
+           "seconds": t_export + sum(rep.times.values()),
+           "step_seconds": {"export": t_export, **rep.times}, "hw_config": cfg,
            "summary": rep.summary()}
     write_json_atomic(out / "pnr.json", doc)
     return doc
