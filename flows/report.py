@@ -250,10 +250,19 @@ def _latency(v, p):
     for k, c in (blocks or {}).items():
         if not isinstance(c, _NUM) or isinstance(c, bool):
             raise ReportError(f"{p}: block_cycles[{k!r}] should be a number, got {c!r:.60}")
+    activity = v.get("block_activity")
+    if activity is not None:
+        ok = isinstance(activity, list) and all(
+            isinstance(a, dict) and isinstance(a.get("block"), str)
+            and all(isinstance(a.get(k), int) or a.get(k) is None
+                    for k in ("first_input", "last_output")) for a in activity)
+        if not ok:
+            raise ReportError(f"{p}: block_activity should be a list of "
+                              f"{{block, first_input, last_output}} objects")
     return {"cycles": _get(v, "latency.cycles", p, int),
             "clock_mhz": _get(v, "latency.clock_mhz", p),
             "us": _get(v, "latency.us", p),
-            "block_cycles": blocks}
+            "block_cycles": blocks, "block_activity": activity}
 
 
 def _pct(used, cap):
@@ -501,16 +510,23 @@ def _fig_blocks(lat) -> str:
         fig = Figure(figsize=(10, 0.9 + 0.32 * len(names)), layout="constrained")
         ax = fig.add_subplot()
         y = np.arange(len(names))
-        ax.barh(y, cyc, color=_C["float"], alpha=0.85, height=0.65)
+        # With the simulated activity, each bar spans from a block's first input to its last
+        # output: overlapping bars are blocks working at the same time (the dataflow).
+        act = {a["block"]: a for a in lat.get("block_activity") or []
+               if a.get("first_input") is not None and a.get("last_output") is not None}
+        left = np.array([float(act[n]["first_input"] - 1) if n in act else 0.0 for n in names])
+        ax.barh(y, cyc, left=left, color=_C["float"], alpha=0.85, height=0.65)
+        cyc = cyc + left
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.grid(axis="y", visible=False)
-        for yi, c in zip(y, cyc):
-            ax.text(c, yi, f"  {c:,.0f}  ({100 * c / total:.1f}%)", va="center", fontsize=8.5,
-                    color="#333333")
+        for yi, c, l in zip(y, cyc, left):
+            ax.text(c, yi, f"  {c - l:,.0f}  ({100 * (c - l) / total:.1f}%)", va="center",
+                    fontsize=8.5, color="#333333")
         ax.set_xlim(0, cyc.max() * 1.25 if cyc.size and cyc.max() > 0 else 1)
-        ax.set_xlabel("cycles")
-        ax.set_title(f"Cycles per block (latency of one window: {lat['cycles']:,} cycles)")
+        ax.set_xlabel("cycle" if act else "cycles")
+        ax.set_title(f"{'When each block is busy' if act else 'Cycles per block'} "
+                     f"(latency of one window: {lat['cycles']:,} cycles)")
         return _png(fig)
 
 
@@ -793,7 +809,8 @@ def render_html(report: dict, run_dir=None) -> str:
                          if f2 else f"<b>Figure 2</b> (errors): "
                          + (no_pred if pr is None else "no model forecasts in predictions.npz")))
     parts.append(_figure(f3, "cycles per block",
-                         "<b>Figure 3.</b> Cycles spent in each hardware block for one window."
+                         "<b>Figure 3.</b> Each hardware block's busy span for one window, from its first input to "
+                         "its last output, measured in simulation (overlapping bars work at the same time)."
                          if f3 else f"<b>Figure 3</b> (cycles per block): "
                          + (_need(rep, "latency") if not lat else "no per-block cycle counts "
                             "in verify.json")))

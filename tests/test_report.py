@@ -50,6 +50,8 @@ VERIFY = {
                   "verilator": {"windows": 240, "mismatches": 0, "seconds": 4.5}},
     "latency": {"cycles": 6932, "clock_mhz": 50.0, "us": 138.64},
     "block_cycles": BLOCKS,
+    "block_activity": [{"block": "proj", "first_input": 1, "last_output": 400},
+                       {"block": "pred", "first_input": 6913, "last_output": 6932}],
     "hw_config": {"mac_lanes": 4, "softmax": "lut"},
 }
 SYNTH = {"lut": 3120, "ff": 2400, "lutram": 64, "bram36": 3, "dsp": 12, "carry4": 150, "fits": True,
@@ -109,7 +111,8 @@ def test_report_json_equals_inputs(full):
     be = rep["bitexact"]
     assert (be["windows"], be["mismatches"], be["bit_exact"]) == (240, 0, True)
     assert be["executors"] == ["intmodel", "amaranth", "verilator"]
-    assert rep["latency"] == {**VERIFY["latency"], "block_cycles": BLOCKS}
+    assert rep["latency"] == {**VERIFY["latency"], "block_cycles": BLOCKS,
+                              "block_activity": VERIFY["block_activity"]}
     for k in ("lut", "ff", "lutram", "bram36", "dsp", "fits", "logic_delay_ns", "capacity"):
         assert rep["xc7s15"][k] == SYNTH[k]
     assert rep["xc7s15"]["utilisation_pct"]["lut"] == pytest.approx(100 * 3120 / 8000)
