@@ -22,30 +22,22 @@ from .run import RunError, load_test_windows, read_json, write_json_atomic
 TARGETS = ("xc7s15", "ice40up5k")
 TOP = "intformer_top"
 
-#: Default hardware configurations per target (the XC7S15 one is the performance preset).
-PRESETS = {
-    "xc7s15": {"kinds": {"linear": {"pe": 4, "simd": 4}, "attention": {"qk_lanes": 4}},
-               "blocks": {"proj": {"pe": 4, "simd": 7}, "pred": {"pe": 1, "simd": 4}},
-               "fifo_storage": "bram", "clock_mhz": 100.0},
-    "ice40up5k": {"kinds": {"linear": {"pe": 1, "simd": 1}}, "fifo_storage": "bram",
-                  "clock_mhz": 16.0},
-}
-
-
 def load_model(run: Path):
     from model.intmodel import IntModel
     return IntModel.load(run)
 
 
 def hw_config(run: Path, target: str) -> dict:
-    """The run's ``hw_config.json`` if the user wrote one, else the target's preset."""
+    """The run's ``hw_config.json`` if the user wrote one (a configuration, or one per target
+    keyed by target name), else the measured preset of the target for the model's width."""
+    from hw.presets import model_bits, preset
     if target not in TARGETS:
         raise RunError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
     path = Path(run) / "hw_config.json"
     if path.is_file():
         doc = read_json(path)
-        return doc.get(target, doc)
-    return PRESETS[target]
+        return doc.get(target, doc) if any(t in doc for t in TARGETS) else doc
+    return preset(target, model_bits(load_model(run)))
 
 
 def accelerator(run: Path, target: str):

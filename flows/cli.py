@@ -131,6 +131,11 @@ def cmd_demo(a, progress: Progress) -> int:
     return demo(Path(a.out), _train_options(a), progress=progress)
 
 
+def cmd_bench(a, progress: Progress) -> int:
+    from .bench import main as bench_main
+    return bench_main(a.args[1:] if a.args[:1] == ["--"] else a.args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="intformer", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG)
@@ -182,6 +187,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run directory to create")
     _add_train_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = add("bench", "benchmark: cycles per inference, µs, XC7S15 resources, UP5K Fmax and the "
+            "speed-up over the published design, for several configurations (a table and JSON); "
+            "options after `--` go to the benchmark (see `intformer bench -- --help`)",
+            "intformer bench -- --json bench.json    (or: intformer bench -- --quick)")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="benchmark options")
+    p.set_defaults(func=cmd_bench)
     return ap
 
 
