@@ -32,7 +32,8 @@ from model import intops
 from model.intmodel import merge_heads, split_heads
 from model.intops import QType, signed_bits
 
-from .common import Buffer, Storage, const, element_stream, qshape, rounding_shift, saturate
+from .common import (Buffer, Storage, check_lane_mul, check_mul, element_stream, mul, mul_const,
+                     pack_words, packing, qshape, rounding_shift, saturate, unpack_products)
 from .softmax import CreditQueue, Softmax, _inc_mod
 
 
@@ -45,9 +46,12 @@ class AttentionCore(wiring.Component):
     """Scores, softmax and context of all heads for windows of ``tokens`` x ``d_model``.
 
     Streams ``q``, ``k``, ``v`` (In) and ``o`` (Out, the context), token-major. Knobs:
-    ``qk_lanes`` / ``pv_lanes`` (MACs per cycle of the two products, divide d_model/heads),
-    ``buffer_storage`` (Q/K/V window buffers), ``table_storage``, ``div_bits`` and
-    ``softmax_banks`` (the softmax).
+    ``qk_lanes`` / ``pv_lanes`` (MACs per cycle of the two products, divide d_model/heads;
+    ``pv_lanes`` defaults to ``qk_lanes``), ``buffer_storage`` (Q/K/V window buffers),
+    ``table_storage``, ``div_bits``, ``softmax_banks`` and ``softmax_buffer_storage`` (the
+    softmax), ``qk_mul`` / ``softmax_mul`` ("dsp" | "lut"), ``pv_mul`` ("dsp" | "dsp_packed" |
+    "lut": the PV lanes share the probability, so they pack into DSPs) and ``requant_mul``
+    (score and context requantisers: "lut" = shift-add, "dsp").
     """
 
     SCORE_LATENCY = 6     # last-step issue edge -> score transferred into the softmax
@@ -57,21 +61,28 @@ class AttentionCore(wiring.Component):
                  attn_type: QType, ctx_multiplier: int, ctx_shift: int, context_type: QType, *,
                  tokens: int, d_model: int, heads: int, qk_lanes: int = 1, pv_lanes: int | None = None,
                  buffer_storage="lutram", table_storage="registers", div_bits: int = 1,
-                 softmax_banks: int = 4):
+                 softmax_banks: int = 4, qk_mul: str = "dsp", pv_mul: str = "dsp",
+                 requant_mul: str = "lut", softmax_mul: str = "dsp",
+                 softmax_buffer_storage="lutram"):
         try:
             if tokens < 1 or d_model < 1 or heads < 1 or d_model % heads:
                 raise ValueError(f"need tokens, d_model, heads >= 1 and heads | d_model, got "
                                  f"{tokens}, {d_model}, {heads}")
             dh = d_model // heads
-            pv_lanes = dh if pv_lanes is None else pv_lanes
+            # PV lanes default to the score lanes: a row of probabilities then takes as long
+            # as the row of scores that produced it (more PV lanes would only wait).
+            pv_lanes = qk_lanes if pv_lanes is None else pv_lanes
             for name, lanes in (("qk_lanes", qk_lanes), ("pv_lanes", pv_lanes)):
                 if lanes < 1 or dh % lanes:
                     raise ValueError(f"{name}={lanes} must divide the head width {dh} "
                                      f"(d_model {d_model} / heads {heads})")
             self.softmax = Softmax(score_type, exp_table, exp_bits, recip_bits, attn_type,
                                    rows=tokens * heads, row_length=tokens,
-                                   table_storage=table_storage, buffer_storage="lutram",
-                                   div_bits=div_bits, banks=softmax_banks)
+                                   table_storage=table_storage,
+                                   buffer_storage=softmax_buffer_storage,
+                                   div_bits=div_bits, banks=softmax_banks, mul=softmax_mul)
+            self.qk_mul, self.requant_mul = check_mul(qk_mul), check_mul(requant_mul)
+            self.pv_mul = check_lane_mul(pv_mul)
         except ValueError:
             self._MustUse__silence = True      # a rejected block is not an unused one
             raise
@@ -222,7 +233,8 @@ class AttentionCore(wiring.Component):
         prods = [Signal(signed(self.q_type.bits + self.k_type.bits + 2), name=f"qk{l}") for l in range(ql)]
         g2, f2, l2 = Signal(), Signal(), Signal()
         m.d.sync += [g2.eq(g1), f2.eq(f1), l2.eq(l1)]
-        m.d.sync += [p.eq((qb[l].r_data - self.q_type.zero_point) * (kb[l].r_data - self.k_type.zero_point))
+        m.d.sync += [p.eq(mul(qb[l].r_data - self.q_type.zero_point,
+                              kb[l].r_data - self.k_type.zero_point, self.qk_mul))
                      for l, p in enumerate(prods)]
         tree = Signal(self.score_acc_shape)
         g3, f3, l3 = Signal(), Signal(), Signal()
@@ -234,7 +246,7 @@ class AttentionCore(wiring.Component):
             m.d.sync += acc.eq(Mux(f3, 0, acc) + tree)
         sprod = Signal(signed(len(acc) + 18))
         g5 = Signal()
-        m.d.sync += [g5.eq(g4), sprod.eq(acc * const(self.score_multiplier))]
+        m.d.sync += [g5.eq(g4), sprod.eq(mul_const(acc, self.score_multiplier, self.requant_mul))]
         m.d.comb += [squeue.w_en.eq(g5),
                      squeue.w_data.eq(_requant_tail(sprod, self.score_shift, self.score_type))]
 
@@ -272,11 +284,31 @@ class AttentionCore(wiring.Component):
         h1, p1, st1, fj1, lr1 = Signal(), Signal(qshape(self.attn_type)), Signal(range(Sv)), Signal(), Signal()
         m.d.sync += [h1.eq(issue), p1.eq(p_now), st1.eq(cs), fj1.eq(cj == 0),
                      lr1.eq((cj == L - 1) & (cs == Sv - 1))]
-        pv = [Signal(signed(self.attn_type.bits + self.v_type.bits + 3), name=f"pv{l}") for l in range(pl)]
+        at, vt = self.attn_type, self.v_type
+        pv_bits = intops.signed_bits(at.max_offset * vt.max_offset)
         h2, st2, fj2, lr2 = Signal(), Signal(range(Sv)), Signal(), Signal()
         m.d.sync += [h2.eq(h1), st2.eq(st1), fj2.eq(fj1), lr2.eq(lr1)]
-        m.d.sync += [p.eq((p1 - self.attn_type.zero_point) * (vb[l].r_data - self.v_type.zero_point))
-                     for l, p in enumerate(pv)]
+        pdiff = p1 - at.zero_point
+        vdiff = [vb[l].r_data - vt.zero_point for l in range(pl)]
+        g_pack, k_pack = (packing(at.bits + 1, vt.bits + 1, at.max_offset * vt.max_offset)
+                          if self.pv_mul == "dsp_packed" else (1, 0))
+        pv = [None] * pl
+        for s0 in range(0, pl, g_pack):
+            grp = list(range(s0, min(s0 + g_pack, pl)))
+            if len(grp) == 1:
+                pr = Signal(signed(pv_bits), name=f"pv{s0}")
+                m.d.sync += pr.eq(mul(pdiff, vdiff[s0], "lut" if self.pv_mul == "lut" else "dsp"))
+                pv[s0] = pr
+                continue
+            # The packed V operand sum(v_l << (g-1-i)*k) is built from the lane values: shifts
+            # of sign-extended fields (an adder chain on the V side, off the DSP).
+            packed = sum((vdiff[l] << ((len(grp) - 1 - i) * k_pack)) for i, l in enumerate(grp))
+            pa = Signal(signed(at.bits + 2 + (len(grp) - 1) * k_pack + vt.bits + 2), name=f"pvp{s0}")
+            m.d.sync += pa.eq(pdiff * packed)
+            for l, v in zip(grp, unpack_products(pa, len(grp), k_pack)):
+                pr = Signal(signed(pv_bits), name=f"pv{l}")
+                m.d.comb += pr.eq(v)
+                pv[l] = pr
         accs = [Array(Signal(self.ctx_acc_shape, name=f"cacc{s * pl + l}") for s in range(Sv))
                 for l in range(pl)]
         done3 = Signal()
@@ -295,7 +327,7 @@ class AttentionCore(wiring.Component):
         ogo = out_busy & oqueue.can_issue
         m.d.comb += oqueue.issue.eq(ogo)
         oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
-        m.d.sync += [og1.eq(ogo), oprod.eq(outs[oc] * const(self.ctx_multiplier))]
+        m.d.sync += [og1.eq(ogo), oprod.eq(mul_const(outs[oc], self.ctx_multiplier, self.requant_mul))]
         with m.If(ogo):
             m.d.sync += oc.eq(_inc_mod(oc, dh))
             with m.If(oc == dh - 1):

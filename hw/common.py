@@ -18,7 +18,7 @@ from amaranth.hdl import ShapeCastable
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from model.intops import QType
+from model.intops import QType, signed_bits
 
 
 class Storage(enum.Enum):
@@ -286,17 +286,13 @@ def check_lane_mul(mode) -> str:
 def packing(x_bits: int, w_bits: int, prod_bound: int, a_width: int = 25, b_width: int = 18):
     """(g, k): products per DSP and field width for ``x`` (``x_bits`` signed) times ``w``
     (``w_bits`` signed) with ``|x*w| <= prod_bound``; g = 1 if packing is impossible."""
-    k = intops_signed_bits(prod_bound)
+    k = signed_bits(prod_bound)
     if x_bits > b_width and w_bits <= b_width:
         x_bits, w_bits = w_bits, x_bits
     if x_bits > b_width or w_bits > a_width:
         return 1, k
     g = 1 + max(0, (a_width - w_bits) // k)
     return g, k
-
-
-def intops_signed_bits(bound: int) -> int:
-    return max(int(bound), 1).bit_length() + 1
 
 
 def pack_words(ws, k: int) -> int:

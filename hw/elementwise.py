@@ -15,7 +15,8 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import Rom, Storage, const, element_stream, qshape, rounding_shift, saturate
+from hw.common import (Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
+                       rounding_shift, saturate)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -46,13 +47,14 @@ class Add(wiring.Component):
     @checked_init
     def __init__(self, a_type: QType, b_type: QType, ma: int, mb: int, shift: int,
                  out_type: QType, *, const_b=None, length: int | None = None,
-                 b_storage=Storage.BRAM):
+                 b_storage=Storage.BRAM, mul: str = "lut"):
         self.a_type, self.b_type, self.out_type = a_type, b_type, out_type
         self.ma, self.mb = _check_mult("ma", ma), _check_mult("mb", mb)
         if not 0 <= shift <= intops.MAX_SHIFT:
             raise ValueError(f"shift must be in [0, {intops.MAX_SHIFT}], got {shift}")
         self.shift = int(shift)
         self.b_storage = Storage.parse(b_storage)
+        self.mul = check_mul(mul)
         self.const_b = None
         if const_b is not None:
             table = b_type.check(np.asarray(const_b).reshape(-1), "add constant operand")
@@ -127,8 +129,8 @@ class Add(wiring.Component):
         pb = Signal(signed(pb_bits))
         acc = Signal(signed(acc_bits))
         m.d.sync += [
-            pa.eq((a1 - at.zero_point) * const(self.ma)),
-            pb.eq((b_val - bt.zero_point) * const(self.mb)),
+            pa.eq(mul_const(a1 - at.zero_point, self.ma, self.mul)),
+            pb.eq(mul_const(b_val - bt.zero_point, self.mb, self.mul)),
             acc.eq(pa + pb),
         ]
         m.d.comb += [q.w_en.eq(v[lat - 1]),
@@ -147,8 +149,9 @@ class Affine(wiring.Component):
 
     @checked_init
     def __init__(self, x_type: QType, scales, offsets, shift: int, out_type: QType, *,
-                 channels: int, storage=Storage.LUTRAM):
+                 channels: int, storage=Storage.LUTRAM, mul: str = "dsp"):
         self.x_type, self.out_type = x_type, out_type
+        self.mul = check_mul(mul)
         self.scales = np.asarray(scales, np.int64).reshape(-1)
         self.offsets = np.asarray(offsets, np.int64).reshape(-1)
         if self.scales.size != channels or self.offsets.size != channels:
@@ -199,7 +202,7 @@ class Affine(wiring.Component):
         prod = Signal(signed(p_bits))
         off2 = Signal(signed(o_bits))
         acc = Signal(signed(acc_bits))
-        m.d.sync += [prod.eq((x1 - xt.zero_point) * srom.data), off2.eq(orom.data),
+        m.d.sync += [prod.eq(mul(x1 - xt.zero_point, srom.data, self.mul)), off2.eq(orom.data),
                      acc.eq(prod + off2)]
         m.d.comb += [q.w_en.eq(v[lat - 1]),
                      q.w_data.eq(saturate(ot.zero_point + rounding_shift(acc, self.shift), ot))]

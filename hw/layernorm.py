@@ -30,7 +30,8 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType, signed_bits, unsigned_bits
 
-from .common import Buffer, Rom, Storage, element_stream, qshape, rounding_shift, saturate
+from .common import (Buffer, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
+                     rounding_shift, saturate)
 from .softmax import CreditQueue, Reciprocal, _inc_mod
 
 
@@ -88,7 +89,8 @@ class LayerNorm(wiring.Component):
 
     def __init__(self, x_type: QType, scales, offsets, shift: int, norm_bits: int, recip_bits: int,
                  out_type: QType, *, channels: int, tokens: int, weight_storage="registers",
-                 buffer_storage="lutram", sqrt_bits: int = 2, div_bits: int = 3, banks: int = 4):
+                 buffer_storage="lutram", sqrt_bits: int = 2, div_bits: int = 3, banks: int = 4,
+                 mul: str = "dsp"):
         scales = [int(v) for v in np.asarray(scales).ravel()]
         offsets = [int(v) for v in np.asarray(offsets).ravel()]
         try:
@@ -108,6 +110,7 @@ class LayerNorm(wiring.Component):
         self.channels, self.tokens, self.banks = channels, tokens, banks
         self.weight_storage = Storage.parse(weight_storage)
         self.buffer_storage = Storage.parse(buffer_storage)
+        self.mul = check_mul(mul)
         n, mo = channels, x_type.max_offset
         b = intops.layernorm_bounds(n, x_type, norm_bits, recip_bits)
         self.bounds = b
@@ -216,12 +219,12 @@ class LayerNorm(wiring.Component):
         ss2 = Signal(unsigned(unsigned_bits((N * self.x_type.max_offset) ** 2)))
         q_acc = Signal(self.q_shape)
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), bank2.eq(bank1),
-                     sq2.eq(xc1 * xc1), ss2.eq(s_last * s_last)]
+                     sq2.eq(mul(xc1, xc1, self.mul)), ss2.eq(mul(s_last, s_last, self.mul))]
         q_new = Mux(first2, 0, q_acc) + sq2
         with m.If(v2):
             m.d.sync += q_acc.eq(q_new)
             with m.If(last2):
-                m.d.sync += [var_arr[bank2].eq(N * q_new - ss2), tag[bank2].eq(2)]
+                m.d.sync += [var_arr[bank2].eq(mul_const(q_new, N, "lut") - ss2), tag[bank2].eq(2)]
 
         # Stage 1: sd = max(isqrt(var), 1).
         p1 = Signal(range(B))
@@ -250,13 +253,13 @@ class LayerNorm(wiring.Component):
         u1, s1, r1 = Signal(), Signal(self.s_shape), Signal(rshape)
         m.d.sync += [u1.eq(go), s1.eq(s_arr[p3]), r1.eq(r_arr[p3])]
         u2, dev2, r2, sc2, of2 = Signal(), Signal(self.dev_shape), Signal(rshape), Signal(scale_shape), Signal(off_shape)
-        m.d.sync += [u2.eq(u1), dev2.eq(N * (buf.r_data - zx) - s1), r2.eq(r1),
+        m.d.sync += [u2.eq(u1), dev2.eq(mul_const(buf.r_data - zx, N, "lut") - s1), r2.eq(r1),
                      sc2.eq(rscale.data), of2.eq(roff.data)]
         u3, prod3, sc3, of3 = Signal(), Signal(self.prod_shape), Signal(scale_shape), Signal(off_shape)
-        m.d.sync += [u3.eq(u2), prod3.eq(dev2 * r2), sc3.eq(sc2), of3.eq(of2)]
+        m.d.sync += [u3.eq(u2), prod3.eq(mul(dev2, r2, self.mul)), sc3.eq(sc2), of3.eq(of2)]
         u4, zs4, of4 = Signal(), Signal(signed(self.z_shape.width + scale_shape.width)), Signal(off_shape)
         z = rounding_shift(prod3, self.recip_bits - self.norm_bits - self.frac)
-        m.d.sync += [u4.eq(u3), zs4.eq(z * sc3), of4.eq(of3)]
+        m.d.sync += [u4.eq(u3), zs4.eq(mul(z, sc3, self.mul)), of4.eq(of3)]
         acc = Signal(self.acc_shape)
         m.d.comb += acc.eq(zs4 + of4)
         m.d.comb += [queue.w_en.eq(u4),

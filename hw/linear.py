@@ -30,7 +30,9 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import Buffer, Rom, Storage, const, element_stream, qshape, rounding_shift, saturate
+from hw.common import (Buffer, Rom, Storage, check_lane_mul, check_mul, element_stream, mul,
+                       mul_const, pack_words, packing, qshape, rounding_shift, saturate,
+                       unpack_products)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -46,7 +48,8 @@ class Linear(wiring.Component):
     def __init__(self, weight, weight_type: QType, bias, multiplier: int, shift: int,
                  in_type: QType, out_type: QType, relu: bool = False, *, tokens: int,
                  pe: int = 1, simd: int = 1, weight_storage=Storage.BRAM,
-                 buffer_storage=Storage.REGISTERS):
+                 buffer_storage=Storage.REGISTERS, mul: str = "dsp", requant_mul: str = "lut",
+                 bias_storage=None):
         w = weight_type.check(np.asarray(weight), "linear weight")
         if w.ndim != 2:
             raise ValueError(f"weight must be a 2-D (Out, In) array, got shape {w.shape}")
@@ -73,6 +76,9 @@ class Linear(wiring.Component):
         self.tokens, self.pe, self.simd = int(tokens), pe, simd
         self.weight_storage = Storage.parse(weight_storage)
         self.buffer_storage = Storage.parse(buffer_storage)
+        # The bias ROM is narrow and shallow: one BRAM18 each is a waste, LUTs cost a few.
+        self.bias_storage = self.weight_storage if bias_storage is None else Storage.parse(bias_storage)
+        self.mul, self.requant_mul = check_lane_mul(mul), check_mul(requant_mul)
         super().__init__({"i": In(element_stream(in_type)), "o": Out(element_stream(out_type))})
 
     @classmethod
@@ -143,17 +149,29 @@ class Linear(wiring.Component):
         mul_bits = intops.signed_bits(accb_bound * abs(self.multiplier))
 
         # ---- memories
+        # Lane groups: with mul="dsp_packed" the pe lanes (which share the input element) go
+        # g to a DSP, their weights pre-packed in the ROM word; otherwise one lane per group.
+        x_bits = it.bits + 1
+        g_pack, k_pack = (packing(x_bits, wb, prod_bound) if self.mul == "dsp_packed" else (1, 0))
+        lane_groups = [list(range(s0, min(s0 + g_pack, pe))) for s0 in range(0, pe, g_pack)]
+
+        def fwidth(grp):
+            return wb + (len(grp) - 1) * k_pack
+
         words = []
         for g in range(G):
             for k in range(K):
-                word = 0
-                for p in range(pe):
-                    for j in range(simd):
-                        v = int(self.weight[g * pe + p, k * simd + j]) - wt.zero_point
-                        word |= (v & ((1 << wb) - 1)) << ((p * simd + j) * wb)
+                word, off = 0, 0
+                for j in range(simd):
+                    for grp in lane_groups:
+                        ws = [int(self.weight[g * pe + p, k * simd + j]) - wt.zero_point for p in grp]
+                        v = pack_words(ws, k_pack) if len(grp) > 1 else ws[0]
+                        word |= (v & ((1 << fwidth(grp)) - 1)) << off
+                        off += fwidth(grp)
                 words.append(word)
-        m.submodules.wrom = wrom = Rom(words, unsigned(pe * simd * wb), self.weight_storage)
-        m.submodules.brom = brom = Rom(self.bias, signed(bias_bits), self.weight_storage)
+        word_bits = simd * sum(fwidth(grp) for grp in lane_groups)
+        m.submodules.wrom = wrom = Rom(words, unsigned(word_bits), self.weight_storage)
+        m.submodules.brom = brom = Rom(self.bias, signed(bias_bits), self.bias_storage)
         banks = []
         for j in range(simd):
             bank = Buffer(qshape(it), 2 * K, self.buffer_storage)
@@ -222,12 +240,23 @@ class Linear(wiring.Component):
         m.d.sync += [v1.eq(issue), f1.eq(first), l1.eq(last)]
         v2, f2, l2 = Signal(), Signal(), Signal()
         m.d.sync += [v2.eq(v1), f2.eq(f1), l2.eq(l1)]
-        prods = [[Signal(signed(prod_bits), name=f"prod_{p}_{j}") for j in range(simd)]
-                 for p in range(pe)]
-        for p in range(pe):
-            for j in range(simd):
-                wv = wrom.data[(p * simd + j) * wb:(p * simd + j + 1) * wb].as_signed()
-                m.d.sync += prods[p][j].eq((banks[j].r_data - it.zero_point) * wv)
+        prods = [[None] * simd for _ in range(pe)]
+        off = 0
+        for j in range(simd):
+            xj = (banks[j].r_data - it.zero_point)
+            for grp in lane_groups:
+                fw = fwidth(grp)
+                wv = wrom.data[off:off + fw].as_signed()
+                off += fw
+                if len(grp) == 1:
+                    pr = Signal(signed(prod_bits), name=f"prod_{grp[0]}_{j}")
+                    m.d.sync += pr.eq(mul(xj, wv, "lut" if self.mul == "lut" else "dsp"))
+                    prods[grp[0]][j] = pr
+                else:
+                    pk = Signal(signed(x_bits + fw), name=f"pprod_{grp[0]}_{j}")
+                    m.d.sync += pk.eq(xj * wv)
+                    for p, v in zip(grp, unpack_products(pk, len(grp), k_pack)):
+                        prods[p][j] = v
 
         # ---- stage 2: adder tree of simd products (registered into stage 3)
         v3, f3, l3 = Signal(), Signal(), Signal()
@@ -271,7 +300,7 @@ class Linear(wiring.Component):
         r3 = Signal(signed(mul_bits))
         rv3 = Signal()
         m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1),
-                     r3.eq(r2 * const(self.multiplier)), rv3.eq(rv2)]
+                     r3.eq(mul_const(r2, self.multiplier, self.requant_mul)), rv3.eq(rv2)]
         m.d.comb += [q.w_en.eq(rv3),
                      q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
                                           self.relu))]

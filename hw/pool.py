@@ -15,7 +15,8 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import Buffer, Storage, const, element_stream, qshape, rounding_shift, saturate
+from hw.common import (Buffer, Storage, check_mul, element_stream, mul_const, qshape,
+                       rounding_shift, saturate)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -31,7 +32,8 @@ class MeanPool(wiring.Component):
 
     @checked_init
     def __init__(self, x_type: QType, multiplier: int, shift: int, out_type: QType, *,
-                 length: int, channels: int, buffer_storage=Storage.LUTRAM):
+                 length: int, channels: int, buffer_storage=Storage.LUTRAM,
+                 requant_mul: str = "lut"):
         if length < 1 or channels < 1:
             raise ValueError(f"length and channels must be >= 1, got {length} and {channels}")
         if not 0 <= shift <= intops.MAX_SHIFT:
@@ -40,6 +42,7 @@ class MeanPool(wiring.Component):
         self.multiplier, self.shift = int(multiplier), int(shift)
         self.length, self.channels = int(length), int(channels)
         self.buffer_storage = Storage.parse(buffer_storage)
+        self.requant_mul = check_mul(requant_mul)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
 
     @classmethod
@@ -102,7 +105,7 @@ class MeanPool(wiring.Component):
         prod = Signal(signed(mul_bits))
         v3 = Signal()
         m.d.sync += [s2.eq(new), v2.eq(v1 & last1),
-                     prod.eq(s2 * const(self.multiplier)), v3.eq(v2)]
+                     prod.eq(mul_const(s2, self.multiplier, self.requant_mul)), v3.eq(v2)]
         m.d.comb += [q.w_en.eq(v3),
                      q.w_data.eq(saturate(ot.zero_point + rounding_shift(prod, self.shift), ot))]
         wiring.connect(m, q.o, wiring.flipped(self.o))

@@ -31,7 +31,7 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType, unsigned_bits
 
-from .common import Buffer, Rom, Storage, element_stream, qshape, rounding_shift, saturate
+from .common import Buffer, Rom, Storage, check_mul, element_stream, mul, qshape, rounding_shift, saturate
 
 
 def _inc_mod(sig, n: int):
@@ -130,7 +130,7 @@ class Softmax(wiring.Component):
 
     def __init__(self, score_type: QType, exp_table, exp_bits: int, recip_bits: int, out_type: QType,
                  *, rows: int, row_length: int, table_storage="registers", buffer_storage="lutram",
-                 div_bits: int = 1, banks: int = 4):
+                 div_bits: int = 1, banks: int = 4, mul: str = "dsp"):
         table = [int(v) for v in np.asarray(exp_table).ravel()]
         try:
             self._check(table, exp_bits, recip_bits, out_type, rows, row_length, banks)
@@ -141,6 +141,7 @@ class Softmax(wiring.Component):
         self.recip_bits, self.out_type = recip_bits, out_type
         self.rows, self.row_length, self.banks = rows, row_length, banks
         self.table_storage = Storage.parse(table_storage)
+        self.mul = check_mul(mul)
         self.buffer_storage = Storage.parse(buffer_storage)
         # Widths: e <= 2**exp_bits; 2**exp_bits <= sum <= N * 2**exp_bits (table[0] is in every
         # row); r <= 2**recip_bits / 2**exp_bits; e*r <= 2**recip_bits (e <= sum).
@@ -297,7 +298,7 @@ class Softmax(wiring.Component):
                 m.d.sync += j3.eq(j3 + 1)
         m.d.comb += rom3.addr.eq(table_index(max3, buf3.r_data))
         m.d.sync += [u2.eq(u1), r3b.eq(r3a)]
-        m.d.sync += [u3.eq(u2), prod.eq(rom3.data * r3b)]
+        m.d.sync += [u3.eq(u2), prod.eq(mul(rom3.data, r3b, self.mul))]
         m.d.comb += [queue.w_en.eq(u3),
                      queue.w_data.eq(saturate(rounding_shift(prod, self.recip_bits - self.out_type.bits),
                                               self.out_type))]

@@ -32,7 +32,11 @@ def test_core_synthetic_two_windows_with_stalls(bits, heads):
     dh = 4 // heads
     dut = AttentionCore.from_op(model, "l0.context", qk_lanes=[1, dh][bits % 2],
                                 pv_lanes=[dh, 1][bits // 4 % 2], div_bits=2,
-                                buffer_storage=["lutram", "bram", "registers"][bits % 3])
+                                buffer_storage=["lutram", "bram", "registers"][bits % 3],
+                                qk_mul=["dsp", "lut"][heads - 1],
+                                pv_mul=["dsp_packed", "lut", "dsp", "dsp_packed"][bits // 2 - 1],
+                                softmax_mul="lut" if bits == 4 else "dsp",
+                                requant_mul="dsp" if bits == 6 else "lut")
     assert np.array_equal(dut.reference(v["l0.q"], v["l0.k"], v["l0.v"]), v["l0.context"])
     run_core(dut, v["l0.q"], v["l0.k"], v["l0.v"], v["l0.context"], stall=0.3, seed=bits)
 
@@ -54,7 +58,7 @@ def test_core_default_dims():
     assert cycles == 1059          # 384 to load, 576 scores at one per cycle, 99 of latency
 
 
-def extreme_core(q_type, k_type, v_type, *, L=4, d=4, heads=1, score_scale=0.05):
+def extreme_core(q_type, k_type, v_type, *, L=4, d=4, heads=1, score_scale=0.05, **knobs):
     """A core with hand-made types and a large score multiplier (rails are reached)."""
     st = QType(8, True)
     at = QType(8, False)
@@ -63,13 +67,16 @@ def extreme_core(q_type, k_type, v_type, *, L=4, d=4, heads=1, score_scale=0.05)
     m_s, s_s = intops.quantize_multiplier(1.0 / (d // heads * 4))
     m_c, s_c = intops.quantize_multiplier(1.0 / 256)
     return AttentionCore(q_type, k_type, v_type, m_s, s_s, st, table, exp_bits, recip_bits, at,
-                         m_c, s_c, QType(8, True), tokens=L, d_model=d, heads=heads, pv_lanes=2)
+                         m_c, s_c, QType(8, True), tokens=L, d_model=d, heads=heads, pv_lanes=2,
+                         **knobs)
 
 
 @pytest.mark.parametrize("pattern", ["all_min", "all_max", "zero_points", "dominant", "random"])
 def test_core_extremes(pattern):
     qt, kt, vt = QType(8, False, 255), QType(8, False, 0), QType(8, True)
-    dut = extreme_core(qt, kt, vt)
+    lut = pattern in ("all_max", "dominant")
+    dut = extreme_core(qt, kt, vt, qk_mul="lut" if lut else "dsp",
+                       pv_mul="lut" if lut else "dsp_packed", softmax_mul="lut" if lut else "dsp")
     L, d = 4, 4
     rng = np.random.default_rng(0)
     if pattern == "all_min":

@@ -72,8 +72,10 @@ def test_add_extremes(at, bt, ot):
     n = 12
     a = np.array([at.qmin] * 4 + [at.qmax] * 4 + list(rng.integers(at.qmin, at.qmax + 1, 4)))
     b = np.array([bt.qmin, bt.qmax] * 2 + [bt.qmax] * 4 + list(rng.integers(bt.qmin, bt.qmax + 1, 4)))
-    for ma, mb, shift in [((1 << 16) - 1, -((1 << 16) - 1), 3), (-70000, 1, 0), (5, 7, 2)]:
-        dut = Add(at, bt, ma, mb, shift, ot)
+    for (ma, mb, shift), mul in zip([((1 << 16) - 1, -((1 << 16) - 1), 3), (-70000, 1, 0), (5, 7, 2),
+                                     ((1 << 16) - 1, -((1 << 16) - 1), 3)],
+                                    ["lut", "lut", "lut", "dsp"]):
+        dut = Add(at, bt, ma, mb, shift, ot, mul=mul)
         got, _ = _run(dut, {"a": a, "b": b}, n, 0.3, 1)
         assert (got == intops.add(a, at, b, bt, ma, mb, shift, ot)).all()
 
@@ -95,12 +97,13 @@ def test_affine_from_model(bits, seed, stall, storage):
 @pytest.mark.parametrize("xt,ot", [(QType(8, False, 255), QType(8, False, 0)),
                                    (QType(2, False, 0), QType(8, True)),
                                    (QType(8, True), QType(2, True))])
-def test_affine_extremes(xt, ot):
+@pytest.mark.parametrize("mul", ["dsp", "lut"])
+def test_affine_extremes(xt, ot, mul):
     c = 3
     scales = np.array([(1 << 16) - 1, -(1 << 16), 1])
     offsets = np.array([-(1 << 20), 1 << 20, 0])
     x = np.array([xt.qmin] * 6 + [xt.qmax] * 6 + [xt.zero_point] * 3)
-    dut = Affine(xt, scales, offsets, 9, ot, channels=c, storage="registers")
+    dut = Affine(xt, scales, offsets, 9, ot, channels=c, storage="registers", mul=mul)
     got, _ = _run(dut, {"i": x}, x.size, 0.3, 2)
     assert (got == intops.affine(x.reshape(-1, c), xt, scales, offsets, 9, ot).reshape(-1)).all()
 

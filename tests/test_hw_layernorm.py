@@ -62,7 +62,8 @@ def test_short_tokens_cycle_recurrence(channels, tokens, banks):
 
 @pytest.mark.parametrize("bits,signed,zp", [(2, True, 0), (2, False, 3), (8, False, 0),
                                             (8, False, 255), (8, True, 0), (5, False, 17)])
-def test_extremes(bits, signed, zp):
+@pytest.mark.parametrize("mul", ["dsp", "lut"])
+def test_extremes(bits, signed, zp, mul):
     """Constant tokens (sd clamps to 1), rails, one outlier, alternating rails; large gains."""
     xt = QType(bits, signed, zp)
     out = QType(bits, not signed or bits % 2 == 0, 0) if signed else QType(bits, False, (1 << bits) // 3)
@@ -74,7 +75,8 @@ def test_extremes(bits, signed, zp):
     big = (1 << 15) - 1
     scales = [big, -big, 1, 0, big // 3, -7]
     offsets = [0, big << 6, -(big << 6), 5, -5, 1 << 12]
-    dut = LayerNorm(xt, scales, offsets, 8, nb, rb, out, channels=n, tokens=len(rows), div_bits=2)
+    dut = LayerNorm(xt, scales, offsets, 8, nb, rb, out, channels=n, tokens=len(rows), div_bits=2,
+                    mul=mul)
     check(dut, np.concatenate(rows), stall=0.3, seed=bits)
 
 

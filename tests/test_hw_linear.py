@@ -87,8 +87,10 @@ def test_linear_published_budget():
     (QType(2, True), QType(2, False, 3), QType(2, False, 1), True),
     (QType(4, False, 15), QType(6, True), QType(4, True), False),
 ])
-@pytest.mark.parametrize("pe,simd", [(1, 1), (2, 4)])
-def test_linear_extremes(xt, wt, ot, relu, pe, simd):
+@pytest.mark.parametrize("pe,simd,mul,rq", [(1, 1, "dsp", "dsp"), (2, 4, "dsp", "lut"),
+                                           (4, 2, "dsp_packed", "lut"), (4, 1, "dsp_packed", "lut"),
+                                           (2, 2, "lut", "lut")])
+def test_linear_extremes(xt, wt, ot, relu, pe, simd, mul, rq):
     """Largest accumulations: inputs and weights at their rails, biases at their bound, the
     largest multiplier magnitudes, ReLU."""
     n_in, n_out, tokens = 8, 4, 3
@@ -102,7 +104,8 @@ def test_linear_extremes(xt, wt, ot, relu, pe, simd):
                   np.resize([xt.qmin, xt.qmax], n_in)])
     for mult, shift in [((1 << 16) - 1, 24), (-(1 << 16) + 1, 30), (1, 0)]:
         dut = Linear(w, wt, bias, mult, shift, xt, ot, relu, tokens=tokens, pe=pe, simd=simd,
-                     weight_storage="registers", buffer_storage="lutram")
+                     weight_storage="registers", buffer_storage="lutram", mul=mul,
+                     requant_mul=rq)
         want = intops.linear(x, xt, w, wt, bias, mult, shift, ot, relu)
         got, _ = _run(dut, x, want.size, stall=0.3, seed=mult & 7)
         assert (got == want.reshape(-1)).all()

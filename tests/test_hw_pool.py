@@ -49,14 +49,15 @@ def test_mean_pool_default_dims():
     (QType(2, False, 0), QType(2, True), 3, 3, 3, 1),
     (QType(8, False, 0), QType(4, False, 15), 16, 1, 1, 0),
 ])
-@pytest.mark.parametrize("stall", [0.0, 0.3])
-def test_mean_pool_extremes(xt, ot, length, channels, mult, shift, stall):
+@pytest.mark.parametrize("stall,rq", [(0.0, "lut"), (0.3, "dsp")])
+def test_mean_pool_extremes(xt, ot, length, channels, mult, shift, stall, rq):
     rng = np.random.default_rng(length + channels)
     windows = [np.full((length, channels), xt.qmin), np.full((length, channels), xt.qmax),
                rng.integers(xt.qmin, xt.qmax + 1, (length, channels))]
     x = np.stack(windows)
     want = intops.mean_pool(x, xt, mult, shift, ot)
-    dut = MeanPool(xt, mult, shift, ot, length=length, channels=channels, buffer_storage="registers")
+    dut = MeanPool(xt, mult, shift, ot, length=length, channels=channels, buffer_storage="registers",
+                   requant_mul=rq)
     got, cycles = _run(dut, x, want.size, stall, 3)
     assert (got == want.reshape(-1)).all()
     if stall == 0:

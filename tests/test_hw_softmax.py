@@ -30,7 +30,7 @@ def check(dut, scores, *, stall=0.0, seed=0, exact_cycles=False):
 def test_synthetic_models_two_windows_with_stalls(bits, heads):
     model = random_intmodel(config(heads=heads), bits=bits, seed=bits + heads)
     v = model.forward(random_inputs(model, 2, seed=bits))
-    dut = Softmax.from_op(model, "l0.attn", div_bits=1 + bits % 3)
+    dut = Softmax.from_op(model, "l0.attn", div_bits=1 + bits % 3, mul=["dsp", "lut"][heads - 1])
     check(dut, v["l0.scores"], stall=0.3, seed=bits)
 
 
