@@ -182,7 +182,8 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
         t0 = time.perf_counter()
         idx = np.arange(n_all)
         res = compiled.run_stream(verilog, inputs[idx].reshape(-1).tolist(), len(idx), top=TOP,
-                                  in_signed=in_signed, out_signed=out_signed)
+                                  in_signed=in_signed, out_signed=out_signed,
+                                  timeout_cycles=1000 + 2 * cycles * len(idx))
         compare("verilator", idx, res.outputs, time.perf_counter() - t0,
                 cycles=res.cycles, cycles_per_s=res.cycles_per_s, build_s=res.build_s)
     else:

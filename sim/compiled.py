@@ -189,7 +189,9 @@ def run_stream(verilog: str, inputs, n_out: int, *, top="intformer_top", in_sign
     """Stream ``inputs`` through the Verilog design (see module doc); return outputs and cycles."""
     exe, build_s = build_stream(verilog, top, in_signed=in_signed, out_signed=out_signed)
     n_in = len(inputs)
-    timeout = timeout_cycles or (200 + 50 * (n_in + n_out)) * (1 + int(10 * max(in_stall, out_stall)))
+    # Only a guard against a design that hangs: generous enough for the most folded
+    # accelerators (~200 cycles per input element).
+    timeout = timeout_cycles or (1000 + 500 * (n_in + n_out)) * (1 + int(10 * max(in_stall, out_stall)))
     with tempfile.TemporaryDirectory(prefix="intformer_vl_") as tmp:
         fi, fo = Path(tmp) / "in.txt", Path(tmp) / "out.txt"
         fi.write_text("".join(f"{int(v)}\n" for v in inputs))
