@@ -175,7 +175,12 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
             rows, cycles = r, c
     compare("amaranth", idx, got, time.perf_counter() - t0, cycles_per_window=cycles)
 
-    verilog = vlog.convert(Accelerator(model, cfg), name=TOP)
+    top = Accelerator(model, cfg)
+    formula_cycles = top.cycles()
+    if formula_cycles != cycles:
+        raise RunError(f"simulated latency {cycles} cycles differs from the cycle formula "
+                       f"{formula_cycles}: a bug in hw/ (please report it)")
+    verilog = vlog.convert(top, name=TOP)
     in_signed, out_signed = model.qtype("input").signed, model.qtype("pred").signed
     if tools.available("verilator"):
         from sim import compiled
@@ -203,7 +208,8 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
     hardware = [e for n, e in executors.items() if n != "intmodel"]
     doc = {"windows": max(e["windows"] for e in hardware), "mismatches": len(mismatched),
            "executors": executors,
-           "latency": {"cycles": cycles, "clock_mhz": clock, "us": cycles / clock},
+           "latency": {"cycles": cycles, "clock_mhz": clock, "us": cycles / clock,
+                       "formula_cycles": formula_cycles},
            "block_cycles": {label: (last - first + 1) for label, first, last, _ in rows
                             if first is not None and last is not None},
            "block_activity": [{"block": label, "first_input": first, "last_output": last,

@@ -16,6 +16,7 @@ the output stream gives one quantised prediction per window.
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from dataclasses import dataclass, field
 
 from amaranth import Module
@@ -61,13 +62,22 @@ class HwConfig:
         return {"kinds": self.kinds, "blocks": self.blocks, "fifo_storage": self.fifo_storage,
                 "clock_mhz": self.clock_mhz}
 
-    def knobs(self, kind: str, name: str) -> dict:
+    def knobs(self, kind: str, name: str, accepted=None) -> dict:
+        """Knobs of operator ``name`` of block ``kind``: kind defaults, then pattern overrides,
+        then the exact-name override. A pattern (``"*.ffn_*"``) may also match operators of
+        another kind (the GELU table between the two FFN linears): with ``accepted`` (the
+        block's parameter names) it only contributes the knobs that block takes."""
         out = dict(self.kinds.get(kind, {}))
         for pattern, kn in self.blocks.items():
             if pattern != name and fnmatch.fnmatchcase(name, pattern):
-                out.update(kn)
+                out.update({k: v for k, v in kn.items() if accepted is None or k in accepted})
         out.update(self.blocks.get(name, {}))
         return out
+
+
+def _parameters(cls) -> set:
+    """Keyword parameters a block's constructor takes."""
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
 
 
 class Accelerator(wiring.Component):
@@ -90,9 +100,9 @@ class Accelerator(wiring.Component):
                           "o": Out(element_stream(model.qtype("pred")))})
 
     def _block(self, kind: str, name: str):
-        m, kn = self.model, self.hw.knobs(kind, name)
         cls = {"linear": Linear, "add": Add, "affine": Affine, "layernorm": LayerNorm,
                "lut": LutActivation, "mean_pool": MeanPool}[kind]
+        m, kn = self.model, self.hw.knobs(kind, name, _parameters(cls))
         return self._keep(cls.from_op(m, name, **kn))
 
     def _keep(self, block):
@@ -129,6 +139,52 @@ class Accelerator(wiring.Component):
         return {"fork": self._keep(Fork(shape, 2)), "body": body,
                 "fifo": self._keep(Fifo(shape, depth, self.hw.fifo_storage)),
                 "add": self._block("add", add_name), "name": add_name}
+
+    # -- timing -------------------------------------------------------------------------------
+    def stage_times(self, arrive=None) -> list:
+        """Per-element transfer edges along the dataflow, from the blocks' own schedules.
+
+        ``arrive``: edges at which the input elements are offered (default: an always-valid
+        source, edges 1 .. L*F). Each block maps the edges at which its input elements arrive
+        to the edges at which its outputs leave (``output_times``, ideal sink); a residual
+        fork feeds its body and its FIFO, and the Add takes the pair when both are there.
+        Returns ``(label, input edges, output edges)`` per block, in stream order (the labels
+        of :func:`sim.profile.accelerator_ports`)."""
+        c = self.model.config
+        t = list(range(1, c["window"] * c["features"] + 1)) if arrive is None else list(arrive)
+        rows = []
+
+        def step(label, blk, t_in):
+            t_out = blk.output_times(t_in)
+            rows.append((label, t_in, t_out))
+            return t_out
+
+        for name, stage in self.stages:
+            if name != "residual":
+                t = step(name, stage, t)
+                continue
+            r = stage
+            forked = r["fork"].output_times(t)
+            body = forked
+            for k, blk in enumerate(r["body"]):
+                if hasattr(blk, "core"):          # Attention: fork(3) -> q, k, v -> core -> out
+                    qkv_in = blk.fork.output_times(body)
+                    qkv = [step(f"{r['name']}/proj_{n}", lin, qkv_in) for n, lin in zip("qkv", blk.proj)]
+                    ctx = blk.core.output_times(*qkv)
+                    rows.append((f"{r['name']}/core", qkv[0], ctx))
+                    body = step(f"{r['name']}/out_proj", blk.out_proj, ctx)
+                else:
+                    body = step(f"{r['name']}/body{k}", blk, body)
+            skip = r["fifo"].output_times(forked)
+            t = step(r["name"], r["add"], [max(a, b) for a, b in zip(skip, body)])
+        return rows
+
+    def cycles(self) -> int:
+        """Exact cycles for one window (always-valid source of L*F elements, always-ready sink):
+        the clock edges up to and including the one that transfers the prediction, as
+        :func:`sim.streams.run_stream_block` counts them. The edge of the last output of
+        :meth:`stage_times`."""
+        return self.stage_times()[-1][2][-1]
 
     def elaborate(self, platform):
         m = Module()

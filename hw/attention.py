@@ -156,6 +156,29 @@ class AttentionCore(wiring.Component):
             t = max(t + L * Sv, last_p[r] - L + 1 + L * Sv - 1)
         return t + dh + 5
 
+    def row_ends(self, loaded: int) -> list:
+        """Per row (token-major, heads inner), the edge of its last probability issue, given
+        the edge ``loaded`` at which the last of the three input windows is complete (the core
+        starts scoring the edge after; :meth:`cycles` is ``row_ends(L*d)[-1] + dh + 5``)."""
+        L, H, dh = self.tokens, self.heads, self.dh
+        S, Sv = dh // self.qk_lanes, dh // self.pv_lanes
+        arrive = [loaded + (r + 1) * L * S + self.SCORE_LATENCY for r in range(L * H)]
+        last_p = self.softmax.row_times(arrive)
+        if Sv == 1:
+            return last_p
+        ends, t = [], -10 ** 9
+        for r in range(L * H):
+            t = max(t + L * Sv, last_p[r] - L + 1 + L * Sv - 1)
+            ends.append(t)
+        return ends
+
+    def output_times(self, q, k, v) -> list:
+        """Per-element output edges given the edges of the q, k and v input elements (ideal
+        sink): the core waits for all three windows, then row r's dh context elements leave
+        one per edge from ``row_ends[r] + 6``."""
+        loaded = max(q[-1], k[-1], v[-1])
+        return [e + 6 + j for e in self.row_ends(loaded) for j in range(self.dh)]
+
     # -- hardware -----------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()

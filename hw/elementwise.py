@@ -89,6 +89,12 @@ class Add(wiring.Component):
         n = self.length if length is None else length
         return n + self.LATENCY + 2
 
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges at which the input elements (both operands,
+        for a two-input Add: the later of the pair) are offered, ideal sink: ``LATENCY + 2``
+        after each (as :meth:`cycles`)."""
+        return [a + self.LATENCY + 2 for a in arrive]
+
     def elaborate(self, platform):
         m = Module()
         at, bt, ot = self.a_type, self.b_type, self.out_type
@@ -177,6 +183,12 @@ class Affine(wiring.Component):
         """``length + LATENCY + 2`` (one element per cycle, datapath latency, queue)."""
         return length + self.LATENCY + 2
 
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges at which the input elements (both operands,
+        for a two-input Add: the later of the pair) are offered, ideal sink: ``LATENCY + 2``
+        after each (as :meth:`cycles`)."""
+        return [a + self.LATENCY + 2 for a in arrive]
+
     def elaborate(self, platform):
         m = Module()
         xt, ot = self.x_type, self.out_type
@@ -237,6 +249,12 @@ class LutActivation(wiring.Component):
     def cycles(self, length: int) -> int:
         """``length + LATENCY + 2``."""
         return length + self.LATENCY + 2
+
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges at which the input elements (both operands,
+        for a two-input Add: the later of the pair) are offered, ideal sink: ``LATENCY + 2``
+        after each (as :meth:`cycles`)."""
+        return [a + self.LATENCY + 2 for a in arrive]
 
     def elaborate(self, platform):
         m = Module()

@@ -173,6 +173,13 @@ class LayerNorm(wiring.Component):
         N = self.channels
         return self.token_times([(t + 1) * N for t in range(self.tokens)])[-1]
 
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges of the input elements (ideal sink): per
+        token, :meth:`token_times` of its last input; its N outputs leave one per edge."""
+        N = self.channels
+        ends = self.token_times([arrive[(t + 1) * N - 1] for t in range(self.tokens)])
+        return [e - (N - 1) + j for e in ends for j in range(N)]
+
     # -- hardware -----------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()

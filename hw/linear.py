@@ -131,6 +131,25 @@ class Linear(wiring.Component):
         throttles the issue (up to ~2 groups plus the tail latency)."""
         return 2 * self.pe + self.TAIL + 4
 
+    def output_times(self, arrive) -> list:
+        """Per-element output edges of one window given the edges at which its input elements
+        are offered (``arrive``, one per input element; ideal sink). Same schedule as
+        :meth:`Linear.cycles`: token t starts computing the edge after its last input is loaded
+        (and ``G*P`` after the previous token started); group g, lane i of that token leaves
+        ``g*P + K + TAIL + i`` edges after the start. The double buffer lets token t+2 load only
+        after token t's last weight read; an input that comes earlier is held back (``load``)."""
+        N, G, K, P, pe = self.n_in, self.groups, self.folds, self.slots, self.pe
+        start, load, starts, out = -10 ** 9, -10 ** 9, [], []
+        for t in range(self.tokens):
+            # half t % 2 is free the edge after token t-2's last weight read
+            free = starts[t - 2] + (G - 1) * P + K if t >= 2 else 0
+            for j in range(N):
+                load = max(arrive[t * N + j], load + 1, free)
+            start = max(load + 1, start + G * P)
+            starts.append(start)
+            out += [start + g * P + K + self.TAIL + i for g in range(G) for i in range(pe)]
+        return out
+
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
@@ -315,3 +334,4 @@ def _tree(values):
         values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
                   for i in range(0, len(values), 2)]
     return values[0]
+

@@ -62,6 +62,17 @@ class Fifo(wiring.Component):
             return length + 2 + (length - 1) // 2
         return 3 * length
 
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the input edges (ideal sink, depth >= 3): an element
+        is offered two edges after it is written, one element per edge."""
+        if self.depth < 3:
+            raise NotImplementedError("output_times models depth >= 3 only")
+        out, last = [], -10 ** 9
+        for a in arrive:
+            last = max(a + 2, last + 1)
+            out.append(last)
+        return out
+
     def elaborate(self, platform):
         m = Module()
         n = self.depth
@@ -193,6 +204,10 @@ class Fork(wiring.Component):
     def cycles(self, length: int) -> int:
         """``length`` elements through the fork: ``length + 1``."""
         return length + 1
+
+    def output_times(self, arrive) -> list:
+        """Per-element output edges (every output) given the input edges: one edge later."""
+        return [a + 1 for a in arrive]
 
     def elaborate(self, platform):
         m = Module()

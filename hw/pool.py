@@ -59,6 +59,12 @@ class MeanPool(wiring.Component):
         """One window: ``length * channels`` input cycles + ``LATENCY`` + 2 (output queue)."""
         return self.length * self.channels + self.LATENCY + 2
 
+    def output_times(self, arrive) -> list:
+        """Per-channel output edges given the edges of the input elements (ideal sink): the
+        last token's element of channel c leaves ``LATENCY + 2`` edges after it arrives."""
+        first_last = (self.length - 1) * self.channels
+        return [a + self.LATENCY + 2 for a in arrive[first_last:]]
+
     def elaborate(self, platform):
         m = Module()
         xt, ot = self.x_type, self.out_type

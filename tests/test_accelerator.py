@@ -79,6 +79,12 @@ def test_default_model_on_real_test_windows(quick_run):
     assert (expected == tw["outputs"][idx]).all()
     got, cycles = simulate(model, windows, PARALLEL, stall_in=0.2, stall_out=0.2)
     assert got.tolist() == expected.tolist()
+    # One window without stalls: the latency equals the accelerator's cycle formula.
+    from hw.presets import preset
+    acc = Accelerator(model, preset("xc7s15", 8))
+    received, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
+    assert received["o"] == [expected[0]]
+    assert cycles == acc.cycles() == 5238
 
 
 def test_hw_config_validation():
@@ -92,3 +98,17 @@ def test_hw_config_validation():
     cfg = HwConfig.from_dict({"kinds": {"linear": {"pe": 2}}, "blocks": {"l0.*": {"pe": 4}, "l0.q": {"simd": 2}}})
     assert cfg.knobs("linear", "l0.q") == {"pe": 4, "simd": 2}
     assert cfg.knobs("linear", "proj") == {"pe": 2}
+
+
+def test_gelu_model_builds_with_the_xc7s15_preset():
+    # The preset's "*.ffn_*" pattern also matches the GELU table between the FFN linears:
+    # only the knobs a block takes may reach it.
+    from hw.presets import preset
+    config = dict(features=7, window=24, d_model=16, heads=1, layers=1, ffn=64,
+                  norm="batchnorm", activation="gelu")
+    model = random_intmodel(config, bits=8, seed=3)
+    windows = random_inputs(model, 1, seed=3)
+    acc = Accelerator(model, preset("xc7s15", 8))
+    received, cycles = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 1})
+    assert received["o"] == model.forward(windows)["pred"][:, 0].tolist()
+    assert cycles == acc.cycles()
