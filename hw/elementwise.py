@@ -32,7 +32,21 @@ def _queue_depth(latency: int) -> int:
     return latency + 3
 
 
-class Add(wiring.Component):
+class _OneElementPerCycle:
+    """Timing of the element-wise blocks: one element per cycle, each output ``LATENCY``
+    datapath edges plus the 2 edges of the output queue behind its input."""
+
+    def cycles(self, length: int) -> int:
+        """Cycles for ``length`` elements: ``length + LATENCY + 2``."""
+        return length + self.LATENCY + 2
+
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges at which the input elements (for a
+        two-input Add: the later of the pair) are offered, with an ideal sink."""
+        return [a + self.LATENCY + 2 for a in arrive]
+
+
+class Add(_OneElementPerCycle, wiring.Component):
     """``intops.add``: ``saturate(zo + rounding_shift((a-za)*ma + (b-zb)*mb, shift))``.
 
     Ports ``a``, ``b`` (In) and ``o`` (Out). With ``const_b`` (integer array of ``b_type``
@@ -84,16 +98,7 @@ class Add(wiring.Component):
                    op.params["shift"], model.qtype(output_name), **kw)
 
     def cycles(self, length: int | None = None) -> int:
-        """Cycles for ``length`` elements: one per cycle, plus the datapath latency and the 2
-        edges of the output queue: ``length + LATENCY + 2``."""
-        n = self.length if length is None else length
-        return n + self.LATENCY + 2
-
-    def output_times(self, arrive) -> list:
-        """Per-element output edges given the edges at which the input elements (both operands,
-        for a two-input Add: the later of the pair) are offered, ideal sink: ``LATENCY + 2``
-        after each (as :meth:`cycles`)."""
-        return [a + self.LATENCY + 2 for a in arrive]
+        return super().cycles(self.length if length is None else length)
 
     def elaborate(self, platform):
         m = Module()
@@ -145,7 +150,7 @@ class Add(wiring.Component):
         return m
 
 
-class Affine(wiring.Component):
+class Affine(_OneElementPerCycle, wiring.Component):
     """``intops.affine`` (folded batch-norm): ``(x-zx)*scales[c] + offsets[c]`` requantised by
     a common shift, ``c`` = element index mod ``channels``. Scales and offsets live in ROMs
     (``storage``) read at the accept edge with the channel counter as address.
@@ -178,16 +183,6 @@ class Affine(wiring.Component):
         return cls(model.qtype(op.spec.inputs[0]), op.arrays["scales"], op.arrays["offsets"],
                    op.params["shift"], model.qtype(output_name), channels=op.spec.shape[-1],
                    **knobs)
-
-    def cycles(self, length: int) -> int:
-        """``length + LATENCY + 2`` (one element per cycle, datapath latency, queue)."""
-        return length + self.LATENCY + 2
-
-    def output_times(self, arrive) -> list:
-        """Per-element output edges given the edges at which the input elements (both operands,
-        for a two-input Add: the later of the pair) are offered, ideal sink: ``LATENCY + 2``
-        after each (as :meth:`cycles`)."""
-        return [a + self.LATENCY + 2 for a in arrive]
 
     def elaborate(self, platform):
         m = Module()
@@ -222,7 +217,7 @@ class Affine(wiring.Component):
         return m
 
 
-class LutActivation(wiring.Component):
+class LutActivation(_OneElementPerCycle, wiring.Component):
     """``intops.lut_activation``: ``table[x - qmin]`` from a ROM addressed by the input code."""
 
     LATENCY = 1
@@ -245,16 +240,6 @@ class LutActivation(wiring.Component):
             raise ValueError(f"{output_name!r} is a {op.kind} operator, not lut")
         return cls(model.qtype(op.spec.inputs[0]), op.arrays["table"], model.qtype(output_name),
                    **knobs)
-
-    def cycles(self, length: int) -> int:
-        """``length + LATENCY + 2``."""
-        return length + self.LATENCY + 2
-
-    def output_times(self, arrive) -> list:
-        """Per-element output edges given the edges at which the input elements (both operands,
-        for a two-input Add: the later of the pair) are offered, ideal sink: ``LATENCY + 2``
-        after each (as :meth:`cycles`)."""
-        return [a + self.LATENCY + 2 for a in arrive]
 
     def elaborate(self, platform):
         m = Module()
