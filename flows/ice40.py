@@ -10,7 +10,6 @@ wrapper if that happens).
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -494,7 +494,7 @@ def _fig_errors(pr, units) -> str:
                 ax.hist(e, bins=bins, histtype="stepfilled", color=_C[name], alpha=0.35,
                         edgecolor=_C[name], lw=1.2, label=label)
         ax.axvline(0, color="#444444", lw=0.8)
-        ax.set_xlabel(f"forecast − truth" + (f" ({units})" if units else ""))
+        ax.set_xlabel("forecast − truth" + (f" ({units})" if units else ""))
         ax.set_ylabel("test windows")
         ax.set_title("Forecast error on the test period")
         ax.legend(loc="upper right")
@@ -806,12 +806,12 @@ def render_html(report: dict, run_dir=None) -> str:
     parts.append(_figure(f2, "error histogram",
                          "<b>Figure 2.</b> Distribution of forecast errors on the test period, "
                          "float vs integer model (persistence outlined)."
-                         if f2 else f"<b>Figure 2</b> (errors): "
+                         if f2 else "<b>Figure 2</b> (errors): "
                          + (no_pred if pr is None else "no model forecasts in predictions.npz")))
     parts.append(_figure(f3, "cycles per block",
                          "<b>Figure 3.</b> Each hardware block's busy span for one window, from its first input to "
                          "its last output, measured in simulation (overlapping bars work at the same time)."
-                         if f3 else f"<b>Figure 3</b> (cycles per block): "
+                         if f3 else "<b>Figure 3</b> (cycles per block): "
                          + (_need(rep, "latency") if not lat else "no per-block cycle counts "
                             "in verify.json")))
     parts.append(_figure(f4, "resource use",

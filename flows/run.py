@@ -86,7 +86,6 @@ def load_data(opts: TrainOptions):
 
 def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) -> dict:
     """Data -> float -> QAT -> integer model -> metrics, all in ``out``."""
-    import torch
     from model import train as T
     from model.convert import to_intmodel
     from model.qat import QuantConfig

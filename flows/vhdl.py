@@ -431,7 +431,7 @@ class _Printer:
                 f"entity {ent} is\n  port (\n" + ";\n".join(plines) + "\n  );\n"
                 f"end entity {ent};\n\narchitecture netlist of {ent} is\n" + _HELPERS +
                 "\n".join(self.decls) + "\nbegin\n" + "\n".join(self.stmts) +
-                f"\nend architecture netlist;\n")
+                "\nend architecture netlist;\n")
 
     # -- cells -------------------------------------------------------------
     def cell(self, ci, cname, cell):

@@ -21,7 +21,6 @@ an optimistic first-order number, not a sign-off result (use flows/vivado.py).
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 from dataclasses import dataclass, field

@@ -24,7 +24,7 @@ The buffers are split into lanes (channel c lives in lane ``c % lanes`` at word
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Array, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -33,7 +33,7 @@ from model.intmodel import merge_heads, split_heads
 from model.intops import QType, signed_bits
 
 from .common import (Buffer, Storage, check_lane_mul, check_mul, element_stream, mul, mul_const,
-                     pack_words, packing, qshape, rounding_shift, saturate, unpack_products)
+                     packing, qshape, rounding_shift, saturate, unpack_products)
 from .softmax import CreditQueue, Softmax, _inc_mod
 
 

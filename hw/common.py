@@ -14,7 +14,6 @@ from __future__ import annotations
 import enum
 
 from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
-from amaranth.hdl import ShapeCastable
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 

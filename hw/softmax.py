@@ -21,7 +21,6 @@ so a stalled sink never loses an element and ``i.ready`` never depends on ``o.re
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Shape, Signal, unsigned

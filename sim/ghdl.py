@@ -268,7 +268,7 @@ def run_cycles(vhdl: str, cycles, *, std="08", workdir=None):
                                             else f"to_stdulogic(v_{n}(0));")
         for n, w, v in ins)
     writes = "\n".join(
-        f"      write(lo, " + (f"to_bitvector({n})" if v else f"to_bit({n})") +
+        "      write(lo, " + (f"to_bitvector({n})" if v else f"to_bit({n})") +
         "); write(lo, ' ');" for n, w, v in outs)
     tb = _CYCLE_TB.format(sigs=sigs, entity=entity, pmap=pmap, vars=vars_, reads=reads,
                           writes=writes)

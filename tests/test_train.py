@@ -72,7 +72,7 @@ def test_shape_mismatch_message(data):
 
 def test_qat_mixed_precision_and_frozen_observers(short_run, data):
     from model.qat import QuantConfig, fake_quants
-    from model.train import calibrate, train_qat
+    from model.train import train_qat
 
     res, _, _ = short_run
     quant = QuantConfig(default_bits=6, bits={"l*.attn": 7, "*.weight": 4})
