@@ -69,3 +69,19 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
     else:
         sim.run()
     return received, max(last_transfer.values(), default=0)
+
+
+def check_against_reference(dut, inputs, *, stall: float = 0.0, seed: int = 0,
+                            exact_cycles: bool = False) -> int:
+    """Stream ``inputs`` through a single-input block whose ``reference(inputs)`` gives the
+    integer model's result; require equality (and, with ``exact_cycles``, that the simulated
+    cycles equal ``dut.cycles()``). Returns the cycle count."""
+    import numpy as np
+    x = np.asarray(inputs).ravel()
+    ref = np.asarray(dut.reference(x)).ravel()
+    got, cycles = run_stream_block(dut, {"i": x}, {"o": len(ref)}, stall_in=stall,
+                                   stall_out=stall, seed=seed)
+    np.testing.assert_array_equal(np.array(got["o"]), ref)
+    if exact_cycles:
+        assert cycles == dut.cycles(), f"simulated {cycles} cycles, formula {dut.cycles()}"
+    return cycles

@@ -6,7 +6,7 @@ from model import intops
 from model.intops import QType
 from model.synthetic import random_inputs, random_intmodel
 from hw.layernorm import Isqrt, LayerNorm
-from sim.streams import run_stream_block
+from sim.streams import check_against_reference
 
 
 def config(L=4, d=4):
@@ -14,15 +14,6 @@ def config(L=4, d=4):
                 norm="layernorm", activation="relu")
 
 
-def check(dut, x, *, stall=0.0, seed=0, exact_cycles=False):
-    x = np.asarray(x).ravel()
-    ref = dut.reference(x).ravel()
-    got, cycles = run_stream_block(dut, {"i": x}, {"o": len(ref)}, stall_in=stall,
-                                   stall_out=stall, seed=seed)
-    np.testing.assert_array_equal(np.array(got["o"]), ref)
-    if exact_cycles:
-        assert cycles == dut.cycles()
-    return cycles
 
 
 @pytest.mark.parametrize("bits", [2, 4, 6, 8])
@@ -32,7 +23,7 @@ def test_synthetic_models_two_windows_with_stalls(bits, name):
     v = model.forward(random_inputs(model, 2, seed=bits + 1))
     dut = LayerNorm.from_op(model, name, sqrt_bits=1 + bits % 2, div_bits=1 + bits % 3,
                             weight_storage=["registers", "bram", "lutram"][bits % 3])
-    check(dut, v[name.replace("norm", "res")], stall=0.3, seed=bits)
+    check_against_reference(dut, v[name.replace("norm", "res")], stall=0.3, seed=bits)
 
 
 @pytest.mark.parametrize("sqrt_bits,div_bits,buffer_storage", [(2, 3, "lutram"), (1, 2, "bram"),
@@ -42,7 +33,7 @@ def test_default_dims_cycles(sqrt_bits, div_bits, buffer_storage):
     v = model.forward(random_inputs(model, 1, seed=3))
     dut = LayerNorm.from_op(model, "l0.norm1", sqrt_bits=sqrt_bits, div_bits=div_bits,
                             buffer_storage=buffer_storage)
-    cycles = check(dut, v["l0.res1"], exact_cycles=True)
+    cycles = check_against_reference(dut, v["l0.res1"], exact_cycles=True)
     dq, dd = dut.sqrt.iterations, dut.recip.iterations
     if max(dq, dd) + 1 <= 16:
         assert cycles == (dut.tokens + 1) * 16 + dq + dd + 9
@@ -56,8 +47,8 @@ def test_short_tokens_cycle_recurrence(channels, tokens, banks):
     dut = LayerNorm(xt, rng.integers(-3000, 3000, channels), rng.integers(-9000, 9000, channels),
                     10, nb, rb, QType(6, True), channels=channels, tokens=tokens, banks=banks)
     x = rng.integers(xt.qmin, xt.qmax + 1, channels * tokens)
-    check(dut, x, exact_cycles=True)
-    check(dut, np.concatenate([x, x[::-1]]), stall=0.3, seed=2)
+    check_against_reference(dut, x, exact_cycles=True)
+    check_against_reference(dut, np.concatenate([x, x[::-1]]), stall=0.3, seed=2)
 
 
 @pytest.mark.parametrize("bits,signed,zp", [(2, True, 0), (2, False, 3), (8, False, 0),
@@ -77,7 +68,7 @@ def test_extremes(bits, signed, zp, mul):
     offsets = [0, big << 6, -(big << 6), 5, -5, 1 << 12]
     dut = LayerNorm(xt, scales, offsets, 8, nb, rb, out, channels=n, tokens=len(rows), div_bits=2,
                     mul=mul)
-    check(dut, np.concatenate(rows), stall=0.3, seed=bits)
+    check_against_reference(dut, np.concatenate(rows), stall=0.3, seed=bits)
 
 
 def test_isqrt_exhaustive_small():

@@ -6,7 +6,7 @@ from model import intops
 from model.intops import QType
 from model.synthetic import random_inputs, random_intmodel
 from hw.softmax import Reciprocal, Softmax
-from sim.streams import run_stream_block
+from sim.streams import check_against_reference
 
 
 def config(L=6, d=4, heads=1):
@@ -14,15 +14,6 @@ def config(L=6, d=4, heads=1):
                 norm="layernorm", activation="relu")
 
 
-def check(dut, scores, *, stall=0.0, seed=0, exact_cycles=False):
-    scores = np.asarray(scores).ravel()
-    ref = dut.reference(scores).ravel()
-    got, cycles = run_stream_block(dut, {"i": scores}, {"o": len(ref)}, stall_in=stall,
-                                   stall_out=stall, seed=seed)
-    np.testing.assert_array_equal(np.array(got["o"]), ref)
-    if exact_cycles:
-        assert cycles == dut.cycles()
-    return cycles
 
 
 @pytest.mark.parametrize("bits", [2, 4, 6, 8])
@@ -31,7 +22,7 @@ def test_synthetic_models_two_windows_with_stalls(bits, heads):
     model = random_intmodel(config(heads=heads), bits=bits, seed=bits + heads)
     v = model.forward(random_inputs(model, 2, seed=bits))
     dut = Softmax.from_op(model, "l0.attn", div_bits=1 + bits % 3, mul=["dsp", "lut"][heads - 1])
-    check(dut, v["l0.scores"], stall=0.3, seed=bits)
+    check_against_reference(dut, v["l0.scores"], stall=0.3, seed=bits)
 
 
 @pytest.mark.parametrize("div_bits,table_storage,buffer_storage",
@@ -41,7 +32,7 @@ def test_default_dims_cycles(div_bits, table_storage, buffer_storage):
     v = model.forward(random_inputs(model, 1, seed=1))
     dut = Softmax.from_op(model, "l0.attn", div_bits=div_bits, table_storage=table_storage,
                           buffer_storage=buffer_storage)
-    cycles = check(dut, v["l0.scores"], exact_cycles=True)
+    cycles = check_against_reference(dut, v["l0.scores"], exact_cycles=True)
     N, D = 24, dut.div_cycles
     assert cycles == (dut.rows + 2) * N + D + 7      # the divider never sets the pace here
 
@@ -56,8 +47,8 @@ def test_short_rows_cycle_recurrence(row_length, rows, div_bits, banks):
                   div_bits=div_bits, banks=banks)
     rng = np.random.default_rng(row_length)
     scores = rng.integers(st.qmin, st.qmax + 1, rows * row_length)
-    check(dut, scores, exact_cycles=True)
-    check(dut, np.concatenate([scores, scores[::-1]]), stall=0.3, seed=1)
+    check_against_reference(dut, scores, exact_cycles=True)
+    check_against_reference(dut, np.concatenate([scores, scores[::-1]]), stall=0.3, seed=1)
 
 
 def extreme_rows(st: QType, n: int):
@@ -81,7 +72,7 @@ def test_extremes(bits, signed, zp, scale):
     table = intops.softmax_exp_table(scale, st, exp_bits)
     n = 7
     dut = Softmax(st, table, exp_bits, recip_bits, out, rows=6, row_length=n, div_bits=2)
-    check(dut, extreme_rows(st, n), stall=0.3, seed=bits)
+    check_against_reference(dut, extreme_rows(st, n), stall=0.3, seed=bits)
 
 
 def test_full_precision_table_saturates():
@@ -89,7 +80,7 @@ def test_full_precision_table_saturates():
     st = QType(8, True)
     table = intops.softmax_exp_table(0.001, st, 14)      # never reaches zero: full 256 entries
     dut = Softmax(st, table, 14, 30, QType(8, False), rows=4, row_length=1)
-    cycles = check(dut, [5, -128, 127, 0], exact_cycles=True)
+    cycles = check_against_reference(dut, [5, -128, 127, 0], exact_cycles=True)
     assert cycles == dut.cycles()
 
 
