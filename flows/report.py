@@ -270,29 +270,26 @@ def _pct(used, cap):
             if isinstance(used.get(k), _NUM) and isinstance(c, _NUM) and c > 0}
 
 
-def _xc7s15(s, p):
-    out = {k: _get(s, k, p) for k in ("lut", "ff", "lutram", "bram36", "dsp")}
-    out["carry4"] = _get(s, "carry4", p, required=False)
+def _device(s, p, counts, optional):
+    """A device section: required resource counts, optional figures, and the verdict with
+    capacity, utilisation, duration and tool shared by both devices."""
+    out = {k: _get(s, k, p) for k in counts}
+    out.update({k: _get(s, k, p, required=False) for k in optional})
     out["fits"] = _get(s, "fits", p, bool)
-    out["logic_delay_ns"] = _get(s, "logic_delay_ns", p, required=False)
     cap = _get(s, "capacity", p, dict, required=False) or {}
     out["capacity"] = cap
     out["utilisation_pct"] = _pct(out, cap)
     out["seconds"] = _get(s, "seconds", p, required=False)
     out["tool"] = _get(s, "tool", p, str, required=False)
     return out
+
+
+def _xc7s15(s, p):
+    return _device(s, p, ("lut", "ff", "lutram", "bram36", "dsp"), ("carry4", "logic_delay_ns"))
 
 
 def _ice40(s, p):
-    out = {k: _get(s, k, p) for k in ("lc", "bram", "dsp")}
-    out["fmax_mhz"] = _get(s, "fmax_mhz", p, required=False)
-    out["fits"] = _get(s, "fits", p, bool)
-    cap = _get(s, "capacity", p, dict, required=False) or {}
-    out["capacity"] = cap
-    out["utilisation_pct"] = _pct(out, cap)
-    out["seconds"] = _get(s, "seconds", p, required=False)
-    out["tool"] = _get(s, "tool", p, str, required=False)
-    return out
+    return _device(s, p, ("lc", "bram", "dsp"), ("fmax_mhz",))
 
 
 def _quantisation(q, p):
