@@ -187,7 +187,8 @@ def _as_signed(v):
     return v if v.shape().signed else Cat(v, Const(0, 1)).as_signed()
 
 
-def _tree_sum(terms):
+def tree_sum(terms):
+    """Balanced sum of Amaranth values (the synthesiser maps it to an adder tree)."""
     terms = list(terms)
     while len(terms) > 1:
         terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
@@ -227,7 +228,7 @@ def mul(a, b, mode: str = "dsp"):
         terms.append(pp << (2 * i) if i else pp)
         corr += [neg, Const(0, 1)]
     terms.append(Cat(*corr[:n]))                    # the +1 of every negated partial product
-    prod = _tree_sum(terms)
+    prod = tree_sum(terms)
     width = len(a) + len(b)
     res = prod[:width].as_signed()
     return res if out_signed else res.as_unsigned()
@@ -261,10 +262,10 @@ def mul_const(x, c: int, mode: str = "lut"):
     pos = [x << k if k else x for k, s in digits if s > 0]
     neg = [x << k if k else x for k, s in digits if s < 0]
     if not pos:
-        return -_tree_sum(neg)
-    total = _tree_sum(pos)
+        return -tree_sum(neg)
+    total = tree_sum(pos)
     if neg:
-        total = total - _tree_sum(neg)
+        total = total - tree_sum(neg)
     return total
 
 

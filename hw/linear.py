@@ -32,7 +32,7 @@ from model import intops
 from model.intops import QType
 from hw.common import (Buffer, Rom, Storage, check_lane_mul, check_mul, element_stream, mul,
                        mul_const, pack_words, packing, qshape, rounding_shift, saturate,
-                       unpack_products)
+                       tree_sum, unpack_products)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -282,7 +282,7 @@ class Linear(wiring.Component):
         m.d.sync += [v3.eq(v2), f3.eq(f2), l3.eq(l2)]
         sums = [Signal(signed(tree_bits), name=f"sum_{p}") for p in range(pe)]
         for p in range(pe):
-            m.d.sync += sums[p].eq(_tree(prods[p]))
+            m.d.sync += sums[p].eq(tree_sum(prods[p]))
 
         # ---- stage 3: accumulate; at the group's end hand the results to the shift register
         accs = [Signal(signed(acc_bits), name=f"acc_{p}") for p in range(pe)]
@@ -325,13 +325,3 @@ class Linear(wiring.Component):
                                           self.relu))]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m
-
-
-def _tree(values):
-    """Balanced sum (the synthesiser maps it to an adder tree; registered after)."""
-    values = list(values)
-    while len(values) > 1:
-        values = [values[i] + values[i + 1] if i + 1 < len(values) else values[i]
-                  for i in range(0, len(values), 2)]
-    return values[0]
-
