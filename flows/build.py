@@ -45,6 +45,12 @@ def accelerator(run: Path, target: str):
     return Accelerator(load_model(run), hw_config(run, target))
 
 
+def estimate_run(run: Path, target: str):
+    """The resource estimate of the run's accelerator on ``target`` (no synthesis)."""
+    from .estimate import estimate
+    return estimate(load_model(run), hw_config(run, target), target)
+
+
 def export(run: Path, target: str, vectors: int = 8, vhdl: bool = True):
     """HDL of the accelerator with test vectors from the first ``vectors`` test windows."""
     from .export import export_hdl
@@ -64,6 +70,8 @@ def build_xc7s15(run: Path, progress=print) -> dict:
     t_export = time.perf_counter() - t0
     out = Path(run) / "build" / "xc7s15"
     (out / "synth.json").unlink(missing_ok=True)
+    est = estimate_run(run, "xc7s15")
+    progress(f"xc7s15: {est.summary()}")
     progress("xc7s15: Yosys synth_xilinx (minutes for the whole accelerator)")
     rep = synth_xc7s15(ex.verilog, out_dir=out, top=TOP)
     viv = write_vivado_project(ex.out_dir, TOP)
@@ -75,7 +83,8 @@ def build_xc7s15(run: Path, progress=print) -> dict:
            "seconds": t_export + sum(rep.times.values()),
            "step_seconds": {"export": t_export, **rep.times},
            "vivado": {"tcl": str(viv.tcl), "xdc": str(viv.xdc)},
-           "hw_config": hw_config(run, "xc7s15"), "summary": rep.summary()}
+           "hw_config": hw_config(run, "xc7s15"), "summary": rep.summary(),
+           "estimate": est.to_dict()}
     write_json_atomic(out / "synth.json", doc)
     return doc
 
@@ -89,6 +98,8 @@ def build_ice40(run: Path, progress=print) -> dict:
     out = Path(run) / "build" / "ice40up5k"
     (out / "pnr.json").unlink(missing_ok=True)
     cfg = hw_config(run, "ice40up5k")
+    est = estimate_run(run, "ice40up5k")
+    progress(f"ice40up5k: {est.summary()}")
     progress("ice40up5k: Yosys synth_ice40, nextpnr-ice40, icepack")
     capacity = {"lc": UP5K["ICESTORM_LC"], "bram": UP5K["ICESTORM_RAM"], "dsp": UP5K["ICESTORM_DSP"]}
     try:
@@ -102,7 +113,7 @@ def build_ice40(run: Path, progress=print) -> dict:
                "capacity": capacity, "reason": str(e), "bitstream": None,
                "seconds": t_export + sum(e.times.values()),
                "step_seconds": {"export": t_export, **e.times}, "hw_config": cfg,
-               "summary": str(e)}
+               "summary": str(e), "estimate": est.to_dict()}
         write_json_atomic(out / "pnr.json", doc)
         return doc
     used = {k: rep.used(k) for k in ("ICESTORM_LC", "ICESTORM_RAM", "ICESTORM_DSP")}
@@ -113,7 +124,7 @@ def build_ice40(run: Path, progress=print) -> dict:
            "bitstream": str(rep.bitstream) if rep.bitstream else None,
            "seconds": t_export + sum(rep.times.values()),
            "step_seconds": {"export": t_export, **rep.times}, "hw_config": cfg,
-           "summary": rep.summary()}
+           "summary": rep.summary(), "estimate": est.to_dict()}
     write_json_atomic(out / "pnr.json", doc)
     return doc
 

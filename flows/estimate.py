@@ -1,0 +1,579 @@
+"""Resource estimation before synthesis: what a configuration costs on the XC7S15 or the UP5K.
+
+``estimate(model, hw, device)`` returns an :class:`Estimate` (per block and in total) in well
+under a second, without Yosys.
+
+How it works
+------------
+1. **Structure.** The accelerator is elaborated (Amaranth only, no netlist) and every block's
+   statements are walked once (:func:`block_features`). The walk counts what synthesis will
+   build, in bits, with the widths synthesis keeps (only the low bits an expression's user
+   reads): flip-flops, adders (variable or constant operand), magnitude and equality
+   comparators, bitwise logic, multiplexers (value selects and the priority muxes of
+   multiply-assigned signals), variable shifts, multipliers, and every memory with its shape,
+   its storage and, for ROMs, its contents.
+2. **Memories and multipliers are counted exactly** by the device's mapping rules, the same
+   choices Yosys' ``memory_libmap`` and DSP mapping make: block RAM tiles (RAMB18E1/RAMB36E1,
+   SB_RAM40_4K), LUT RAM cells (RAM32M/RAM64M), LUT ROM columns (one LUT6 per output bit per
+   64 words, minus the constant columns), DSP tiles (DSP48E1 25x18, SB_MAC16 16x16).
+3. **Logic is a calibrated sum.** LUT and FF counts are a linear function of the bit counts,
+   one coefficient per feature and device, fitted (non-negative least squares) against Yosys
+   synthesis of the calibration designs in ``flows/calibration.py``; the coefficients live in
+   ``flows/data/estimator_<device>.json``. ``python -m flows.calibration fit`` refits them,
+   ``python -m flows.calibration bench`` prints estimate against synthesis per design.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amaranth.hdl import Fragment
+from amaranth.hdl._ast import (ArrayProxy, Assign, Concat, Const, Operator, Part, Signal, Slice,
+                               Switch, SwitchValue, Value)
+from amaranth.hdl._mem import MemoryInstance
+
+DEVICES = ("xc7s15", "ice40up5k")
+CAPACITY = {
+    "xc7s15": {"LUT": 8000, "FF": 16000, "BRAM36": 10, "DSP": 20},
+    "ice40up5k": {"LC": 5280, "BRAM": 30, "DSP": 8},
+}
+DATA_DIR = Path(__file__).parent / "data"
+
+#: Features of the logic walk, in bits (see module doc).
+#: Registers come from few features: fitting them on all would chase noise.
+FF_FEATURES = ("ff", "rom", "bram", "lutmul", "wmux", "blocks")
+LOGIC_FEATURES = ("ff", "add", "addc", "cmp", "eq", "logic", "mux", "wmux", "amux", "shift", "rom",
+                  "ram", "lutmul", "bram", "blocks")
+
+
+@dataclass
+class Estimate:
+    device: str
+    used: dict                           # resource -> estimated count (total)
+    per_block: dict                      # block name -> {resource: count}
+    detail: dict = field(default_factory=dict)   # extra totals (LUTRAM LUTs, carry cells, ...)
+
+    @property
+    def capacity(self) -> dict:
+        return CAPACITY[self.device]
+
+    @property
+    def fits(self) -> bool:
+        return not self.over()
+
+    def over(self) -> list:
+        return [f"{k}: {self.used[k]:g} estimated > {cap:g} available "
+                f"(over by {self.used[k] - cap:g})"
+                for k, cap in self.capacity.items() if self.used[k] > cap]
+
+    def utilisation(self) -> dict:
+        return {k: self.used[k] / cap for k, cap in self.capacity.items()}
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "used": self.used, "capacity": self.capacity,
+                "fits": self.fits, "detail": self.detail, "per_block": self.per_block}
+
+    def summary(self) -> str:
+        parts = [f"{k} {self.used[k]:g}/{cap:g}" for k, cap in self.capacity.items()]
+        return f"{self.device} estimate: " + ", ".join(parts) + ("" if self.fits else " (does not fit)")
+
+
+# ---------------------------------------------------------------------------------------------
+# The structural walk
+# ---------------------------------------------------------------------------------------------
+
+class _Counts:
+    """Bit counts of one block (see LOGIC_FEATURES), its multipliers and its memories."""
+
+    def __init__(self):
+        self.bits = defaultdict(float)
+        self.muls = []                   # (width a, width b, signed a, signed b, product width, constant)
+        self.mems = []                   # dicts: depth, width, rom(init)|None, style, async_read
+
+    def as_dict(self):
+        return {"bits": dict(self.bits), "muls": self.muls, "mems": self.mems}
+
+
+def _is_const(v) -> bool:
+    return isinstance(v, Const)
+
+
+class _Walker:
+    """Counts one fragment's logic into a :class:`_Counts` (expressions shared by several
+    statements are counted once)."""
+
+    def __init__(self, counts: _Counts):
+        self.c = counts
+        self.seen = {}
+        self.mul_of = {}                 # id(product expression) -> index in counts.muls
+
+    def value(self, v, need: int | None = None):
+        """Walk value ``v`` of which the user reads the ``need`` low bits."""
+        if isinstance(v, ArrayProxy):
+            v = Value.cast(v)
+        width = len(v)
+        need = width if need is None else max(0, min(need, width))
+        if need == 0 or isinstance(v, (Const, Signal)):
+            return
+        key = id(v)
+        if self.seen.get(key, -1) >= need:
+            return
+        self.seen[key] = need
+        b = self.c.bits
+        if isinstance(v, Operator):
+            ops, o = v.operands, v.operator
+            if len(ops) == 1:
+                a = ops[0]
+                if o in ("u", "s", "+"):
+                    self.value(a, need)
+                elif o == "~":
+                    b["logic"] += need
+                    self.value(a, need)
+                elif o == "-":
+                    b["addc"] += need
+                    self.value(a, need)
+                else:                               # reductions and bool
+                    b["logic"] += len(a)
+                    self.value(a)
+            elif o in ("+", "-"):
+                b["addc" if any(_is_const(x) for x in ops) else "add"] += need
+                for x in ops:
+                    self.value(x, need)
+            elif o == "*":
+                # Synthesis trims the operands to the bits that carry information and the
+                # product to the ``need`` bits read; a constant that is a power of two is a shift.
+                consts = [x for x in ops if _is_const(x)]
+                if consts and _power_of_two(consts[0].value):
+                    other = ops[0] if consts[0] is ops[1] else ops[1]
+                    self.value(other, need)
+                else:
+                    wa, wb = (_value_width(x) for x in ops)
+                    sa, sb = (x.shape().signed or (_is_const(x) and x.value < 0) for x in ops)
+                    cval = consts[0].value if consts else None
+                    self.mul_of[id(v)] = len(self.c.muls)
+                    self.c.muls.append([wa, wb, sa, sb, min(need, wa + wb), cval, 0])
+                    for x in ops:
+                        self.value(x, need)
+            elif o in ("<", "<=", ">", ">="):
+                b["cmp" if not any(_is_const(x) for x in ops) else "addc"] += max(len(x) for x in ops)
+                for x in ops:
+                    self.value(x)
+            elif o in ("==", "!="):
+                b["eq"] += max(len(x) for x in ops)
+                for x in ops:
+                    self.value(x)
+            elif o in ("&", "|", "^"):
+                if not all(_is_const(x) for x in ops):
+                    b["logic"] += need
+                for x in ops:
+                    self.value(x, need)
+            elif o in ("<<", ">>") and _is_const(ops[1]):     # wiring
+                k = ops[1].value
+                self.value(ops[0], need - k if o == "<<" else need + k)
+            elif o in ("<<", ">>"):
+                b["shift"] += need * max(1, len(ops[1]))
+                self.value(ops[0])
+                self.value(ops[1])
+            else:
+                for x in ops:
+                    self.value(x)
+        elif isinstance(v, Slice):
+            self.value(v.value, v.start + min(need, v.stop - v.start))
+        elif isinstance(v, Part):
+            choices = max(1, min(2 ** len(v.offset), math.ceil(len(v.value) / v.stride)))
+            b["mux" if choices <= 2 else "wmux"] += need * (choices - 1)
+            self.value(v.value)
+            self.value(v.offset)
+        elif isinstance(v, Concat):
+            left = need
+            for part in v.parts:
+                if left <= 0:
+                    break
+                self.value(part, left)
+                left -= len(part)
+        elif isinstance(v, SwitchValue):
+            values = [x for _, x in v.cases]
+            if len({id(x) for x in values}) > 1 and not all(_is_const(x) for x in values):
+                # two-way selects merge into the surrounding LUTs; a wide select (an array
+                # read) is a mux tree of its own
+                b["mux" if len(values) <= 2 else "wmux"] += need * (len(values) - 1)
+            elif len(values) > 2:                     # a table of constants: a ROM in logic
+                mask = (1 << need) - 1
+                self.c.mems.append({"depth": len(values), "width": need, "block": False,
+                                    "rom": [x.value & mask for x in values], "async_read": True,
+                                    "read_ports": 1})
+            elif len(values) > 1:
+                b["logic"] += need
+            self.value(v.test)
+            for x in values:
+                self.value(x, need)
+        else:
+            for sub in getattr(v, "operands", ()):
+                self.value(sub)
+
+    def statements(self, stmts, domain, targets, depth=0):
+        for s in stmts:
+            if isinstance(s, Assign):
+                lhs = s.lhs
+                self.value(s.rhs, len(lhs))
+                # a register loaded from a narrower (sign-extended) value keeps only the bits
+                # that differ: synthesis merges the copies of the sign bit
+                kept = _value_width(s.rhs) if isinstance(lhs, Signal) else None
+                product = _product(s.rhs)
+                if domain != "comb" and id(product) in self.mul_of and isinstance(lhs, Signal):
+                    # a register right after a product: the DSP's own output register, if
+                    # the product lands in a DSP (decided per device)
+                    self.c.muls[self.mul_of[id(product)]][6] = len(lhs)
+                for sig in _lhs_signals(lhs):
+                    targets[(domain, id(sig))].append((sig, depth, kept))
+                if not isinstance(lhs, Signal):
+                    self._lhs_selects(lhs)
+            elif isinstance(s, Switch):
+                self.value(s.test)
+                n_cases = sum(1 for p, _, _ in s.cases if p is not None)
+                self.c.bits["eq"] += len(s.test) * max(0, n_cases - 1) / 2
+                for _, body, _ in s.cases:
+                    self.statements(body, domain, targets, depth + 1)
+
+    def _lhs_selects(self, lhs):
+        """Address decoding of an assigned ``Array[...]`` / ``bit_select``: the index is read."""
+        if isinstance(lhs, SwitchValue):
+            self.value(lhs.test)
+            for _, x in lhs.cases:
+                self._lhs_selects(x)
+        elif isinstance(lhs, Part):
+            self.value(lhs.offset)
+        elif isinstance(lhs, (Slice,)):
+            self._lhs_selects(lhs.value)
+        elif isinstance(lhs, Concat):
+            for p in lhs.parts:
+                self._lhs_selects(p)
+
+
+def _power_of_two(c: int) -> bool:
+    c = abs(int(c))
+    return c & (c - 1) == 0
+
+
+def _product(v):
+    """The product expression ``v`` is (through sign casts), or None."""
+    while isinstance(v, Operator) and v.operator in ("u", "s") and len(v.operands) == 1:
+        v = v.operands[0]
+    return v if isinstance(v, Operator) and v.operator == "*" else None
+
+
+def _value_width(v) -> int:
+    """Bits that carry information in ``v`` (synthesis trims the rest): ``x - 0`` is ``x``, a
+    sum of two values is one bit wider than the wider, a constant shift adds its amount."""
+    if isinstance(v, Const):
+        return max(1, v.value.bit_length() + (v.value < 0 or v.shape().signed))
+    if isinstance(v, Operator):
+        ops, o = v.operands, v.operator
+        if len(ops) == 1 and o in ("u", "s", "+"):
+            return min(len(v), _value_width(ops[0]))
+        if len(ops) == 2 and o in ("+", "-"):
+            rest = [x for x in ops if not (_is_const(x) and x.value == 0)]
+            if len(rest) == 1:
+                return min(len(v), _value_width(rest[0]) + (o == "-" and rest[0] is ops[1]))
+            return min(len(v), max(_value_width(x) for x in ops) + 1)
+        if len(ops) == 2 and o in ("<<", ">>") and _is_const(ops[1]):
+            k = ops[1].value
+            return min(len(v), max(1, _value_width(ops[0]) + (k if o == "<<" else -k)))
+    if isinstance(v, SwitchValue):
+        return min(len(v), max(_value_width(x) for _, x in v.cases))
+    if isinstance(v, ArrayProxy):
+        return _value_width(Value.cast(v))
+    return len(v)
+
+
+def _lhs_signals(lhs):
+    if isinstance(lhs, Signal):
+        return [lhs]
+    return list(lhs._lhs_signals())
+
+
+def _memory(frag: MemoryInstance) -> dict:
+    data = frag._data
+    width, depth = len(Value.cast(Signal(data.shape))), data.depth
+    rom = None if frag._write_ports else [int(v) for v in data.init]
+    styles = {str(v) for k, v in frag._attrs.items() if k in ("ram_style", "rom_style")}
+    async_read = any(p._domain == "comb" for p in frag._read_ports)
+    return {"depth": depth, "width": width, "rom": rom, "async_read": async_read,
+            "block": "block" in styles, "read_ports": len(frag._read_ports)}
+
+
+def _walk(frag, counts: _Counts):
+    if isinstance(frag, MemoryInstance):
+        counts.mems.append(_memory(frag))
+        w = _Walker(counts)
+        for p in frag._read_ports:
+            w.value(p._addr)
+        for p in frag._write_ports:
+            w.value(p._addr)
+            w.value(p._data)
+            w.value(p._en)
+        return
+    walker = _Walker(counts)
+    targets = defaultdict(list)
+    for domain, stmts in frag.statements.items():
+        walker.statements(stmts, domain, targets)
+    for (domain, _), uses in targets.items():
+        sig = uses[0][0]
+        w = len(sig)
+        if domain != "comb":
+            kept = [k for _, _, k in uses]
+            counts.bits["ff"] += w if None in kept else min(w, max(kept))
+        # a signal assigned in k places needs k-1 priority-mux levels; a register assigned
+        # under a condition only once uses the FF's clock enable instead.
+        extra = len(uses) - 1
+        if domain == "comb" and len(uses) == 1 and uses[0][1] > 0:
+            extra = 1
+        counts.bits["amux"] += w * max(0, extra)
+    for sub, _name, _ in frag.subfragments:
+        _walk(sub, counts)
+
+
+def block_features(design) -> dict:
+    """{block name: _Counts} of an elaborated design: one entry per top-level submodule (the
+    accelerator's operators, forks and FIFOs), each counting its whole subtree."""
+    top = Fragment.get(design, None)
+    out = {}
+    for sub, name, _ in top.subfragments:
+        counts = _Counts()
+        _walk(sub, counts)
+        counts.bits["blocks"] = 1
+        out[name or f"anon{len(out)}"] = counts
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact mapping rules: memories and multipliers
+# ---------------------------------------------------------------------------------------------
+
+def _bram_xc7(depth: int, width: int) -> float:
+    """BRAM36-equivalents of a depth x width memory (RAMB18E1 = 1/2): the cheapest tiling."""
+    configs = [(0.5, 16384, 1), (0.5, 8192, 2), (0.5, 4096, 4), (0.5, 2048, 9), (0.5, 1024, 18),
+               (0.5, 512, 36), (1.0, 32768, 1), (1.0, 16384, 2), (1.0, 8192, 4), (1.0, 4096, 9),
+               (1.0, 2048, 18), (1.0, 1024, 36), (1.0, 512, 72)]
+    return min(cost * math.ceil(depth / d) * math.ceil(width / w) for cost, d, w in configs)
+
+
+def _bram_ice40(depth: int, width: int) -> int:
+    configs = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in configs)
+
+
+def _lutram_xc7(depth: int, width: int) -> int:
+    """LUTs of a simple dual-port LUT RAM: RAM32M (32 x 6 in 4 LUTs) or RAM64M (64 x 3)."""
+    if depth <= 32:
+        return 4 * math.ceil(width / 6)
+    return 4 * math.ceil(width / 3) * math.ceil(depth / 64)
+
+
+def _rom_columns(init: list, width: int, rows: int) -> float:
+    """Non-constant output-bit columns of a ROM, per chunk of ``rows`` words (each chunk of a
+    column is one LUT when it is not constant)."""
+    n = 0
+    for start in range(0, len(init), rows):
+        chunk = init[start:start + rows]
+        ones = 0
+        allv = (1 << width) - 1
+        zeros = 0
+        for v in chunk:
+            ones |= v & allv
+            zeros |= ~v & allv
+        n += bin(ones & zeros).count("1")        # bits that take both values in the chunk
+    return n
+
+
+def _dsp_tiles(mul, device: str) -> int:
+    """DSP tiles of one product, as Yosys maps ``$mul`` cells (``mul2dsp``): none when an
+    operand is under 2 bits or the product under ``Y_MINWIDTH`` bits (left to LUTs), else
+    one tile per partial product of the tile's operand widths."""
+    wa, wb, sa, sb, y = mul[:5]
+    if device == "xc7s15":                   # MUL25X18, signed only, Y_MINWIDTH 9
+        a, b = wa + (not sa), wb + (not sb)
+        a, b = max(a, b), min(a, b)
+        if b < 2 or y < 9:
+            return 0
+        if a <= 25 and b <= 18:
+            return 1
+        return math.ceil((a - 1) / 24) * math.ceil((b - 1) / 17)
+    a, b = max(wa, wb), min(wa, wb)          # SB_MAC16: 16 x 16, Y_MINWIDTH 11
+    if b < 2 or y < 11:
+        return 0
+    if a <= 16 and b <= 16:
+        return 1
+    return math.ceil((a - 1) / 15) * math.ceil((b - 1) / 15)
+
+
+def _csd_count(c: int) -> int:
+    from hw.common import csd_digits
+    return len(csd_digits(c))
+
+
+def exact_resources(counts: _Counts, device: str) -> dict:
+    """Memory and multiplier resources of one block, by the device's mapping rules."""
+    r = defaultdict(float)
+    for mem in counts.mems:
+        d, w = mem["depth"], mem["width"]
+        if device == "xc7s15":
+            if mem["block"]:
+                r["BRAM36"] += _bram_xc7(d, w)
+                r["bram_bits"] += w
+            elif mem["rom"] is not None:
+                r["rom_luts"] += _rom_columns(mem["rom"], w, 64)
+            else:
+                r["LUTRAM"] += _lutram_xc7(d, w)
+        else:
+            if mem["block"]:
+                r["BRAM"] += _bram_ice40(d, w)
+                r["bram_bits"] += w
+            elif mem["rom"] is not None:
+                r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
+            else:                                    # no LUT RAM: flip-flops and a read mux
+                r["ram_ff"] += d * w
+                r["ram_mux"] += (d - 1) * w
+    for mul in counts.muls:
+        tiles = _dsp_tiles(mul, device)
+        r["DSP"] += tiles
+        if tiles:
+            r["ff_in_dsp"] += mul[6]
+        else:                                    # a product in LUTs
+            wa, wb, _, _, y, cval, _ = mul
+            if cval is None:
+                r["lutmul"] += min(wa, wb) * y
+            else:
+                r["cmul"] += y * max(0, _csd_count(cval) - 1)
+    return dict(r)
+
+
+def feature_vector(counts: _Counts, device: str) -> dict:
+    """The logic features of one block (bits), including the memories that become logic."""
+    ex = exact_resources(counts, device)
+    f = {k: counts.bits.get(k, 0.0) for k in LOGIC_FEATURES}
+    f["rom"] = ex.get("rom_luts", 0.0)
+    f["ff"] += ex.get("ram_ff", 0.0) - ex.get("ff_in_dsp", 0.0)
+    f["ram"] = ex.get("ram_mux", 0.0)
+    f["lutmul"] = ex.get("lutmul", 0.0)
+    f["bram"] = ex.get("bram_bits", 0.0)
+    f["addc"] += ex.get("cmul", 0.0)
+    return f
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibrated logic model
+# ---------------------------------------------------------------------------------------------
+
+def coefficients(device: str) -> dict:
+    path = DATA_DIR / f"estimator_{device}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run `python -m flows.calibration fit` "
+                                f"to calibrate the estimator for {device}")
+    return json.loads(path.read_text())["coefficients"]
+
+
+def _linear(coef: dict, f: dict) -> float:
+    return sum(coef.get(k, 0.0) * v for k, v in f.items())
+
+
+def block_estimate(counts: _Counts, device: str, coef: dict | None = None) -> dict:
+    coef = coefficients(device) if coef is None else coef
+    ex = exact_resources(counts, device)
+    f = feature_vector(counts, device)
+    if device == "xc7s15":
+        logic = _linear(coef["LUT"], f)
+        return {"LUT": logic + ex.get("LUTRAM", 0.0), "LUTRAM": ex.get("LUTRAM", 0.0),
+                "FF": _linear(coef["FF"], f), "BRAM36": ex.get("BRAM36", 0.0),
+                "DSP": ex.get("DSP", 0.0)}
+    lut4, ff, carry = _linear(coef["LUT4"], f), _linear(coef["FF"], f), _linear(coef["CARRY"], f)
+    return {"LUT4": lut4, "FF": ff, "CARRY": carry, "LC": _linear(coef["LC"], f),
+            "BRAM": ex.get("BRAM", 0.0), "DSP": ex.get("DSP", 0.0)}
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}: choose one of {list(DEVICES)}")
+
+
+def estimate_design(design, device: str, coef: dict | None = None) -> Estimate:
+    """Estimate of an Amaranth design (an :class:`hw.accelerator.Accelerator`)."""
+    _check_device(device)
+    coef = coefficients(device) if coef is None else coef
+    per_block = {name: block_estimate(c, device, coef) for name, c in block_features(design).items()}
+    total = defaultdict(float)
+    for est in per_block.values():
+        for k, v in est.items():
+            total[k] += v
+    if device == "xc7s15":
+        used = {"LUT": round(total["LUT"]), "FF": round(total["FF"]), "BRAM36": total["BRAM36"],
+                "DSP": round(total["DSP"])}
+        detail = {"LUTRAM": round(total["LUTRAM"])}
+    else:
+        used = {"LC": round(total["LC"]), "BRAM": round(total["BRAM"]), "DSP": round(total["DSP"])}
+        detail = {"LUT4": round(total["LUT4"]), "FF": round(total["FF"]), "CARRY": round(total["CARRY"])}
+    per_block = {n: {k: round(v, 1) for k, v in e.items()} for n, e in per_block.items()}
+    return Estimate(device, used, per_block, detail)
+
+
+def estimate(model, hw=None, device: str = "xc7s15") -> Estimate:
+    """Resources of the accelerator of integer model ``model`` under hardware config ``hw``
+    (an :class:`hw.accelerator.HwConfig` or its dict) on ``device``."""
+    from hw.accelerator import Accelerator
+    _check_device(device)
+    coef = coefficients(device)          # before building: a missing file leaves nothing unused
+    return estimate_design(Accelerator(model, hw), device, coef)
+
+
+# ---------------------------------------------------------------------------------------------
+# Calibration: fitting the logic coefficients
+# ---------------------------------------------------------------------------------------------
+
+def nnls(a, b, iterations: int = 500):
+    """Non-negative least squares ``min |a x - b|, x >= 0`` (Lawson-Hanson active set)."""
+    import numpy as np
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, bool)
+    for _ in range(iterations):
+        w = a.T @ (b - a @ x)
+        if passive.all() or (w[~passive] <= 1e-10).all():
+            break
+        j = int(np.argmax(np.where(passive, -np.inf, w)))
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > 1e-12
+    return x
+
+
+def design_features(design, device: str) -> tuple[dict, dict]:
+    """(summed logic features, summed exact resources) of a whole design."""
+    feats, exact = defaultdict(float), defaultdict(float)
+    for counts in block_features(design).values():
+        for k, v in feature_vector(counts, device).items():
+            feats[k] += v
+        for k, v in exact_resources(counts, device).items():
+            exact[k] += v
+    return dict(feats), dict(exact)
+
+
+def fit_coefficients(samples, targets, features=LOGIC_FEATURES) -> dict:
+    """Coefficients (feature -> weight, non-negative) minimising the *relative* squared error of
+    ``targets`` (one number per sample) predicted from ``samples`` (feature dicts)."""
+    import numpy as np
+    a = np.array([[s.get(k, 0.0) for k in features] for s in samples], float)
+    y = np.asarray(targets, float)
+    w = 1.0 / np.maximum(y, 1.0)
+    x = nnls(a * w[:, None], y * w)
+    return {k: float(v) for k, v in zip(features, x) if v > 0}

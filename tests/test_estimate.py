@@ -1,0 +1,107 @@
+"""The resource estimator (flows/estimate.py): exact memory and DSP rules, the calibrated logic
+model against the stored Yosys results, and one fresh synthesis as a check that the stored
+results still describe the generated hardware."""
+import json
+
+import pytest
+
+from flows import calibration
+from flows import estimate as E
+from hw.presets import preset
+from model.synthetic import random_intmodel
+
+SMALL = dict(calibration.SMALL)
+
+
+def test_bram_rule_picks_the_cheapest_tiling():
+    assert E._bram_xc7(384, 8) == 0.5           # a residual FIFO: one RAMB18 (2K x 9)
+    assert E._bram_xc7(512, 36) == 0.5          # RAMB18 in 512 x 36
+    assert E._bram_xc7(1024, 36) == 1.0         # RAMB36 in 1K x 36
+    assert E._bram_xc7(64, 100) == 1.5          # wide and shallow: 512 x 72 + 512 x 36
+    assert E._bram_ice40(256, 16) == 1
+    assert E._bram_ice40(384, 8) == 1           # 512 x 8
+    assert E._bram_ice40(64, 40) == 3           # 256 x 16 tiles side by side
+
+
+def test_dsp_rule_follows_mul2dsp():
+    # (a bits, b bits, a signed, b signed, product bits kept, constant, register bits)
+    assert E._dsp_tiles([8, 8, True, True, 16, None, 0], "xc7s15") == 1
+    assert E._dsp_tiles([4, 5, True, True, 8, None, 0], "xc7s15") == 0      # Y < 9: LUTs
+    assert E._dsp_tiles([26, 9, True, True, 35, None, 0], "xc7s15") == 2    # A > 25: split
+    assert E._dsp_tiles([26, 20, True, True, 46, None, 0], "xc7s15") == 4
+    assert E._dsp_tiles([8, 8, True, True, 10, None, 0], "ice40up5k") == 0  # Y < 11
+    assert E._dsp_tiles([16, 16, False, False, 32, None, 0], "ice40up5k") == 1
+
+
+def test_rom_columns_skip_constant_bits():
+    # bit 0 varies, bit 1 is always 1, bit 2 always 0: one LUT per 64-word chunk
+    assert E._rom_columns([0b011, 0b010] * 40, 3, 64) == 2
+
+
+def test_estimate_reports_totals_blocks_and_fit():
+    model = random_intmodel(SMALL, bits=8, seed=3)
+    est = E.estimate(model, preset("xc7s15", 8), "xc7s15")
+    assert set(est.used) == {"LUT", "FF", "BRAM36", "DSP"}
+    assert est.used["LUT"] > 0 and est.used["FF"] > 0
+    assert "proj" in est.per_block and "pred" in est.per_block
+    assert abs(sum(b["DSP"] for b in est.per_block.values()) - est.used["DSP"]) < 1e-9
+    assert est.fits and est.over() == []
+    doc = est.to_dict()
+    assert doc["fits"] and doc["capacity"]["DSP"] == 20
+    json.dumps(doc)
+    up = E.estimate(model, preset("ice40up5k", 8), "ice40up5k")
+    assert set(up.used) == {"LC", "BRAM", "DSP"}
+
+
+def test_estimate_flags_what_does_not_fit():
+    big = dict(calibration.DEFAULT, d_model=32, ffn=128)
+    model = random_intmodel(big, bits=8, seed=1)
+    hw = {"kinds": {"linear": {"pe": 8, "simd": 8, "mul": "dsp"}},
+          "blocks": {"proj": {"pe": 8, "simd": 1}, "pred": {"pe": 1, "simd": 8}}}
+    est = E.estimate(model, hw, "xc7s15")
+    assert not est.fits
+    assert any(m.startswith("DSP:") for m in est.over())
+
+
+def test_estimate_errors_are_clear(tmp_path, monkeypatch):
+    model = random_intmodel(SMALL, bits=8, seed=3)
+    with pytest.raises(ValueError, match="unknown device"):
+        E.estimate(model, None, "xc7a35t")
+    monkeypatch.setattr(E, "DATA_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="flows.calibration fit"):
+        E.estimate(model, None, "xc7s15")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", ["xc7s15", "ice40up5k"])
+def test_estimator_against_stored_synthesis(device):
+    """Every stored Yosys result: memories and DSPs exact; LUT and FF within the calibrated
+    error, each design predicted by coefficients fitted on the other designs."""
+    records = calibration.load_records(device=device)
+    if len(records) < 30:
+        pytest.skip(f"only {len(records)} {device} calibration records")
+    rows = calibration.record_features(records, device)
+    table = calibration.cross_validate(rows, device)
+    for name in calibration.TARGETS[device]["exact"]:
+        wrong = [(r["label"], r[name]) for r in table if abs(r[name][0] - r[name][1]) > 1e-9]
+        assert not wrong, f"{name} estimate differs from synthesis: {wrong}"
+    errors = calibration.error_summary(table, ["LUT", "FF"] if device == "xc7s15" else ["LC"])
+    limit = 3.0 if device == "xc7s15" else 10.0
+    for name, e in errors.items():
+        assert e["median_pct"] <= limit, (name, e)
+
+
+@pytest.mark.slow
+def test_fresh_synthesis_matches_the_estimate(tmp_path):
+    """One design synthesised now (not from the stored data): the exact resources agree and the
+    logic estimate is close, so the stored calibration still describes the hardware."""
+    config = calibration.get("s-defaults-8b")
+    rec = calibration.synthesize(config, "xc7s15", tmp_path)
+    model, _ = calibration.build(config)
+    est = E.estimate(model, config["hw"], "xc7s15")
+    s = rec["summary"]
+    assert est.used["DSP"] == s["DSP"]
+    assert est.used["BRAM36"] == s["BRAM36"]
+    assert est.detail["LUTRAM"] == s["lutram_luts"]
+    assert abs(est.used["LUT"] - s["LUT"]) / s["LUT"] < 0.10
+    assert abs(est.used["FF"] - s["FF"]) / s["FF"] < 0.10
