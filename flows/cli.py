@@ -15,6 +15,7 @@ EPILOG = """examples:
   intformer train --out runs/mix --bits 8 --bits-map 'l0.ffn_hidden=4,*.weight=6'
   intformer train --out runs/mine --csv data.csv --time-column time \\
         --features a,b,c --target c              # your own CSV
+  intformer search --device xc7s15 --out runs/search --trials 40   # design-space search
 """
 
 
@@ -51,7 +52,7 @@ def _parse_bits_map(text: str | None) -> dict:
     return out
 
 
-def _add_train_args(p):
+def _add_shape_args(p):
     p.add_argument("--window", type=int, default=24, help="input window length L (default 24)")
     p.add_argument("--d-model", type=int, default=16)
     p.add_argument("--heads", type=int, default=1)
@@ -59,13 +60,9 @@ def _add_train_args(p):
     p.add_argument("--ffn", type=int, default=None, help="FFN width (default 4*d_model)")
     p.add_argument("--norm", choices=["batchnorm", "layernorm"], default="batchnorm")
     p.add_argument("--activation", choices=["relu", "gelu"], default="relu")
-    p.add_argument("--bits", type=int, default=8, help="default bit-width of every tensor, 2..8")
-    p.add_argument("--bits-map", default=None,
-                   help="mixed precision: NAME=BITS,... (tensor names or patterns like '*.weight')")
-    p.add_argument("--scheme", choices=["adaptive", "symmetric", "asymmetric"], default="adaptive")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=None, help="maximum float epochs")
-    p.add_argument("--qat-epochs", type=int, default=None)
+
+
+def _add_data_args(p):
     p.add_argument("--max-train-windows", type=int, default=None,
                    help="train on the first N training windows only (quick runs)")
     p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
@@ -74,16 +71,32 @@ def _add_train_args(p):
     p.add_argument("--target", default=None, help="target column (with --csv)")
 
 
+def _add_train_args(p):
+    _add_shape_args(p)
+    p.add_argument("--bits", type=int, default=8, help="default bit-width of every tensor, 2..8")
+    p.add_argument("--bits-map", default=None,
+                   help="mixed precision: NAME=BITS,... (tensor names or patterns like '*.weight')")
+    p.add_argument("--scheme", choices=["adaptive", "symmetric", "asymmetric"], default="adaptive")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None, help="maximum float epochs")
+    p.add_argument("--qat-epochs", type=int, default=None)
+    _add_data_args(p)
+
+
+def _shape_and_data(a) -> dict:
+    """TrainOptions fields of the model shape and the data options (train, demo, search)."""
+    return {"window": a.window, "d_model": a.d_model, "heads": a.heads, "layers": a.layers,
+            "ffn": a.ffn, "norm": a.norm, "activation": a.activation, "seed": a.seed,
+            "max_train_windows": a.max_train_windows, "csv": a.csv,
+            "time_column": a.time_column,
+            "feature_columns": a.features.split(",") if a.features else None,
+            "target_column": a.target}
+
+
 def _train_options(a):
     from .run import TrainOptions
-    return TrainOptions(window=a.window, d_model=a.d_model, heads=a.heads, layers=a.layers,
-                        ffn=a.ffn, norm=a.norm, activation=a.activation, bits=a.bits,
-                        bits_map=_parse_bits_map(a.bits_map), scheme=a.scheme, seed=a.seed,
-                        epochs=a.epochs, qat_epochs=a.qat_epochs,
-                        max_train_windows=a.max_train_windows, csv=a.csv,
-                        time_column=a.time_column,
-                        feature_columns=a.features.split(",") if a.features else None,
-                        target_column=a.target)
+    return TrainOptions(**_shape_and_data(a), bits=a.bits, bits_map=_parse_bits_map(a.bits_map),
+                        scheme=a.scheme, epochs=a.epochs, qat_epochs=a.qat_epochs)
 
 
 def cmd_train(a, progress: Progress) -> int:
@@ -129,6 +142,37 @@ def cmd_report(a, progress: Progress) -> int:
 def cmd_demo(a, progress: Progress) -> int:
     from .demo import demo
     return demo(Path(a.out), _train_options(a), progress=progress)
+
+
+def cmd_search(a, progress: Progress) -> int:
+    from .run import TrainOptions
+    from .search import SearchOptions, front_table, search
+    train = TrainOptions(**_shape_and_data(a), scheme=a.scheme)   # widths: the search's
+    opts = SearchOptions(device=a.device, out=Path(a.out), trials=a.trials, storage=a.storage,
+                         study=a.study, workers=a.workers, epochs=a.epochs,
+                         float_epochs=a.float_epochs, max_cycles=a.max_cycles,
+                         verify=not a.no_verify, verify_windows=a.verify_windows,
+                         build=a.build, train=train)
+    doc = search(opts, progress=progress, verbose_workers=progress.enabled)
+    chosen = doc["chosen"]
+    front = [d for n in doc["pareto"] for d in doc["trials"] if d["number"] == n]
+    c = doc["counts"]
+    print(f"{c['COMPLETE']} trained, {c['PRUNED']} pruned (do not fit), {c['FAIL']} failed; "
+          f"Pareto front (validation RMSE vs cycles on the {doc['device']}; * = chosen):")
+    print(front_table(front, chosen["trial"]))
+    run = chosen["run"]
+    print(f"chosen: trial {chosen['trial']} ({chosen['rule']}) -> {run}")
+    print(f"wrote {Path(a.out) / 'search.json'}, pareto.csv, pareto.png")
+    target = "" if doc["device"] == "xc7s15" else f" --target {doc['device']}"
+    ver = chosen.get("verify")
+    if ver is not None:
+        print(f"bit-exact check of the chosen design on {ver['windows']} windows: "
+              f"{ver['mismatches']} mismatching windows")
+    else:
+        print(f"verify it with: intformer verify {run}{target}")
+    if chosen.get("build") is None:
+        print(f"build it with:  intformer build {run} --target {doc['device']}")
+    return 0 if ver is None or ver["mismatches"] == 0 else 1
 
 
 def cmd_bench(a, progress: Progress) -> int:
@@ -187,6 +231,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="run directory to create")
     _add_train_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = add("search", "design-space search (Optuna, two objectives): bit-widths, parallelism, "
+            "multipliers and storage per layer group; non-fitting candidates are pruned by the "
+            "resource estimator before training, fitting ones are QAT fine-tuned from one float "
+            "model and scored by validation RMSE and exact cycles; writes search.json, "
+            "pareto.csv, pareto.png and the chosen design as a run directory",
+            "intformer search --device xc7s15 --out runs/search --trials 40")
+    p.add_argument("--device", required=True, choices=["xc7s15", "ice40up5k"],
+                   help="the FPGA the designs must fit")
+    p.add_argument("--out", default="runs/search", help="output directory (default runs/search)")
+    p.add_argument("--trials", type=int, default=30,
+                   help="trials to run (in total over the workers; the first two of a new study "
+                        "are the target preset at 8 and at 4 bits)")
+    p.add_argument("--storage", default=None,
+                   help="Optuna storage URL (default sqlite:///OUT/search.db; any SQLAlchemy "
+                        "database URL, e.g. postgresql://user@host/db)")
+    p.add_argument("--study", default=None, help="study name (default intformer-DEVICE)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local worker processes sharing the study (default 1)")
+    p.add_argument("--epochs", type=int, default=3,
+                   help="QAT fine-tuning epochs per candidate (default 3)")
+    p.add_argument("--float-epochs", type=int, default=None,
+                   help="maximum epochs of the shared float model (trained once per --out)")
+    p.add_argument("--max-cycles", type=int, default=None,
+                   help="choose the most accurate design with at most this many cycles "
+                        "(default: the most accurate on the front)")
+    p.add_argument("--no-verify", action="store_true",
+                   help="do not run the bit-exact verification of the chosen design")
+    p.add_argument("--verify-windows", type=int, default=200,
+                   help="test windows for the compiled simulation of the verification")
+    p.add_argument("--build", action="store_true", help="also build the chosen design")
+    _add_shape_args(p)
+    p.add_argument("--scheme", choices=["adaptive", "symmetric", "asymmetric"], default="adaptive")
+    p.add_argument("--seed", type=int, default=0)
+    _add_data_args(p)
+    p.set_defaults(func=cmd_search)
 
     p = add("bench", "benchmark: cycles per inference, µs, XC7S15 resources, UP5K Fmax and the "
             "speed-up over the published design, for several configurations (a table and JSON); "
