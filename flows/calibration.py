@@ -417,6 +417,37 @@ def synthesize(config: dict, device: str, work_dir) -> dict:
             "verilog_bytes": len(v), "yosys_version": tools.tool_version("yosys")}
 
 
+#: Designs also synthesised module by module (hierarchy kept): each Amaranth module becomes a
+#: calibration point of its own, which is what makes the per-feature costs identifiable.
+MODULE_LABELS = ("s-lut-6b", "s-dsp-8b", "s-regs-4b", "ln-4b", "s-lutram-8b", "m-p8-lut-4b",
+                 "m-h2-lanes8-6b", "s-bram-4b", "preset-xc7-8b")
+
+
+def synthesize_modules(config: dict, device: str, work_dir) -> dict:
+    """Like :func:`synthesize` but without flattening: the cells of every module (by its
+    hierarchical name, e.g. ``intformer_top.proj.q``), each without its submodules."""
+    from amaranth.back import verilog as vlog
+    from . import tools
+    _, acc = build(config)
+    v = vlog.convert(acc, name="intformer_top")
+    d = Path(work_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "top.v").write_text(v)
+    synth = ("synth_xilinx -family xc7 -top intformer_top" if device == "xc7s15"
+             else "synth_ice40 -dsp -top intformer_top")
+    (d / "synth.ys").write_text(f"read_verilog -sv top.v\n{synth}\ntee -q -o stat.json stat -json\n")
+    t0 = time.perf_counter()
+    tools.run(tools.yosys(), ["-q", "-l", "yosys.log", "synth.ys"], cwd=d)
+    modules = {}
+    for name, m in json.loads((d / "stat.json").read_text())["modules"].items():
+        cells = {k.lstrip("\\"): int(n) for k, n in m.get("num_cells_by_type", {}).items()
+                 if not k.lstrip("\\").startswith("intformer_top")}
+        modules[name.lstrip("\\")] = cells
+    return {"label": config["label"], "device": device + "-modules", "modules": modules,
+            "synth_s": round(time.perf_counter() - t0, 2), "config": config,
+            "yosys_version": tools.tool_version("yosys")}
+
+
 # ---------------------------------------------------------------------------------------------
 # Collection
 # ---------------------------------------------------------------------------------------------
@@ -534,28 +565,102 @@ def _predict(coef: dict, feats: dict) -> float:
     return sum(coef.get(k, 0.0) * v for k, v in feats.items())
 
 
+#: Weight of the prior in the fit (chosen by the leave-one-out error of the benchmark).
+STRENGTH = 1.0
+
+
 def _fit_one(rows, name: str, get) -> dict:
-    from .estimate import FF_FEATURES, LOGIC_FEATURES, fit_coefficients
+    from .estimate import FF_FEATURES, LOGIC_FEATURES, PRIOR, fit_coefficients
     usable = [(f, get(r["summary"])) for r, f, _ in rows if get(r["summary"]) > 0]
     return fit_coefficients([f for f, _ in usable], [t for _, t in usable],
-                            FF_FEATURES if name == "FF" else LOGIC_FEATURES)
+                            FF_FEATURES if name == "FF" else LOGIC_FEATURES,
+                            prior=PRIOR.get("FF" if name == "FF" else "LUT"),
+                            strength=STRENGTH)
 
 
-def fit(rows, device: str) -> dict:
-    """Coefficients per fitted target (all rows)."""
+#: Per-module targets of a hierarchical synthesis (the cells of the module itself).
+MODULE_TARGETS = {
+    "xc7s15": {"LUT": lambda c: sum(c.get(f"LUT{n}", 0) for n in range(1, 7))
+                      + c.get("SRL16E", 0) + c.get("SRLC32E", 0),
+               "FF": lambda c: sum(c.get(k, 0) for k in ("FDRE", "FDSE", "FDCE", "FDPE"))},
+}
+
+
+def module_rows(device: str, data_dir=DATA_DIR) -> list[tuple[dict, dict]]:
+    """(logic features, {target: count}) of every module of the hierarchical records."""
+    import gc
+    from .estimate import feature_vector, module_features
+    out = []
+    for rec in load_records(data_dir, device + "-modules"):
+        _, acc = build(rec["config"])
+        for path, counts in module_features(acc).items():
+            cells = rec["modules"].get(path)
+            if cells is None:
+                continue
+            out.append((feature_vector(counts, device),
+                        {n: get(cells) for n, get in MODULE_TARGETS[device].items()}))
+    gc.collect()
+    return out
+
+
+def fit_modules(mrows, device: str) -> dict:
+    """Coefficients per target fitted on the modules (absolute error, damped for big ones)."""
+    import numpy as np
+    from .estimate import FF_FEATURES, LOGIC_FEATURES, nnls
+    out = {}
+    for name in MODULE_TARGETS[device]:
+        feats = FF_FEATURES if name == "FF" else LOGIC_FEATURES
+        a = np.array([[f.get(k, 0.0) for k in feats] for f, _ in mrows])
+        y = np.array([t[name] for _, t in mrows], float)
+        w = 1.0 / np.sqrt(y + 20.0)
+        x = nnls(a * w[:, None], y * w)
+        out[name] = {k: float(v) for k, v in zip(feats, x) if v > 0}
+    return out
+
+
+def _scaled(coef: dict, scale: dict) -> dict:
+    return {n: {k: v * scale.get(n, 1.0) for k, v in c.items()} for n, c in coef.items()}
+
+
+def flatten_scale(rows, coef: dict, device: str) -> dict:
+    """Whole-design correction of the per-module model (flattening merges logic across module
+    boundaries): the median ratio of flattened synthesis to the summed module estimate."""
+    import numpy as np
+    out = {}
+    for name, get in TARGETS[device]["logic"].items():
+        if name not in coef:
+            continue
+        r = [get(rec["summary"]) / _predict(coef[name], f) for rec, f, _ in rows
+             if get(rec["summary"]) > 0 and _predict(coef[name], f) > 0]
+        out[name] = float(np.median(r)) if r else 1.0
+    return out
+
+
+def fit(rows, device: str, mrows=None) -> dict:
+    """Coefficients per fitted target: from the modules when there are hierarchical records
+    (then scaled to the flattened designs), else from the whole designs."""
+    if mrows:
+        coef = fit_modules(mrows, device)
+        return _scaled(coef, flatten_scale(rows, coef, device))
     return {name: _fit_one(rows, name, get) for name, get in TARGETS[device]["logic"].items()}
 
 
-def cross_validate(rows, device: str) -> list[dict]:
-    """Leave-one-out check: each design is predicted by coefficients fitted on the others, so
-    the errors are those of an unseen design. One row per design: synthesis, estimate, error."""
+def cross_validate(rows, device: str, mrows=None) -> list[dict]:
+    """Leave-one-out check: each design is predicted by coefficients fitted without it (with
+    hierarchical records: module coefficients from those designs, the flattening scale from
+    the other designs), so the errors are those of an unseen design. One row per design:
+    synthesis, estimate."""
     logic = TARGETS[device]["logic"]
+    module_coef = fit_modules(mrows, device) if mrows else None
     table = []
     for i, (rec, feats, exact) in enumerate(rows):
         others = [x for j, x in enumerate(rows) if j != i]
         row = {"label": rec["label"]}
+        if module_coef is not None:
+            coef = _scaled(module_coef, flatten_scale(others, module_coef, device))
         for name, get in logic.items():
-            row[name] = (get(rec["summary"]), _predict(_fit_one(others, name, get), feats))
+            c = coef[name] if module_coef is not None and name in coef else _fit_one(others, name, get)
+            row[name] = (get(rec["summary"]), _predict(c, feats))
         for name, key in TARGETS[device]["exact"].items():
             row[name] = (rec["summary"][key], exact.get(name, 0.0))
         if device == "xc7s15":             # LUT as the device counts it: logic + LUT RAM
@@ -636,7 +741,22 @@ def main(argv=None) -> int:
         p.add_argument("--device", choices=DEVICES + ("all",), default="all")
         p.add_argument("--data", default=str(DATA_DIR))
         p.add_argument("--json", metavar="PATH", help="also write the table and errors as JSON")
+    cm = sub.add_parser("collect-modules", help="synthesise MODULE_LABELS keeping the hierarchy")
+    cm.add_argument("--device", choices=DEVICES, default="xc7s15")
+    cm.add_argument("--data", default=str(DATA_DIR))
     a = ap.parse_args(argv)
+    if a.cmd == "collect-modules":
+        from .run import write_json_atomic
+        for label in MODULE_LABELS:
+            path = record_path(a.data, label, a.device + "-modules")
+            if path.is_file():
+                continue
+            with tempfile.TemporaryDirectory(prefix="intformer_calib_mod_") as work:
+                rec = synthesize_modules(get(label), a.device, work)
+            write_json_atomic(path, rec)
+            print(f"{label:<26} {a.device}-modules {len(rec['modules'])} modules  "
+                  f"synth {rec['synth_s']:.1f}s", flush=True)
+        return 0
     if a.cmd in ("fit", "bench"):
         return _fit_or_bench(a)
     if a.cmd == "list":
@@ -666,7 +786,11 @@ def _fit_or_bench(a) -> int:
                   f"(python -m flows.calibration collect --device {device})", file=sys.stderr)
             continue
         rows = record_features(records, device)
-        table = cross_validate(rows, device)
+        mrows = module_rows(device, a.data) if device in MODULE_TARGETS else []
+        if mrows:
+            print(f"{device}: logic coefficients from {len(mrows)} modules of "
+                  f"{len(load_records(a.data, device + '-modules'))} hierarchical syntheses")
+        table = cross_validate(rows, device, mrows)
         names = list(TARGETS[device]["logic"]) + list(TARGETS[device]["exact"])
         summary = error_summary(table, names)
         exact_ok = {n: sum(1 for r in table if abs(r[n][0] - r[n][1]) < 1e-9)
@@ -680,7 +804,7 @@ def _fit_or_bench(a) -> int:
                   f"{e['within_3pct']}/{e['n']}")
         print("  exact: " + ", ".join(f"{n} {k}/{len(table)}" for n, k in exact_ok.items()))
         if a.cmd == "fit":
-            path = write_coefficients(device, fit(rows, device), summary, len(rows))
+            path = write_coefficients(device, fit(rows, device, mrows), summary, len(rows))
             print(f"  coefficients written to {path}")
         report[device] = {"table": table, "errors": summary, "exact_matches": exact_ok}
     if a.json:

@@ -46,7 +46,7 @@ DATA_DIR = Path(__file__).parent / "data"
 #: Registers come from few features: fitting them on all would chase noise.
 FF_FEATURES = ("ff", "rom", "bram", "lutmul", "wmux", "blocks")
 LOGIC_FEATURES = ("ff", "add", "addc", "cmp", "eq", "logic", "mux", "wmux", "amux", "shift", "rom",
-                  "ram", "lutmul", "bram", "blocks")
+                  "ram", "lutmul", "booth", "cmul", "bram", "blocks")
 
 
 @dataclass
@@ -123,6 +123,18 @@ class _Walker:
             return
         self.seen[key] = need
         b = self.c.bits
+        hint = getattr(v, "resource_hint", None)
+        if hint is not None and hint[0] == "lut_mul":      # hw.common.mul(..., "lut")
+            _, x, y = hint
+            b["booth"] += (min(len(x), len(y)) // 2 + 2) * need   # partial products x width
+            self.value(x, need)
+            self.value(y, need)
+            return
+        if hint is not None and hint[0] == "const_mul":    # hw.common.mul_const(..., "lut")
+            _, x, digits = hint
+            b["cmul"] += need * max(0, digits - 1)
+            self.value(x, need)
+            return
         if isinstance(v, Operator):
             ops, o = v.operands, v.operator
             if len(ops) == 1:
@@ -150,8 +162,7 @@ class _Walker:
                     other = ops[0] if consts[0] is ops[1] else ops[1]
                     self.value(other, need)
                 else:
-                    wa, wb = (_value_width(x) for x in ops)
-                    sa, sb = (x.shape().signed or (_is_const(x) and x.value < 0) for x in ops)
+                    (wa, sa), (wb, sb) = (_operand_width(x) for x in ops)
                     cval = consts[0].value if consts else None
                     self.mul_of[id(v)] = len(self.c.muls)
                     self.c.muls.append([wa, wb, sa, sb, min(need, wa + wb), cval, 0])
@@ -289,6 +300,15 @@ def _value_width(v) -> int:
     return len(v)
 
 
+def _operand_width(x) -> tuple[int, bool]:
+    """(bits, signed) of a product operand as the DSP mapping sees it: a non-negative
+    constant is unsigned (a DSP that takes unsigned operands needs no sign bit for it)."""
+    if _is_const(x):
+        c = x.value
+        return (max(1, c.bit_length()), False) if c >= 0 else ((~c).bit_length() + 1, True)
+    return _value_width(x), x.shape().signed
+
+
 def _lhs_signals(lhs):
     if isinstance(lhs, Signal):
         return [lhs]
@@ -305,7 +325,22 @@ def _memory(frag: MemoryInstance) -> dict:
             "block": "block" in styles, "read_ports": len(frag._read_ports)}
 
 
-def _walk(frag, counts: _Counts):
+def _walk(frag, counts: _Counts, modules: dict | None = None, path: str = ""):
+    """Count ``frag`` and its subtree into ``counts``; with ``modules``, count each module
+    (fragment) into a _Counts of its own instead, keyed by hierarchical path (the names the
+    exported Verilog gives its modules; memories belong to the module that holds them)."""
+    if modules is not None and not isinstance(frag, MemoryInstance):
+        counts = modules.setdefault(path, _Counts())
+    _walk_own(frag, counts)
+    for sub, name, _ in frag.subfragments:
+        if isinstance(sub, MemoryInstance) or modules is None:
+            _walk(sub, counts)
+        else:
+            _walk(sub, counts, modules, f"{path}.{name}")
+
+
+def _walk_own(frag, counts: _Counts):
+    counts.bits["blocks"] += 0 if isinstance(frag, MemoryInstance) else 1     # one per module
     if isinstance(frag, MemoryInstance):
         counts.mems.append(_memory(frag))
         w = _Walker(counts)
@@ -332,8 +367,6 @@ def _walk(frag, counts: _Counts):
         if domain == "comb" and len(uses) == 1 and uses[0][1] > 0:
             extra = 1
         counts.bits["amux"] += w * max(0, extra)
-    for sub, _name, _ in frag.subfragments:
-        _walk(sub, counts)
 
 
 def block_features(design) -> dict:
@@ -344,9 +377,16 @@ def block_features(design) -> dict:
     for sub, name, _ in top.subfragments:
         counts = _Counts()
         _walk(sub, counts)
-        counts.bits["blocks"] = 1
         out[name or f"anon{len(out)}"] = counts
     return out
+
+
+def module_features(design, top: str = "intformer_top") -> dict:
+    """{module path: _Counts} of an elaborated design, one per module (each without its
+    submodules): the calibration points of a synthesis that keeps the hierarchy."""
+    modules = {}
+    _walk(Fragment.get(design, None), _Counts(), modules, top)
+    return modules
 
 
 # ---------------------------------------------------------------------------------------------
@@ -359,6 +399,11 @@ def _bram_xc7(depth: int, width: int) -> float:
                (0.5, 512, 36), (1.0, 32768, 1), (1.0, 16384, 2), (1.0, 8192, 4), (1.0, 4096, 9),
                (1.0, 2048, 18), (1.0, 1024, 36), (1.0, 512, 72)]
     return min(cost * math.ceil(depth / d) * math.ceil(width / w) for cost, d, w in configs)
+
+
+#: iCE40 has no LUT RAM: ``memory_libmap`` puts a RAM in an SB_RAM40_4K when that costs less
+#: than one logic cell per bit, i.e. above 64 bits (Yosys' default costs).
+ICE40_LOGIC_RAM_BITS = 64
 
 
 def _bram_ice40(depth: int, width: int) -> int:
@@ -434,7 +479,10 @@ def exact_resources(counts: _Counts, device: str) -> dict:
                 r["bram_bits"] += w
             elif mem["rom"] is not None:
                 r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
-            else:                                    # no LUT RAM: flip-flops and a read mux
+            elif d * w > ICE40_LOGIC_RAM_BITS:       # no LUT RAM: Yosys picks the EBR ...
+                r["BRAM"] += _bram_ice40(d, w)
+                r["bram_bits"] += w
+            else:                                    # ... or, when tiny, flip-flops and a mux
                 r["ram_ff"] += d * w
                 r["ram_mux"] += (d - 1) * w
     for mul in counts.muls:
@@ -460,7 +508,7 @@ def feature_vector(counts: _Counts, device: str) -> dict:
     f["ram"] = ex.get("ram_mux", 0.0)
     f["lutmul"] = ex.get("lutmul", 0.0)
     f["bram"] = ex.get("bram_bits", 0.0)
-    f["addc"] += ex.get("cmul", 0.0)
+    f["cmul"] += ex.get("cmul", 0.0)
     return f
 
 
@@ -568,12 +616,33 @@ def design_features(design, device: str) -> tuple[dict, dict]:
     return dict(feats), dict(exact)
 
 
-def fit_coefficients(samples, targets, features=LOGIC_FEATURES) -> dict:
+#: What a bit of each feature costs when nothing merges (LUT6 per bit, FF per bit): the prior
+#: the calibration pulls the fit towards, so that features that move together in the designs
+#: (adders and their multiplexers) keep sensible weights instead of trading off wildly.
+PRIOR = {
+    "LUT": {"ff": 0.05, "add": 1.0, "addc": 0.5, "cmp": 0.5, "eq": 0.2, "logic": 0.3, "mux": 0.5,
+            "wmux": 0.33, "amux": 0.5, "shift": 0.3, "rom": 1.0, "ram": 0.33, "lutmul": 1.0,
+            "booth": 1.0, "cmul": 1.0, "bram": 0.2, "blocks": 10.0},
+    "FF": {"ff": 0.9, "rom": 0.1, "bram": 0.1, "lutmul": 0.05, "wmux": 0.0, "blocks": 2.0},
+}
+
+
+def fit_coefficients(samples, targets, features=LOGIC_FEATURES, prior: dict | None = None,
+                     strength: float = 0.05) -> dict:
     """Coefficients (feature -> weight, non-negative) minimising the *relative* squared error of
-    ``targets`` (one number per sample) predicted from ``samples`` (feature dicts)."""
+    ``targets`` (one number per sample) predicted from ``samples`` (feature dicts), plus
+    ``strength`` times the squared relative distance to ``prior`` (ridge towards it)."""
     import numpy as np
+    prior = prior or {}
     a = np.array([[s.get(k, 0.0) for k in features] for s in samples], float)
     y = np.asarray(targets, float)
     w = 1.0 / np.maximum(y, 1.0)
-    x = nnls(a * w[:, None], y * w)
+    rows, rhs = [a * w[:, None]], [y * w]
+    if strength > 0 and prior:
+        # one penalty row per feature, scaled by the feature's typical share of a design
+        share = np.maximum((a * w[:, None]).mean(axis=0), 1e-9)
+        x0 = np.array([prior.get(k, 0.0) for k in features])
+        rows.append(np.diag(np.sqrt(strength) * share))
+        rhs.append(np.sqrt(strength) * share * x0)
+    x = nnls(np.vstack(rows), np.concatenate(rhs))
     return {k: float(v) for k, v in zip(features, x) if v > 0}

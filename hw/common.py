@@ -175,6 +175,13 @@ class Buffer(wiring.Component):
 MUL_MODES = ("dsp", "lut")
 
 
+def _hint(value, kind: str, *args):
+    """Tag ``value`` with what it builds (``flows.estimate`` then counts one multiplier instead
+    of the adders it is made of). The hardware does not change."""
+    value.resource_hint = (kind, *args)
+    return value
+
+
 def check_mul(mode) -> str:
     if mode not in MUL_MODES:
         raise ValueError(f"mul must be one of {MUL_MODES}, got {mode!r}")
@@ -231,7 +238,8 @@ def mul(a, b, mode: str = "dsp"):
     prod = tree_sum(terms)
     width = len(a) + len(b)
     res = prod[:width].as_signed()
-    return res if out_signed else res.as_unsigned()
+    res = res if out_signed else res.as_unsigned()
+    return _hint(res, "lut_mul", a, b)
 
 
 def csd_digits(c: int):
@@ -262,11 +270,11 @@ def mul_const(x, c: int, mode: str = "lut"):
     pos = [x << k if k else x for k, s in digits if s > 0]
     neg = [x << k if k else x for k, s in digits if s < 0]
     if not pos:
-        return -tree_sum(neg)
+        return _hint(-tree_sum(neg), "const_mul", x, len(digits))
     total = tree_sum(pos)
     if neg:
         total = total - tree_sum(neg)
-    return total
+    return _hint(total, "const_mul", x, len(digits))
 
 
 #: ``mul`` knob of blocks whose lanes share one operand (Linear PEs share the input element,
