@@ -566,16 +566,18 @@ def _predict(coef: dict, feats: dict) -> float:
 
 
 #: Weight of the prior in the fit (chosen by the leave-one-out error of the benchmark).
-STRENGTH = 1.0
+STRENGTH = 0.1
 
 
-def _fit_one(rows, name: str, get) -> dict:
+def _fit_one(rows, name: str, get, prior: dict | None = None) -> dict:
+    """Whole-design fit of one target, pulled towards ``prior`` (the module fit, if any)."""
     from .estimate import FF_FEATURES, LOGIC_FEATURES, PRIOR, fit_coefficients
     usable = [(f, get(r["summary"])) for r, f, _ in rows if get(r["summary"]) > 0]
+    if prior is None:
+        prior = PRIOR.get("FF" if name == "FF" else "LUT")
     return fit_coefficients([f for f, _ in usable], [t for _, t in usable],
                             FF_FEATURES if name == "FF" else LOGIC_FEATURES,
-                            prior=PRIOR.get("FF" if name == "FF" else "LUT"),
-                            strength=STRENGTH)
+                            prior=prior, strength=STRENGTH)
 
 
 #: Per-module targets of a hierarchical synthesis (the cells of the module itself).
@@ -639,10 +641,17 @@ def flatten_scale(rows, coef: dict, device: str) -> dict:
 def fit(rows, device: str, mrows=None) -> dict:
     """Coefficients per fitted target: from the modules when there are hierarchical records
     (then scaled to the flattened designs), else from the whole designs."""
-    if mrows:
-        coef = fit_modules(mrows, device)
-        return _scaled(coef, flatten_scale(rows, coef, device))
-    return {name: _fit_one(rows, name, get) for name, get in TARGETS[device]["logic"].items()}
+    module_coef = _module_prior(rows, mrows, device)
+    return {name: _fit_one(rows, name, get, module_coef.get(name))
+            for name, get in TARGETS[device]["logic"].items()}
+
+
+def _module_prior(rows, mrows, device: str) -> dict:
+    """The module fit scaled to the flattened designs (empty without hierarchical records)."""
+    if not mrows:
+        return {}
+    coef = fit_modules(mrows, device)
+    return _scaled(coef, flatten_scale(rows, coef, device))
 
 
 def cross_validate(rows, device: str, mrows=None) -> list[dict]:
@@ -651,16 +660,13 @@ def cross_validate(rows, device: str, mrows=None) -> list[dict]:
     the other designs), so the errors are those of an unseen design. One row per design:
     synthesis, estimate."""
     logic = TARGETS[device]["logic"]
-    module_coef = fit_modules(mrows, device) if mrows else None
     table = []
     for i, (rec, feats, exact) in enumerate(rows):
         others = [x for j, x in enumerate(rows) if j != i]
         row = {"label": rec["label"]}
-        if module_coef is not None:
-            coef = _scaled(module_coef, flatten_scale(others, module_coef, device))
+        prior = _module_prior(others, mrows, device)
         for name, get in logic.items():
-            c = coef[name] if module_coef is not None and name in coef else _fit_one(others, name, get)
-            row[name] = (get(rec["summary"]), _predict(c, feats))
+            row[name] = (get(rec["summary"]), _predict(_fit_one(others, name, get, prior.get(name)), feats))
         for name, key in TARGETS[device]["exact"].items():
             row[name] = (rec["summary"][key], exact.get(name, 0.0))
         if device == "xc7s15":             # LUT as the device counts it: logic + LUT RAM

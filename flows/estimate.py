@@ -412,10 +412,25 @@ def _bram_ice40(depth: int, width: int) -> int:
 
 
 def _lutram_xc7(depth: int, width: int) -> int:
-    """LUTs of a simple dual-port LUT RAM: RAM32M (32 x 6 in 4 LUTs) or RAM64M (64 x 3)."""
-    if depth <= 32:
-        return 4 * math.ceil(width / 6)
-    return 4 * math.ceil(width / 3) * math.ceil(depth / 64)
+    """LUTs of a simple dual-port LUT RAM: RAM64M (64 x 3 in 4 LUTs) per 64 words, the last
+    32 words or fewer in RAM32M (32 x 6)."""
+    full, rest = divmod(depth, 64)
+    tail = 0 if rest == 0 else (4 * math.ceil(width / 6) if rest <= 32 else 4 * math.ceil(width / 3))
+    return 4 * math.ceil(width / 3) * full + tail
+
+
+#: ``memory_libmap`` costs (Yosys' xilinx/lutrams_xc5v.txt, brams_xc4v.txt): 8 per LUT RAM
+#: primitive, 129 per RAMB18. A RAM left to choose (storage "lutram") takes the cheaper.
+LUTRAM_COST, RAMB18_COST = 8, 129
+
+
+def _ram_xc7(depth: int, width: int) -> tuple[int, float]:
+    """(LUTRAM LUTs, BRAM36) of a RAM without a forced style."""
+    luts = _lutram_xc7(depth, width)
+    bram = _bram_xc7(depth, width)
+    if LUTRAM_COST * luts / 4 > RAMB18_COST * 2 * bram:
+        return 0, bram
+    return luts, 0.0
 
 
 def _rom_columns(init: list, width: int, rows: int) -> float:
@@ -440,10 +455,10 @@ def _dsp_tiles(mul, device: str) -> int:
     one tile per partial product of the tile's operand widths."""
     wa, wb, sa, sb, y = mul[:5]
     if device == "xc7s15":                   # MUL25X18, signed only, Y_MINWIDTH 9
+        if min(wa, wb) < 2 or y < 9:
+            return 0
         a, b = wa + (not sa), wb + (not sb)
         a, b = max(a, b), min(a, b)
-        if b < 2 or y < 9:
-            return 0
         if a <= 25 and b <= 18:
             return 1
         return math.ceil((a - 1) / 24) * math.ceil((b - 1) / 17)
@@ -472,7 +487,10 @@ def exact_resources(counts: _Counts, device: str) -> dict:
             elif mem["rom"] is not None:
                 r["rom_luts"] += _rom_columns(mem["rom"], w, 64)
             else:
-                r["LUTRAM"] += _lutram_xc7(d, w)
+                luts, bram = _ram_xc7(d, w)
+                r["LUTRAM"] += luts
+                r["BRAM36"] += bram
+                r["bram_bits"] += w if bram else 0
         else:
             if mem["block"]:
                 r["BRAM"] += _bram_ice40(d, w)

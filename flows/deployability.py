@@ -1,0 +1,197 @@
+"""Models that fit the XC7S15 only with mixed precision: the deployability benchmark of
+``intformer search`` (run on purpose: ``python -m flows.deployability``; minutes per shape).
+
+For each model shape of :data:`SHAPES`:
+
+1. **uniform 8 and uniform 6 bits**: a hardware-only search (the resource estimator, no
+   training) over the multiplier and storage knobs per layer group of
+   :class:`flows.search.SearchSpace`, minimising the largest utilisation. A shape "does not fit at uniform w bits" when
+   the best design found still exceeds some resource.
+2. **mixed precision**: the same search with the per-group widths free (4, 6, 8), maximising
+   the mean width among the designs that fit (the widest design that fits is the most
+   accurate one to expect).
+
+Both searches are coordinate descents from the smallest folding of the target preset (the
+smallest folding needs the fewest resources; the latency of the result is reported).
+3. the best mixed design is QAT fine-tuned from a float model of the shape (as the search
+   does), scored by its integer model on the validation and test splits, its cycles exact;
+   with ``--synth`` it is also synthesised (Yosys ``synth_xilinx``) to confirm the fit.
+
+Prints a table; ``--json PATH`` writes every number.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+DEFAULT = dict(window=24, d_model=16, heads=1, layers=1, ffn=64, norm="batchnorm",
+               activation="relu")
+
+#: Shapes that the dataflow accelerator cannot fit at 8 or 6 bits (two transformer layers).
+SHAPES = {
+    "2 layers": dict(DEFAULT, layers=2),
+    "2 layers, FFN 128": dict(DEFAULT, layers=2, ffn=128),
+    "2 layers, d_model 24": dict(DEFAULT, layers=2, d_model=24, ffn=96),
+    "3 layers, FFN 32": dict(DEFAULT, layers=3, ffn=32),
+}
+
+
+def _space(shape: dict, device: str):
+    from .search import SearchSpace
+    from model.data import load_weather
+    features = load_weather().n_features if "features" not in shape else shape["features"]
+    return SearchSpace(dict(shape, features=features), device)
+
+
+def _minimal(space, params: dict) -> dict:
+    """``params`` with every pe/simd/lanes knob at 1 (the smallest folding)."""
+    out = dict(params)
+    for k in space.choices:
+        if k.split(".")[-1] in ("pe", "simd", "qk_lanes", "pv_lanes"):
+            out[k] = 1
+    return out
+
+
+_MODELS: dict = {}
+
+
+def _fit(space, cand):
+    """(fits, largest utilisation, estimate) of a candidate: the estimator on a synthetic model
+    of its shape and widths (cached per widths: the hardware knobs do not change the model)."""
+    from model.synthetic import random_intmodel
+    from .estimate import estimate
+    key = tuple(sorted(cand.bits.items()))
+    if key not in _MODELS:
+        _MODELS[key] = random_intmodel(space.shape, bits=cand.bits, seed=0)
+    try:
+        est = estimate(_MODELS[key], cand.hw, space.device)
+    except ValueError:
+        return False, math.inf, None
+    return est.fits, max(est.utilisation().values()), est
+
+
+def hardware_search(space, *, bits: int | None, rounds: int = 1):
+    """Best design of ``space`` by the estimator alone, by coordinate descent from the smallest
+    folding of the target preset: every multiplier and storage knob (and, with ``bits=None``,
+    every width) is tried in turn and the best value kept. With ``bits`` the widths are fixed
+    and the objective is the largest utilisation; without, designs that fit come first, then
+    the widest. Returns (fits, utilisation, candidate, estimate)."""
+    if bits is None:
+        # mixed: start from the widest uniform design that fits, then widen group by group
+        for w in (6, 4):
+            fits, _, cand, _ = hardware_search(space, bits=w, rounds=rounds)
+            if fits:
+                break
+        start = cand.params
+    else:
+        start = _minimal(space, space.anchor(bits))
+    keys = [k for k in space.searched
+            if k.split(".")[-1] not in ("pe", "simd", "qk_lanes", "pv_lanes")
+            and (bits is None or not k.startswith("bits."))]
+
+    def score(params):
+        cand = space.candidate(params)
+        fits, util, est = _fit(space, cand)
+        widths = [v for k, v in params.items() if k.startswith("bits.")]
+        s = util if bits else ((-sum(widths) / len(widths) / 8) if fits else 10 + util)
+        return s, (fits, util, cand, est)
+
+    params = dict(start)
+    best, info = score(params)
+    for _ in range(rounds):
+        for k in keys:
+            for v in space.choices[k]:
+                if v == params[k]:
+                    continue
+                s, i = score({**params, k: v})
+                if s < best - 1e-9:
+                    best, info, params = s, i, {**params, k: v}
+    return info
+
+
+def train_and_score(space, cand, out: Path, epochs: int):
+    """QAT fine-tune of ``cand`` from a float model of the shape: (integer model, metrics)."""
+    from .run import TrainOptions, load_data
+    from .search import (SearchOptions, SharedContext, integer_rmse, latency_cycles,
+                         to_integer)
+    s = space.shape
+    train = TrainOptions(window=s["window"], d_model=s["d_model"], heads=s["heads"],
+                         layers=s["layers"], ffn=s["ffn"], norm=s["norm"],
+                         activation=s["activation"])
+    opts = SearchOptions(device=space.device, out=out, trials=1, epochs=epochs, train=train)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(train)
+    ctx = SharedContext(opts, print, data)()
+    qat, _ = ctx.finetune(cand)
+    im = to_integer(qat, data)
+    return im, {"val_rmse": integer_rmse(im, data, "val"), "test_rmse": integer_rmse(im, data, "test"),
+                "cycles": latency_cycles(im, cand.hw)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m flows.deployability", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", default="xc7s15", choices=["xc7s15", "ice40up5k"])
+    ap.add_argument("--rounds", type=int, default=1, help="coordinate-descent rounds per search")
+    ap.add_argument("--epochs", type=int, default=3, help="QAT epochs of the mixed design")
+    ap.add_argument("--out", default="runs/deployability")
+    ap.add_argument("--only", nargs="+", help="shape names (default: all)")
+    ap.add_argument("--no-train", action="store_true", help="estimator searches only")
+    ap.add_argument("--synth", action="store_true", help="synthesise the mixed design too")
+    ap.add_argument("--json", metavar="PATH")
+    a = ap.parse_args(argv)
+    rows = []
+    for name, shape in SHAPES.items():
+        if a.only and name not in a.only:
+            continue
+        t0 = time.perf_counter()
+        space = _space(shape, a.device)
+        row = {"shape": name, "config": space.shape}
+        for w in (8, 6):
+            fits, util, cand, est = hardware_search(space, bits=w, rounds=a.rounds)
+            row[f"uniform{w}"] = {"fits": fits, "max_utilisation": util, "resources": est.used,
+                                  "over": est.over()}
+            print(f"{name}: uniform {w} bits: best max utilisation {util:.2f} "
+                  f"({'fits' if fits else '; '.join(est.over())})", flush=True)
+        fits, util, cand, est = hardware_search(space, bits=None, rounds=a.rounds)
+        row["mixed"] = {"fits": fits, "max_utilisation": util, "bits": cand.params,
+                        "hw": cand.hw, "resources": est.used}
+        print(f"{name}: mixed: {'fits' if fits else 'does not fit'}, max utilisation {util:.2f}",
+              flush=True)
+        if fits and not a.no_train:
+            out = Path(a.out) / name.replace(" ", "_").replace(",", "")
+            im, metrics = train_and_score(space, cand, out, a.epochs)
+            row["mixed"].update(metrics)
+            im.save(out / "chosen")
+            (out / "chosen" / "hw_config.json").write_text(json.dumps(cand.hw, indent=1))
+            print(f"{name}: mixed design: validation RMSE {metrics['val_rmse']:.3f}, test RMSE "
+                  f"{metrics['test_rmse']:.3f}, {metrics['cycles']:,} cycles", flush=True)
+            if a.synth:
+                from hw.accelerator import Accelerator
+                from .xilinx import synth_xc7s15
+                rep = synth_xc7s15(Accelerator(im, cand.hw), out / "synth", timing=False)
+                row["mixed"]["synthesis"] = rep.used
+                print(f"{name}: Yosys: {rep.summary()}", flush=True)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+    print("\n| shape | uniform 8 b (best max util.) | uniform 6 b | mixed: fits | mean width | "
+          "val RMSE | test RMSE | cycles |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["mixed"]
+        widths = [v for k, v in m["bits"].items() if k.startswith("bits.")]
+        print(f"| {r['shape']} | {r['uniform8']['max_utilisation']:.2f} | "
+              f"{r['uniform6']['max_utilisation']:.2f} | {m['fits']} ({m['max_utilisation']:.2f}) | "
+              f"{sum(widths) / len(widths):.2f} | {m.get('val_rmse', float('nan')):.3f} | "
+              f"{m.get('test_rmse', float('nan')):.3f} | {m.get('cycles', 0):,} |")
+    if a.json:
+        from .run import write_json_atomic
+        write_json_atomic(Path(a.json), json.loads(json.dumps(rows, default=str)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
