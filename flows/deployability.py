@@ -61,10 +61,10 @@ _MODELS: dict = {}
 
 def _fit(space, cand):
     """(fits, largest utilisation, estimate) of a candidate: the estimator on a synthetic model
-    of its shape and widths (cached per widths: the hardware knobs do not change the model)."""
+    of its shape and widths (cached per shape and widths: the hardware knobs do not change the model)."""
     from model.synthetic import random_intmodel
     from .estimate import estimate
-    key = tuple(sorted(cand.bits.items()))
+    key = (tuple(sorted(space.shape.items())), tuple(sorted(cand.bits.items())))
     if key not in _MODELS:
         _MODELS[key] = random_intmodel(space.shape, bits=cand.bits, seed=0)
     try:
