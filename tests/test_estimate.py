@@ -106,7 +106,7 @@ def test_fresh_synthesis_matches_the_estimate(tmp_path):
     logic estimate is close, so the stored calibration still describes the hardware."""
     config = calibration.get("s-defaults-8b")
     rec = calibration.synthesize(config, "xc7s15", tmp_path)
-    model, _ = calibration.build(config)
+    model = random_intmodel(config["shape"], bits=config["bits"], seed=config["seed"])
     est = E.estimate(model, config["hw"], "xc7s15")
     s = rec["summary"]
     assert est.used["DSP"] == s["DSP"]
