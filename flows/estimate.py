@@ -517,9 +517,9 @@ def exact_resources(counts: _Counts, device: str) -> dict:
     return dict(r)
 
 
-def feature_vector(counts: _Counts, device: str) -> dict:
+def feature_vector(counts: _Counts, device: str, ex: dict | None = None) -> dict:
     """The logic features of one block (bits), including the memories that become logic."""
-    ex = exact_resources(counts, device)
+    ex = exact_resources(counts, device) if ex is None else ex
     f = {k: counts.bits.get(k, 0.0) for k in LOGIC_FEATURES}
     f["rom"] = ex.get("rom_luts", 0.0)
     f["ff"] += ex.get("ram_ff", 0.0) - ex.get("ff_in_dsp", 0.0)
@@ -549,7 +549,7 @@ def _linear(coef: dict, f: dict) -> float:
 def block_estimate(counts: _Counts, device: str, coef: dict | None = None) -> dict:
     coef = coefficients(device) if coef is None else coef
     ex = exact_resources(counts, device)
-    f = feature_vector(counts, device)
+    f = feature_vector(counts, device, ex)
     if device == "xc7s15":
         logic = _linear(coef["LUT"], f)
         return {"LUT": logic + ex.get("LUTRAM", 0.0), "LUTRAM": ex.get("LUTRAM", 0.0),
@@ -627,9 +627,10 @@ def design_features(design, device: str) -> tuple[dict, dict]:
     """(summed logic features, summed exact resources) of a whole design."""
     feats, exact = defaultdict(float), defaultdict(float)
     for counts in block_features(design).values():
-        for k, v in feature_vector(counts, device).items():
+        ex = exact_resources(counts, device)
+        for k, v in feature_vector(counts, device, ex).items():
             feats[k] += v
-        for k, v in exact_resources(counts, device).items():
+        for k, v in ex.items():
             exact[k] += v
     return dict(feats), dict(exact)
 
