@@ -28,6 +28,7 @@ re-evaluated on the data set without synthesising anything (:func:`load_records`
 from __future__ import annotations
 
 import argparse
+from collections import defaultdict
 import copy
 import json
 import shutil
@@ -549,7 +550,7 @@ TARGETS = {
 
 
 def record_features(records, device: str) -> list[tuple[dict, dict, dict]]:
-    """(record, summed logic features, summed exact resources) per record."""
+    """(record, {component kind: summed logic features}, summed exact resources) per record."""
     import gc
     from .estimate import design_features
     out = []
@@ -569,10 +570,12 @@ def _predict(coef: dict, feats: dict) -> float:
 STRENGTH = 0.1
 
 
-def _fit_one(rows, name: str, get, prior: dict | None = None) -> dict:
-    """Whole-design fit of one target, pulled towards ``prior`` (the module fit, if any)."""
-    from .estimate import FF_FEATURES, LOGIC_FEATURES, PRIOR, fit_coefficients
-    usable = [(f, get(r["summary"])) for r, f, _ in rows if get(r["summary"]) > 0]
+def _fit_one(rows, name: str, get, prior: dict | None = None, scale: dict | None = None) -> dict:
+    """Whole-design fit of one target, pulled towards ``prior`` (the module fit, if any), on
+    the features weighted per component kind by ``scale``."""
+    from .estimate import FF_FEATURES, LOGIC_FEATURES, PRIOR, fit_coefficients, weighted_features
+    usable = [(weighted_features(f, scale or {}), get(r["summary"])) for r, f, _ in rows
+              if get(r["summary"]) > 0]
     if prior is None:
         prior = PRIOR.get("FF" if name == "FF" else "LUT")
     return fit_coefficients([f for f, _ in usable], [t for _, t in usable],
@@ -588,8 +591,9 @@ MODULE_TARGETS = {
 }
 
 
-def module_rows(device: str, data_dir=DATA_DIR) -> list[tuple[dict, dict]]:
-    """(logic features, {target: count}) of every module of the hierarchical records."""
+def module_rows(device: str, data_dir=DATA_DIR) -> list[tuple[str, str, dict, dict]]:
+    """(design label, component kind, logic features, {target: count}) of every module of the
+    hierarchical records."""
     import gc
     from .estimate import feature_vector, module_features
     out = []
@@ -599,74 +603,97 @@ def module_rows(device: str, data_dir=DATA_DIR) -> list[tuple[dict, dict]]:
             cells = rec["modules"].get(path)
             if cells is None:
                 continue
-            out.append((feature_vector(counts, device),
+            out.append((rec["label"], counts.kind, feature_vector(counts, device),
                         {n: get(cells) for n, get in MODULE_TARGETS[device].items()}))
     gc.collect()
     return out
 
 
-def fit_modules(mrows, device: str) -> dict:
-    """Coefficients per target fitted on the modules (absolute error, damped for big ones)."""
+#: Cells of evidence a kind's factor needs to move away from 1 (a shrinkage: kinds seen in few
+#: small modules keep the shared coefficients).
+KIND_SHRINK = 50.0
+
+
+def fit_modules(mrows, device: str, rounds: int = 4) -> tuple[dict, dict]:
+    """Per target: (coefficients, {component kind: factor}) fitted on the modules, alternating
+    the shared coefficients (absolute error, damped for big modules) and each kind's factor
+    (its synthesised over its estimated cells, shrunk towards 1)."""
     import numpy as np
     from .estimate import FF_FEATURES, LOGIC_FEATURES, nnls
-    out = {}
+    coef, scale = {}, {}
     for name in MODULE_TARGETS[device]:
         feats = FF_FEATURES if name == "FF" else LOGIC_FEATURES
-        a = np.array([[f.get(k, 0.0) for k in feats] for f, _ in mrows])
-        y = np.array([t[name] for _, t in mrows], float)
+        y = np.array([t[name] for *_, t in mrows], float)
         w = 1.0 / np.sqrt(y + 20.0)
-        x = nnls(a * w[:, None], y * w)
-        out[name] = {k: float(v) for k, v in zip(feats, x) if v > 0}
-    return out
+        s = {}
+        for _ in range(rounds):
+            a = np.array([[s.get(k, 1.0) * f.get(x, 0.0) for x in feats] for _, k, f, _ in mrows])
+            c = dict(zip(feats, nnls(a * w[:, None], y * w)))
+            got, est = defaultdict(float), defaultdict(float)
+            for (_, k, f, _), yi in zip(mrows, y):
+                got[k] += yi
+                est[k] += _predict(c, f)
+            s = {k: (got[k] + KIND_SHRINK) / (est[k] + KIND_SHRINK) for k in got}
+        coef[name] = {k: float(v) for k, v in c.items() if v > 0}
+        scale[name] = {k: float(v) for k, v in s.items()}
+    return coef, scale
 
 
 def _scaled(coef: dict, scale: dict) -> dict:
     return {n: {k: v * scale.get(n, 1.0) for k, v in c.items()} for n, c in coef.items()}
 
 
-def flatten_scale(rows, coef: dict, device: str) -> dict:
+def flatten_scale(rows, coef: dict, kind_scale: dict, device: str) -> dict:
     """Whole-design correction of the per-module model (flattening merges logic across module
     boundaries): the median ratio of flattened synthesis to the summed module estimate."""
     import numpy as np
+    from .estimate import weighted_features
     out = {}
     for name, get in TARGETS[device]["logic"].items():
         if name not in coef:
             continue
-        r = [get(rec["summary"]) / _predict(coef[name], f) for rec, f, _ in rows
-             if get(rec["summary"]) > 0 and _predict(coef[name], f) > 0]
+        pred = [(get(rec["summary"]), _predict(coef[name], weighted_features(f, kind_scale[name])))
+                for rec, f, _ in rows]
+        r = [y / p for y, p in pred if y > 0 and p > 0]
         out[name] = float(np.median(r)) if r else 1.0
     return out
 
 
 def fit(rows, device: str, mrows=None) -> dict:
     """Coefficients per fitted target: from the modules when there are hierarchical records
-    (then scaled to the flattened designs), else from the whole designs."""
-    module_coef = _module_prior(rows, mrows, device)
-    return {name: _fit_one(rows, name, get, module_coef.get(name))
+    (then scaled to the flattened designs), else from the whole designs; the component kinds'
+    factors under "kind_scale"."""
+    prior, scale = _module_prior(rows, mrows, device)
+    coef = {name: _fit_one(rows, name, get, prior.get(name), scale.get(name))
             for name, get in TARGETS[device]["logic"].items()}
+    return {**coef, "kind_scale": scale}
 
 
-def _module_prior(rows, mrows, device: str) -> dict:
-    """The module fit scaled to the flattened designs (empty without hierarchical records)."""
+def _module_prior(rows, mrows, device: str) -> tuple[dict, dict]:
+    """(the module fit scaled to the flattened designs, the kinds' factors); both empty
+    without hierarchical records."""
     if not mrows:
-        return {}
-    coef = fit_modules(mrows, device)
-    return _scaled(coef, flatten_scale(rows, coef, device))
+        return {}, {}
+    coef, scale = fit_modules(mrows, device)
+    return _scaled(coef, flatten_scale(rows, coef, scale, device)), scale
 
 
 def cross_validate(rows, device: str, mrows=None) -> list[dict]:
-    """Leave-one-out check: each design is predicted by coefficients fitted without it (with
-    hierarchical records: module coefficients from those designs, the flattening scale from
-    the other designs), so the errors are those of an unseen design. One row per design:
-    synthesis, estimate."""
+    """Leave-one-out check: each design is predicted by coefficients fitted without it (its
+    own hierarchical record, if any, left out of the module fit too), so the errors are those
+    of an unseen design. One row per design: synthesis, estimate."""
+    from .estimate import weighted_features
     logic = TARGETS[device]["logic"]
     table = []
     for i, (rec, feats, exact) in enumerate(rows):
         others = [x for j, x in enumerate(rows) if j != i]
         row = {"label": rec["label"]}
-        prior = _module_prior(others, mrows, device)
+        prior, scale = _module_prior(others, [m for m in mrows or [] if m[0] != rec["label"]],
+                                     device)
         for name, get in logic.items():
-            row[name] = (get(rec["summary"]), _predict(_fit_one(others, name, get, prior.get(name)), feats))
+            coef = _fit_one(others, name, get, prior.get(name), scale.get(name))
+            row[name] = (get(rec["summary"]),
+                         _predict(coef, weighted_features(feats, scale.get(name, {}))))
         for name, key in TARGETS[device]["exact"].items():
             row[name] = (rec["summary"][key], exact.get(name, 0.0))
         if device == "xc7s15":             # LUT as the device counts it: logic + LUT RAM
@@ -692,7 +719,10 @@ def write_coefficients(device: str, coef: dict, summary: dict, n: int) -> Path:
     from .estimate import DATA_DIR as EST_DIR
     from .run import write_json_atomic
     path = EST_DIR / f"estimator_{device}.json"
-    write_json_atomic(path, {"device": device, "coefficients": coef, "designs": n,
+    coef = dict(coef)
+    scale = coef.pop("kind_scale", {})
+    write_json_atomic(path, {"device": device, "coefficients": coef, "kind_scale": scale,
+                             "designs": n,
                              "leave_one_out_error": summary, "commit": _git_commit(),
                              "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return path

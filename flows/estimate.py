@@ -92,9 +92,16 @@ class _Counts:
         self.bits = defaultdict(float)
         self.muls = []                   # (width a, width b, signed a, signed b, product width, constant)
         self.mems = []                   # dicts: depth, width, rom(init)|None, style, async_read
+        self.kind = ""                   # the class of the component (module walks only)
+
+    def merge(self, other: "_Counts") -> None:
+        for k, v in other.bits.items():
+            self.bits[k] += v
+        self.muls += other.muls
+        self.mems += other.mems
 
     def as_dict(self):
-        return {"bits": dict(self.bits), "muls": self.muls, "mems": self.mems}
+        return {"bits": dict(self.bits), "muls": self.muls, "mems": self.mems, "kind": self.kind}
 
 
 def _is_const(v) -> bool:
@@ -315,34 +322,41 @@ def _lhs_signals(lhs):
     return list(lhs._lhs_signals())
 
 
-def _memory(frag: MemoryInstance) -> dict:
+def _memory(frag: MemoryInstance, registered: frozenset = frozenset()) -> dict:
+    """``registered``: ids of the signals the parent module loads straight into a register
+    (an asynchronous read whose data is registered can become a synchronous one)."""
     data = frag._data
     width, depth = len(Value.cast(Signal(data.shape))), data.depth
     rom = None if frag._write_ports else [int(v) for v in data.init]
     styles = {str(v) for k, v in frag._attrs.items() if k in ("ram_style", "rom_style")}
     async_read = any(p._domain == "comb" for p in frag._read_ports)
+    comb_ports = [p for p in frag._read_ports if p._domain == "comb"]
     return {"depth": depth, "width": width, "rom": rom, "async_read": async_read,
-            "block": "block" in styles, "read_ports": len(frag._read_ports)}
+            "block": "block" in styles, "read_ports": len(frag._read_ports),
+            "read_registered": all(id(p._data) in registered for p in comb_ports)}
 
 
-def _walk(frag, counts: _Counts, modules: dict | None = None, path: str = ""):
+def _walk(frag, counts: _Counts, modules: dict | None = None, path: str = "",
+          registered: frozenset = frozenset()):
     """Count ``frag`` and its subtree into ``counts``; with ``modules``, count each module
     (fragment) into a _Counts of its own instead, keyed by hierarchical path (the names the
     exported Verilog gives its modules; memories belong to the module that holds them)."""
     if modules is not None and not isinstance(frag, MemoryInstance):
         counts = modules.setdefault(path, _Counts())
-    _walk_own(frag, counts)
+        counts.kind = type(frag.origins[0]).__name__ if frag.origins else ""
+    registered = _walk_own(frag, counts, registered)
     for sub, name, _ in frag.subfragments:
         if isinstance(sub, MemoryInstance) or modules is None:
-            _walk(sub, counts)
+            _walk(sub, counts, registered=registered)
         else:
             _walk(sub, counts, modules, f"{path}.{name}")
 
 
-def _walk_own(frag, counts: _Counts):
+def _walk_own(frag, counts: _Counts, registered: frozenset = frozenset()) -> frozenset:
+    """Count ``frag`` itself; returns the ids of the signals it loads whole into registers."""
     counts.bits["blocks"] += 0 if isinstance(frag, MemoryInstance) else 1     # one per module
     if isinstance(frag, MemoryInstance):
-        counts.mems.append(_memory(frag))
+        counts.mems.append(_memory(frag, registered))
         w = _Walker(counts)
         for p in frag._read_ports:
             w.value(p._addr)
@@ -350,7 +364,7 @@ def _walk_own(frag, counts: _Counts):
             w.value(p._addr)
             w.value(p._data)
             w.value(p._en)
-        return
+        return frozenset()
     walker = _Walker(counts)
     targets = defaultdict(list)
     for domain, stmts in frag.statements.items():
@@ -367,17 +381,33 @@ def _walk_own(frag, counts: _Counts):
         if domain == "comb" and len(uses) == 1 and uses[0][1] > 0:
             extra = 1
         counts.bits["amux"] += w * max(0, extra)
+    return frozenset(id(s.rhs) for domain, stmts in frag.statements.items() if domain != "comb"
+                     for s in _flat(stmts) if isinstance(s, Assign) and isinstance(s.rhs, Signal))
+
+
+def _flat(stmts):
+    for s in stmts:
+        if isinstance(s, Switch):
+            for _, body, _ in s.cases:
+                yield from _flat(body)
+        else:
+            yield s
 
 
 def block_features(design) -> dict:
-    """{block name: _Counts} of an elaborated design: one entry per top-level submodule (the
-    accelerator's operators, forks and FIFOs), each counting its whole subtree."""
-    top = Fragment.get(design, None)
+    """{block name: {component kind: _Counts}} of an elaborated design: one entry per top-level
+    submodule (the accelerator's operators, forks and FIFOs), its modules merged per kind
+    (the component class: Linear, Buffer, Fifo, ...), whose logic the calibration scales apart."""
     out = {}
-    for sub, name, _ in top.subfragments:
-        counts = _Counts()
-        _walk(sub, counts)
-        out[name or f"anon{len(out)}"] = counts
+    for path, counts in module_features(design, "top").items():
+        parts = path.split(".")
+        if len(parts) < 2:                   # the top module's own wiring: no logic
+            continue
+        by_kind = out.setdefault(parts[1], {})
+        if counts.kind in by_kind:
+            by_kind[counts.kind].merge(counts)
+        else:
+            by_kind[counts.kind] = counts
     return out
 
 
@@ -401,9 +431,13 @@ def _bram_xc7(depth: int, width: int) -> float:
     return min(cost * math.ceil(depth / d) * math.ceil(width / w) for cost, d, w in configs)
 
 
-#: iCE40 has no LUT RAM: ``memory_libmap`` puts a RAM in an SB_RAM40_4K when that costs less
-#: than one logic cell per bit, i.e. above 64 bits (Yosys' default costs).
-ICE40_LOGIC_RAM_BITS = 64
+#: iCE40 has no LUT RAM: ``memory_libmap`` puts a RAM in SB_RAM40_4Ks when their cost (64
+#: each, plus 2 per point of emulated port features) is below one per bit in flip-flops. The
+#: buffers' read port (a separate port, its asynchronous read made synchronous by merging the
+#: data register, with reset and read-old-data emulated) scores between 10 and 15 points: a
+#: 14 x 6 queue (84 bits) and an 8 x 10 accumulator stay in flip-flops, a 16 x 6 bank (96 bits)
+#: goes to EBR, in every calibration design. 12 is the middle of that bracket.
+ICE40_EBR_COST, ICE40_BUFFER_EMULATION = 64, 12
 
 
 def _bram_ice40(depth: int, width: int) -> int:
@@ -497,10 +531,11 @@ def exact_resources(counts: _Counts, device: str) -> dict:
                 r["bram_bits"] += w
             elif mem["rom"] is not None:
                 r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
-            elif d * w > ICE40_LOGIC_RAM_BITS:       # no LUT RAM: Yosys picks the EBR ...
+            elif (mem["read_registered"] and          # no LUT RAM: Yosys picks the EBR ...
+                  ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION < d * w):
                 r["BRAM"] += _bram_ice40(d, w)
                 r["bram_bits"] += w
-            else:                                    # ... or, when tiny, flip-flops and a mux
+            else:       # ... or, when tiny or read without a register, flip-flops and a mux
                 r["ram_ff"] += d * w
                 r["ram_mux"] += (d - 1) * w
     for mul in counts.muls:
@@ -535,28 +570,53 @@ def feature_vector(counts: _Counts, device: str, ex: dict | None = None) -> dict
 # ---------------------------------------------------------------------------------------------
 
 def coefficients(device: str) -> dict:
+    """{target: {feature: weight}} of ``device``'s calibration, and under "kind_scale"
+    {target: {component kind: factor}} (absent kinds: 1)."""
     path = DATA_DIR / f"estimator_{device}.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run `python -m flows.calibration fit` "
                                 f"to calibrate the estimator for {device}")
-    return json.loads(path.read_text())["coefficients"]
+    data = json.loads(path.read_text())
+    return {**data["coefficients"], "kind_scale": data.get("kind_scale", {})}
 
 
 def _linear(coef: dict, f: dict) -> float:
     return sum(coef.get(k, 0.0) * v for k, v in f.items())
 
 
-def block_estimate(counts: _Counts, device: str, coef: dict | None = None) -> dict:
+def weighted_features(by_kind: dict, scale: dict) -> dict:
+    """Features summed over component kinds, each kind's scaled by its factor of ``scale``."""
+    f = defaultdict(float)
+    for kind, fv in by_kind.items():
+        s = scale.get(kind, 1.0)
+        for k, v in fv.items():
+            f[k] += s * v
+    return dict(f)
+
+
+def kind_features(by_kind: dict, device: str) -> tuple[dict, dict]:
+    """({kind: logic features}, summed exact resources) of one block's modules per kind."""
+    feats, exact = {}, defaultdict(float)
+    for kind, counts in by_kind.items():
+        ex = exact_resources(counts, device)
+        feats[kind] = feature_vector(counts, device, ex)
+        for k, v in ex.items():
+            exact[k] += v
+    return feats, dict(exact)
+
+
+def block_estimate(by_kind: dict, device: str, coef: dict | None = None) -> dict:
     coef = coefficients(device) if coef is None else coef
-    ex = exact_resources(counts, device)
-    f = feature_vector(counts, device, ex)
+    feats, ex = kind_features(by_kind, device)
+    scale = coef.get("kind_scale", {})
+
+    def logic(target):
+        return _linear(coef[target], weighted_features(feats, scale.get(target, {})))
+
     if device == "xc7s15":
-        logic = _linear(coef["LUT"], f)
-        return {"LUT": logic + ex.get("LUTRAM", 0.0), "LUTRAM": ex.get("LUTRAM", 0.0),
-                "FF": _linear(coef["FF"], f), "BRAM36": ex.get("BRAM36", 0.0),
-                "DSP": ex.get("DSP", 0.0)}
-    lut4, ff, carry = _linear(coef["LUT4"], f), _linear(coef["FF"], f), _linear(coef["CARRY"], f)
-    return {"LUT4": lut4, "FF": ff, "CARRY": carry, "LC": _linear(coef["LC"], f),
+        return {"LUT": logic("LUT") + ex.get("LUTRAM", 0.0), "LUTRAM": ex.get("LUTRAM", 0.0),
+                "FF": logic("FF"), "BRAM36": ex.get("BRAM36", 0.0), "DSP": ex.get("DSP", 0.0)}
+    return {"LUT4": logic("LUT4"), "FF": logic("FF"), "CARRY": logic("CARRY"), "LC": logic("LC"),
             "BRAM": ex.get("BRAM", 0.0), "DSP": ex.get("DSP", 0.0)}
 
 
@@ -624,15 +684,16 @@ def nnls(a, b, iterations: int = 500):
 
 
 def design_features(design, device: str) -> tuple[dict, dict]:
-    """(summed logic features, summed exact resources) of a whole design."""
-    feats, exact = defaultdict(float), defaultdict(float)
-    for counts in block_features(design).values():
-        ex = exact_resources(counts, device)
-        for k, v in feature_vector(counts, device, ex).items():
-            feats[k] += v
+    """({component kind: summed logic features}, summed exact resources) of a whole design."""
+    feats, exact = defaultdict(lambda: defaultdict(float)), defaultdict(float)
+    for by_kind in block_features(design).values():
+        fk, ex = kind_features(by_kind, device)
+        for kind, fv in fk.items():
+            for k, v in fv.items():
+                feats[kind][k] += v
         for k, v in ex.items():
             exact[k] += v
-    return dict(feats), dict(exact)
+    return {k: dict(v) for k, v in feats.items()}, dict(exact)
 
 
 #: What a bit of each feature costs when nothing merges (LUT6 per bit, FF per bit): the prior

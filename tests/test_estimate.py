@@ -13,6 +13,24 @@ from model.synthetic import random_intmodel
 SMALL = dict(calibration.SMALL)
 
 
+def _ice40_ebr(component) -> float:
+    return sum(E.exact_resources(c, "ice40up5k").get("BRAM", 0.0)
+               for c in E.module_features(component).values())
+
+
+def test_ice40_ram_goes_to_ebr_only_when_cheaper_and_registered():
+    """memory_libmap's choice on the iCE40 (no LUT RAM): a buffer whose asynchronous read is
+    registered goes to EBR when 64 plus its emulation cost is below one per bit; an
+    asynchronous read used without a register stays in flip-flops at any size."""
+    from amaranth.hdl import unsigned
+    from amaranth.lib import fifo
+    from hw.common import Buffer
+    assert _ice40_ebr(Buffer(unsigned(6), 16)) == 1      # 96 bits
+    assert _ice40_ebr(Buffer(unsigned(6), 14)) == 0      # 84 bits: cheaper in flip-flops
+    assert _ice40_ebr(Buffer(unsigned(8), 256)) == 1
+    assert _ice40_ebr(fifo.SyncFIFO(width=8, depth=64)) == 0   # read combinationally
+
+
 def test_bram_rule_picks_the_cheapest_tiling():
     assert E._bram_xc7(384, 8) == 0.5           # a residual FIFO: one RAMB18 (2K x 9)
     assert E._bram_xc7(512, 36) == 0.5          # RAMB18 in 512 x 36
@@ -78,23 +96,19 @@ def test_estimator_against_stored_synthesis(device):
     """Every stored Yosys result: memories and DSPs exact; LUT and FF within the calibrated
     error, each design predicted by coefficients fitted on the other designs."""
     records = calibration.load_records(device=device)
-    if len(records) < 30:
+    needed = {"xc7s15": 30, "ice40up5k": 10}[device]
+    if len(records) < needed:
         pytest.skip(f"only {len(records)} {device} calibration records")
     rows = calibration.record_features(records, device)
     mrows = calibration.module_rows(device) if device in calibration.MODULE_TARGETS else []
     table = calibration.cross_validate(rows, device, mrows)
     for name in calibration.TARGETS[device]["exact"]:
         wrong = [(r["label"], r[name]) for r in table if abs(r[name][0] - r[name][1]) > 1e-9]
-        if device == "xc7s15" or name == "DSP":
-            assert not wrong, f"{name} estimate differs from synthesis: {wrong}"
-        else:
-            # iCE40 block RAM is exact on most designs only: Yosys' choice between EBR and
-            # flip-flops for the small LUT-RAM-style buffers is not fully modelled (closing
-            # note of issue 7); the check keeps it from getting worse
-            assert len(wrong) <= len(table) // 3, wrong
-    # Measured leave-one-out medians: xc7s15 LUT ~3.5 %, FF ~1.3 %; the limits leave room for
-    # the spread of new records, not for a regression of the model.
-    limits = {"xc7s15": {"LUT": 5.0, "FF": 3.0}, "ice40up5k": {"LC": 8.0}}[device]
+        assert not wrong, f"{name} estimate differs from synthesis: {wrong}"
+    # Issue 7's target on the XC7S15: median error <= 3 % for LUT and FF (measured
+    # leave-one-out: LUT 2.95 %, FF 1.5 %). The UP5K (13 designs, no hierarchical records):
+    # LC measured 3.1 %.
+    limits = {"xc7s15": {"LUT": 3.0, "FF": 3.0}, "ice40up5k": {"LC": 4.0}}[device]
     errors = calibration.error_summary(table, list(limits))
     for name, e in errors.items():
         assert e["median_pct"] <= limits[name], (name, e)
