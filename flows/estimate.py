@@ -17,7 +17,8 @@ How it works
    SB_RAM40_4K), LUT RAM cells (RAM32M/RAM64M), LUT ROM columns (one LUT6 per output bit per
    64 words, minus the constant columns), DSP tiles (DSP48E1 25x18, SB_MAC16 16x16).
 3. **Logic is a calibrated sum.** LUT and FF counts are a linear function of the bit counts,
-   one coefficient per feature and device, fitted (non-negative least squares) against Yosys
+   one coefficient per feature and device, times one factor per component kind (the class of
+   the module: ``Linear``, ``Fifo``, ...), fitted (non-negative least squares) against Yosys
    synthesis of the calibration designs in ``flows/calibration.py``; the coefficients live in
    ``flows/data/estimator_<device>.json``. ``python -m flows.calibration fit`` refits them,
    ``python -m flows.calibration bench`` prints estimate against synthesis per design.
