@@ -170,10 +170,16 @@ class _Walker:
                     other = ops[0] if consts[0] is ops[1] else ops[1]
                     self.value(other, need)
                 else:
-                    (wa, sa), (wb, sb) = (_operand_width(x) for x in ops)
+                    # a constant's trailing zero bits become a shift of the product (Yosys'
+                    # wreduce), so x * 24 is (x * 3) << 3: a product 3 bits narrower
                     cval = consts[0].value if consts else None
+                    tz = (cval & -cval).bit_length() - 1 if cval else 0
+                    if tz:
+                        cval >>= tz
+                    (wa, sa), (wb, sb) = (_operand_width(Const(cval) if _is_const(x) else x)
+                                          for x in ops)
                     self.mul_of[id(v)] = len(self.c.muls)
-                    self.c.muls.append([wa, wb, sa, sb, min(need, wa + wb), cval, 0])
+                    self.c.muls.append([wa, wb, sa, sb, max(1, min(need - tz, wa + wb)), cval, 0])
                     for x in ops:
                         self.value(x, need)
             elif o in ("<", "<=", ">", ">="):
