@@ -225,7 +225,13 @@ class Linear(wiring.Component):
         g_pack, k_pack = (packing(x_bits, wb, prod_bound) if self.mul == "dsp_packed" else (1, 0))
         lane_groups = [list(range(s0, min(s0 + g_pack, pe))) for s0 in range(0, pe, g_pack)]
 
+        # Weights of zero point 0 are stored as they are (bits wide, not bits + 1): a narrower
+        # ROM (e.g. 4-bit words fill an iCE40 EBR in 1024 x 4 mode instead of two in 512 x 8).
+        narrow = all(t.signed and t.zero_point == 0 for t in wts)
+
         def fwidth(grp):
+            if len(grp) == 1:
+                return wb - 1 if narrow else wb
             return wb + (len(grp) - 1) * k_pack
 
         words = []
