@@ -19,7 +19,8 @@ XC7S15 (8,000 LUT, 16,000 FF, 10 BRAM36, 20 DSP48E1, 100 MHz):
   LUTRAM (``buffer_storage="lutram"``: half the FFs of register banks), residual FIFOs in BRAM.
 
 iCE40 UP5K (5,280 LC, 30 EBR, 8 SB_MAC16, 16 MHz): the smallest folding (one MAC per layer),
-every buffer in EBR.
+every buffer in EBR; at 4 bits also fewer blocks and register files (fused Q/K/V linear,
+context accumulators in EBR), which is what makes it fit. 8 bits does not fit.
 """
 from __future__ import annotations
 
