@@ -318,9 +318,11 @@ class AttentionCore(wiring.Component):
         with m.If(take_p & (cj == L - 1)):
             m.d.sync += done_pending.eq(1)
         h1, p1, st1, fj1, lr1 = Signal(), Signal(qshape(self.attn_type)), Signal(range(Sv)), Signal(), Signal()
-        lj1, lj2 = Signal(), Signal()              # a step of the row's last probability
         m.d.sync += [h1.eq(issue), p1.eq(p_now), st1.eq(cs), fj1.eq(cj == 0),
-                     lr1.eq((cj == L - 1) & (cs == Sv - 1)), lj1.eq(cj == L - 1), lj2.eq(lj1)]
+                     lr1.eq((cj == L - 1) & (cs == Sv - 1))]
+        if self.acc_storage is not Storage.REGISTERS:
+            lj1, lj2 = Signal(), Signal()          # a step of the row's last probability
+            m.d.sync += [lj1.eq(cj == L - 1), lj2.eq(lj1)]
         at, vt = self.attn_type, self.v_type
         pv_bits = intops.signed_bits(at.max_offset * vt.max_offset)
         h2, st2, fj2, lr2 = Signal(), Signal(range(Sv)), Signal(), Signal()
@@ -346,6 +348,33 @@ class AttentionCore(wiring.Component):
                 pr = Signal(signed(pv_bits), name=f"pv{l}")
                 m.d.comb += pr.eq(v)
                 pv[l] = pr
+        if self.acc_storage is Storage.REGISTERS:
+            accs = [Array(Signal(self.ctx_acc_shape, name=f"cacc{s * pl + l}") for s in range(Sv))
+                    for l in range(pl)]
+            done3 = Signal()
+            m.d.sync += done3.eq(h2 & lr2)
+            with m.If(h2):
+                for l in range(pl):
+                    m.d.sync += accs[l][st2].eq(Mux(fj2, 0, accs[l][st2]) + pv[l])
+            # Output registers, requantised one channel per cycle into a credit queue.
+            outs = Array(Signal(self.ctx_acc_shape, name=f"cout{c}") for c in range(dh))
+            oc = Signal(range(dh))
+            m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
+            wiring.connect(m, wiring.flipped(self.o), oqueue.o)
+            with m.If(done3):
+                m.d.sync += [outs[s * pl + l].eq(accs[l][s]) for s in range(Sv) for l in range(pl)]
+                m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
+            ogo = out_busy & oqueue.can_issue
+            m.d.comb += oqueue.issue.eq(ogo)
+            oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
+            m.d.sync += [og1.eq(ogo), oprod.eq(mul_const(outs[oc], self.ctx_multiplier, self.requant_mul))]
+            with m.If(ogo):
+                m.d.sync += oc.eq(_inc_mod(oc, dh))
+                with m.If(oc == dh - 1):
+                    m.d.sync += out_busy.eq(0)
+            m.d.comb += [oqueue.w_en.eq(og1),
+                         oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
+            return m
         done3 = Signal()
         m.d.sync += done3.eq(h2 & lr2)
         m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
@@ -361,46 +390,32 @@ class AttentionCore(wiring.Component):
                 m.d.sync += out_busy.eq(0)
         oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
         m.d.sync += og1.eq(ogo)
-        if self.acc_storage is Storage.REGISTERS:
-            accs = [Array(Signal(self.ctx_acc_shape, name=f"cacc{s * pl + l}") for s in range(Sv))
-                    for l in range(pl)]
-            with m.If(h2):
-                for l in range(pl):
-                    m.d.sync += accs[l][st2].eq(Mux(fj2, 0, accs[l][st2]) + pv[l])
-            # Output registers, requantised one channel per cycle into a credit queue.
-            outs = Array(Signal(self.ctx_acc_shape, name=f"cout{c}") for c in range(dh))
-            with m.If(done3):
-                m.d.sync += [outs[s * pl + l].eq(accs[l][s]) for s in range(Sv) for l in range(pl)]
-            m.d.sync += oprod.eq(mul_const(outs[oc], self.ctx_multiplier, self.requant_mul))
-            q_en = og1
-        else:
-            # Per lane: accumulators read at h1 (data at h2) and written at h2 (Sv >= 2 steps
-            # apart, so a read never meets the write of its own address); the last
-            # probability's results also go to the finished-row memory, which the output
-            # stage reads one channel per cycle (channel c = word c // pl of lane c % pl).
-            o_w, o_l = Signal(range(Sv)), Signal(range(pl))
-            o_l1 = Signal(range(pl))
-            og2 = Signal()
-            odata = []
-            for l in range(pl):
-                ab = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
-                ob = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
-                m.submodules[f"cacc{l}"], m.submodules[f"cout{l}"] = ab, ob
-                new = Mux(fj2, 0, ab.r_data) + pv[l]
-                m.d.comb += [ab.r_addr.eq(st1), ab.w_addr.eq(st2), ab.w_data.eq(new),
-                             ab.w_en.eq(h2),
-                             ob.w_addr.eq(st2), ob.w_data.eq(new), ob.w_en.eq(h2 & lj2),
-                             ob.r_addr.eq(o_w)]
-                odata.append(ob.r_data)
-            with m.If(ogo):
-                m.d.sync += o_l.eq(_inc_mod(o_l, pl))
-                with m.If(o_l == pl - 1):
-                    m.d.sync += o_w.eq(_inc_mod(o_w, Sv))
-            m.d.sync += [o_l1.eq(o_l), og2.eq(og1),
-                         oprod.eq(mul_const(Array(odata)[o_l1], self.ctx_multiplier,
-                                            self.requant_mul))]
-            q_en = og2
-        m.d.comb += [oqueue.w_en.eq(q_en),
+        # Per lane: accumulators read at h1 (data at h2) and written at h2 (Sv >= 2 steps
+        # apart, so a read never meets the write of its own address); the last
+        # probability's results also go to the finished-row memory, which the output
+        # stage reads one channel per cycle (channel c = word c // pl of lane c % pl).
+        o_w, o_l = Signal(range(Sv)), Signal(range(pl))
+        o_l1 = Signal(range(pl))
+        og2 = Signal()
+        odata = []
+        for l in range(pl):
+            ab = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
+            ob = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
+            m.submodules[f"cacc{l}"], m.submodules[f"cout{l}"] = ab, ob
+            new = Mux(fj2, 0, ab.r_data) + pv[l]
+            m.d.comb += [ab.r_addr.eq(st1), ab.w_addr.eq(st2), ab.w_data.eq(new),
+                         ab.w_en.eq(h2),
+                         ob.w_addr.eq(st2), ob.w_data.eq(new), ob.w_en.eq(h2 & lj2),
+                         ob.r_addr.eq(o_w)]
+            odata.append(ob.r_data)
+        with m.If(ogo):
+            m.d.sync += o_l.eq(_inc_mod(o_l, pl))
+            with m.If(o_l == pl - 1):
+                m.d.sync += o_w.eq(_inc_mod(o_w, Sv))
+        m.d.sync += [o_l1.eq(o_l), og2.eq(og1),
+                     oprod.eq(mul_const(Array(odata)[o_l1], self.ctx_multiplier,
+                                        self.requant_mul))]
+        m.d.comb += [oqueue.w_en.eq(og2),
                      oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
         return m
 
@@ -447,22 +462,24 @@ class Attention(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.core = core = self.core
-        m.submodules.out_proj = out_proj = self.out_proj
-        wiring.connect(m, core.o, out_proj.i)
-        wiring.connect(m, out_proj.o, wiring.flipped(self.o))
         if self.qkv_fused:
+            m.submodules.core = core = self.core
+            m.submodules.out_proj = out_proj = self.out_proj
             m.submodules.proj_qkv = lin = self.proj[0]
             m.submodules.demux = demux = self.demux
             wiring.connect(m, wiring.flipped(self.i), lin.i)
             wiring.connect(m, lin.o, demux.i)
             for n, do in zip("qkv", demux.o):
                 wiring.connect(m, do, getattr(core, n))
-            return m
-        m.submodules.fork = fork = self.fork
-        wiring.connect(m, wiring.flipped(self.i), fork.i)
-        for n, (lin, fo) in enumerate(zip(self.proj, fork.o)):
-            m.submodules[f"proj_{'qkv'[n]}"] = lin
-            wiring.connect(m, fo, lin.i)
-            wiring.connect(m, lin.o, getattr(core, "qkv"[n]))
+        else:
+            m.submodules.fork = fork = self.fork
+            m.submodules.core = core = self.core
+            m.submodules.out_proj = out_proj = self.out_proj
+            wiring.connect(m, wiring.flipped(self.i), fork.i)
+            for n, (lin, fo) in enumerate(zip(self.proj, fork.o)):
+                m.submodules[f"proj_{'qkv'[n]}"] = lin
+                wiring.connect(m, fo, lin.i)
+                wiring.connect(m, lin.o, getattr(core, "qkv"[n]))
+        wiring.connect(m, core.o, out_proj.i)
+        wiring.connect(m, out_proj.o, wiring.flipped(self.o))
         return m

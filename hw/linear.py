@@ -225,9 +225,11 @@ class Linear(wiring.Component):
         g_pack, k_pack = (packing(x_bits, wb, prod_bound) if self.mul == "dsp_packed" else (1, 0))
         lane_groups = [list(range(s0, min(s0 + g_pack, pe))) for s0 in range(0, pe, g_pack)]
 
-        # Weights of zero point 0 are stored as they are (bits wide, not bits + 1): a narrower
-        # ROM (e.g. 4-bit words fill an iCE40 EBR in 1024 x 4 mode instead of two in 512 x 8).
-        narrow = all(t.signed and t.zero_point == 0 for t in wts)
+        # Weights of zero point 0 in block RAM are stored as they are (bits wide, not bits + 1):
+        # 4-bit words fill an iCE40 EBR in 1024 x 4 mode instead of two in 512 x 8. (LUT ROMs
+        # keep bits + 1: narrower there measured no better, the XC7S15 8-bit preset 46 LUTs worse.)
+        narrow = (self.weight_storage is Storage.BRAM
+                  and all(t.signed and t.zero_point == 0 for t in wts))
 
         def fwidth(grp):
             if len(grp) == 1:
@@ -375,13 +377,15 @@ class Linear(wiring.Component):
         rv2 = Signal()
         r3 = Signal(signed(mul_bits))
         rv3 = Signal()
-        m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1), rv3.eq(rv2)]
         segs = self.requants
         if len(set(segs)) == 1:
-            m.d.sync += r3.eq(mul_const(r2, self.multiplier, self.requant_mul))
-            m.d.comb += q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
-                                             self.relu))
+            m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1),
+                         r3.eq(mul_const(r2, self.multiplier, self.requant_mul)), rv3.eq(rv2)]
+            m.d.comb += [q.w_en.eq(rv3),
+                         q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
+                                              self.relu))]
         else:
+            m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1), rv3.eq(rv2)]
             # Segment of the element in r2 (seg2) and r3 (seg3), from the bias index at emit.
             seg_len = self.n_out // len(segs)
             seg1, seg2, seg3 = (Signal(range(len(segs)), name=f"seg{i}") for i in (1, 2, 3))
@@ -399,7 +403,6 @@ class Linear(wiring.Component):
             m.d.sync += r3.eq(prod)
             outs = [saturate(qt.zero_point + rounding_shift(r3, sh), qt, self.relu)
                     for _, sh, qt in segs]
-            m.d.comb += q.w_data.eq(Array(outs)[seg3])
-        m.d.comb += q.w_en.eq(rv3)
+            m.d.comb += [q.w_en.eq(rv3), q.w_data.eq(Array(outs)[seg3])]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m
