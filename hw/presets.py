@@ -58,7 +58,7 @@ _UP5K = {
               "add": {"mul": "lut"}, "affine": {"mul": "dsp"}, "mean_pool": {"requant_mul": "lut"}},
     "blocks": {}, "fifo_storage": "bram", "clock_mhz": 16.0}
 
-#: UP5K at 4 bits (measured: 4,944 LC, 30 EBR, 8 DSP, nextpnr Fmax 37.8 MHz; 45,349 cycles).
+#: UP5K at 4 bits (measured: 4,952 LC, 30 EBR, 8 DSP, nextpnr Fmax 32.6 MHz; 45,349 cycles).
 #: The fixed cost per block is what does not fit, so fewer and cheaper blocks: Q, K and V in
 #: one fused Linear (``qkv_fused``), the context accumulators in EBR (``acc_storage``), two
 #: softmax banks. The requantisers of the linears and the mean pool fit one SB_MAC16 each at
