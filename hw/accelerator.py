@@ -167,7 +167,12 @@ class Accelerator(wiring.Component):
             forked = r["fork"].output_times(t)
             body = forked
             for k, blk in enumerate(r["body"]):
-                if hasattr(blk, "core"):          # Attention: fork(3) -> q, k, v -> core -> out
+                if hasattr(blk, "core") and blk.qkv_fused:   # fused qkv -> demux -> core -> out
+                    qkv = blk.demux.split_times(step(f"{r['name']}/proj_qkv", blk.proj[0], body))
+                    ctx = blk.core.output_times(*qkv)
+                    rows.append((f"{r['name']}/core", qkv[0], ctx))
+                    body = step(f"{r['name']}/out_proj", blk.out_proj, ctx)
+                elif hasattr(blk, "core"):          # Attention: fork(3) -> q, k, v -> core -> out
                     qkv_in = blk.fork.output_times(body)
                     qkv = [step(f"{r['name']}/proj_{n}", lin, qkv_in) for n, lin in zip("qkv", blk.proj)]
                     ctx = blk.core.output_times(*qkv)

@@ -51,10 +51,19 @@ class AttentionCore(wiring.Component):
     ``table_storage``, ``div_bits``, ``softmax_banks`` and ``softmax_buffer_storage`` (the
     softmax), ``qk_mul`` / ``softmax_mul`` ("dsp" | "lut"), ``pv_mul`` ("dsp" | "dsp_packed" |
     "lut": the PV lanes share the probability, so they pack into DSPs) and ``requant_mul``
-    (score and context requantisers: "lut" = shift-add, "dsp").
+    (score and context requantisers: "lut" = shift-add, "dsp"), ``acc_storage`` (the context
+    accumulators and the finished row waiting for its requantiser: "registers", or memories
+    with a read-modify-write per step, which needs ``dh / pv_lanes >= 2`` and adds one edge
+    of output latency).
     """
 
     SCORE_LATENCY = 6     # last-step issue edge -> score transferred into the softmax
+
+    @property
+    def out_latency(self) -> int:
+        """Edges from a row's last probability issue to its first context element out
+        (one more when the finished row is read from a memory)."""
+        return 6 if self.acc_storage is Storage.REGISTERS else 7
 
     def __init__(self, q_type: QType, k_type: QType, v_type: QType, score_multiplier: int,
                  score_shift: int, score_type: QType, exp_table, exp_bits: int, recip_bits: int,
@@ -63,7 +72,7 @@ class AttentionCore(wiring.Component):
                  buffer_storage="lutram", table_storage="registers", div_bits: int = 1,
                  softmax_banks: int = 4, qk_mul: str = "dsp", pv_mul: str = "dsp",
                  requant_mul: str = "lut", softmax_mul: str = "dsp",
-                 softmax_buffer_storage="lutram"):
+                 softmax_buffer_storage="lutram", acc_storage="registers"):
         try:
             if tokens < 1 or d_model < 1 or heads < 1 or d_model % heads:
                 raise ValueError(f"need tokens, d_model, heads >= 1 and heads | d_model, got "
@@ -76,6 +85,10 @@ class AttentionCore(wiring.Component):
                 if lanes < 1 or dh % lanes:
                     raise ValueError(f"{name}={lanes} must divide the head width {dh} "
                                      f"(d_model {d_model} / heads {heads})")
+            self.acc_storage = Storage.parse(acc_storage)
+            if self.acc_storage is not Storage.REGISTERS and dh // pv_lanes < 2:
+                raise ValueError(f"acc_storage={acc_storage!r} needs at least 2 context steps "
+                                 f"per probability (head width {dh} / pv_lanes {pv_lanes})")
             self.softmax = Softmax(score_type, exp_table, exp_bits, recip_bits, attn_type,
                                    rows=tokens * heads, row_length=tokens,
                                    table_storage=table_storage,
@@ -148,13 +161,13 @@ class AttentionCore(wiring.Component):
         arrive = [L * d + (r + 1) * L * S + self.SCORE_LATENCY for r in range(L * H)]
         if Sv == 1:
             last_p = self.softmax.row_times(arrive)
-            return last_p[-1] + dh + 5
+            return last_p[-1] + dh + self.out_latency - 1
         # PV-limited: one probability every Sv edges; a row of L probabilities takes L*Sv.
         last_p = self.softmax.row_times(arrive)
         t = -10 ** 9
         for r in range(L * H):
             t = max(t + L * Sv, last_p[r] - L + 1 + L * Sv - 1)
-        return t + dh + 5
+        return t + dh + self.out_latency - 1
 
     def row_ends(self, loaded: int) -> list:
         """Per row (token-major, heads inner), the edge of its last probability issue, given
@@ -177,7 +190,7 @@ class AttentionCore(wiring.Component):
         sink): the core waits for all three windows, then row r's dh context elements leave
         one per edge from ``row_ends[r] + 6``."""
         loaded = max(q[-1], k[-1], v[-1])
-        return [e + 6 + j for e in self.row_ends(loaded) for j in range(self.dh)]
+        return [e + self.out_latency + j for e in self.row_ends(loaded) for j in range(self.dh)]
 
     # -- hardware -----------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -307,6 +320,9 @@ class AttentionCore(wiring.Component):
         h1, p1, st1, fj1, lr1 = Signal(), Signal(qshape(self.attn_type)), Signal(range(Sv)), Signal(), Signal()
         m.d.sync += [h1.eq(issue), p1.eq(p_now), st1.eq(cs), fj1.eq(cj == 0),
                      lr1.eq((cj == L - 1) & (cs == Sv - 1))]
+        if self.acc_storage is not Storage.REGISTERS:
+            lj1, lj2 = Signal(), Signal()          # a step of the row's last probability
+            m.d.sync += [lj1.eq(cj == L - 1), lj2.eq(lj1)]
         at, vt = self.attn_type, self.v_type
         pv_bits = intops.signed_bits(at.max_offset * vt.max_offset)
         h2, st2, fj2, lr2 = Signal(), Signal(range(Sv)), Signal(), Signal()
@@ -332,30 +348,74 @@ class AttentionCore(wiring.Component):
                 pr = Signal(signed(pv_bits), name=f"pv{l}")
                 m.d.comb += pr.eq(v)
                 pv[l] = pr
-        accs = [Array(Signal(self.ctx_acc_shape, name=f"cacc{s * pl + l}") for s in range(Sv))
-                for l in range(pl)]
+        if self.acc_storage is Storage.REGISTERS:
+            accs = [Array(Signal(self.ctx_acc_shape, name=f"cacc{s * pl + l}") for s in range(Sv))
+                    for l in range(pl)]
+            done3 = Signal()
+            m.d.sync += done3.eq(h2 & lr2)
+            with m.If(h2):
+                for l in range(pl):
+                    m.d.sync += accs[l][st2].eq(Mux(fj2, 0, accs[l][st2]) + pv[l])
+            # Output registers, requantised one channel per cycle into a credit queue.
+            outs = Array(Signal(self.ctx_acc_shape, name=f"cout{c}") for c in range(dh))
+            oc = Signal(range(dh))
+            m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
+            wiring.connect(m, wiring.flipped(self.o), oqueue.o)
+            with m.If(done3):
+                m.d.sync += [outs[s * pl + l].eq(accs[l][s]) for s in range(Sv) for l in range(pl)]
+                m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
+            ogo = out_busy & oqueue.can_issue
+            m.d.comb += oqueue.issue.eq(ogo)
+            oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
+            m.d.sync += [og1.eq(ogo), oprod.eq(mul_const(outs[oc], self.ctx_multiplier, self.requant_mul))]
+            with m.If(ogo):
+                m.d.sync += oc.eq(_inc_mod(oc, dh))
+                with m.If(oc == dh - 1):
+                    m.d.sync += out_busy.eq(0)
+            m.d.comb += [oqueue.w_en.eq(og1),
+                         oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
+            return m
         done3 = Signal()
         m.d.sync += done3.eq(h2 & lr2)
-        with m.If(h2):
-            for l in range(pl):
-                m.d.sync += accs[l][st2].eq(Mux(fj2, 0, accs[l][st2]) + pv[l])
-        # Output registers, requantised one channel per cycle into a credit queue.
-        outs = Array(Signal(self.ctx_acc_shape, name=f"cout{c}") for c in range(dh))
-        oc = Signal(range(dh))
         m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
         wiring.connect(m, wiring.flipped(self.o), oqueue.o)
-        with m.If(done3):
-            m.d.sync += [outs[s * pl + l].eq(accs[l][s]) for s in range(Sv) for l in range(pl)]
-            m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
         ogo = out_busy & oqueue.can_issue
         m.d.comb += oqueue.issue.eq(ogo)
-        oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
-        m.d.sync += [og1.eq(ogo), oprod.eq(mul_const(outs[oc], self.ctx_multiplier, self.requant_mul))]
+        oc = Signal(range(dh))
+        with m.If(done3):
+            m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
         with m.If(ogo):
             m.d.sync += oc.eq(_inc_mod(oc, dh))
             with m.If(oc == dh - 1):
                 m.d.sync += out_busy.eq(0)
-        m.d.comb += [oqueue.w_en.eq(og1),
+        oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
+        m.d.sync += og1.eq(ogo)
+        # Per lane: accumulators read at h1 (data at h2) and written at h2 (Sv >= 2 steps
+        # apart, so a read never meets the write of its own address); the last
+        # probability's results also go to the finished-row memory, which the output
+        # stage reads one channel per cycle (channel c = word c // pl of lane c % pl).
+        o_w, o_l = Signal(range(Sv)), Signal(range(pl))
+        o_l1 = Signal(range(pl))
+        og2 = Signal()
+        odata = []
+        for l in range(pl):
+            ab = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
+            ob = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
+            m.submodules[f"cacc{l}"], m.submodules[f"cout{l}"] = ab, ob
+            new = Mux(fj2, 0, ab.r_data) + pv[l]
+            m.d.comb += [ab.r_addr.eq(st1), ab.w_addr.eq(st2), ab.w_data.eq(new),
+                         ab.w_en.eq(h2),
+                         ob.w_addr.eq(st2), ob.w_data.eq(new), ob.w_en.eq(h2 & lj2),
+                         ob.r_addr.eq(o_w)]
+            odata.append(ob.r_data)
+        with m.If(ogo):
+            m.d.sync += o_l.eq(_inc_mod(o_l, pl))
+            with m.If(o_l == pl - 1):
+                m.d.sync += o_w.eq(_inc_mod(o_w, Sv))
+        m.d.sync += [o_l1.eq(o_l), og2.eq(og1),
+                     oprod.eq(mul_const(Array(odata)[o_l1], self.ctx_multiplier,
+                                        self.requant_mul))]
+        m.d.comb += [oqueue.w_en.eq(og2),
                      oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
         return m
 
@@ -368,37 +428,58 @@ class Attention(wiring.Component):
     and the context goes through the output projection.
 
     Knobs: ``qkv_knobs`` (dict for the three projections: pe, simd, storages), ``out_knobs``
-    (output projection), every other keyword goes to :class:`AttentionCore`.
+    (output projection), ``qkv_fused`` (one Linear computes the 3·d outputs of Q, K and V per
+    token, its output stream split to the core by a :class:`hw.plumbing.Demux`: one block's
+    fixed cost instead of three, three times the cycles per token at the same pe·simd),
+    every other keyword goes to :class:`AttentionCore`.
     """
 
     def __init__(self, model, layer_index: int, *, qkv_knobs: dict | None = None,
-                 out_knobs: dict | None = None, **core_knobs):
+                 out_knobs: dict | None = None, qkv_fused: bool = False, **core_knobs):
         from .linear import Linear
-        from .plumbing import Fork
+        from .plumbing import Demux, Fork
         p = f"l{layer_index}."
+        self.qkv_fused = bool(qkv_fused)
         try:
             self.x_name = model.op(p + "q").spec.inputs[0]
-            self.proj = [Linear.from_op(model, p + n, **(qkv_knobs or {})) for n in "qkv"]
+            if self.qkv_fused:
+                self.proj = [Linear.fused_from_ops(model, [p + n for n in "qkv"], **(qkv_knobs or {}))]
+            else:
+                self.proj = [Linear.from_op(model, p + n, **(qkv_knobs or {})) for n in "qkv"]
             self.core = AttentionCore.from_op(model, p + "context", **core_knobs)
             self.out_proj = Linear.from_op(model, p + "attn_out", **(out_knobs or {}))
         except (ValueError, KeyError):
             self._MustUse__silence = True
             raise
-        self.fork = Fork(qshape(model.qtype(self.x_name)), 3)
+        if self.qkv_fused:
+            self.fork = None
+            self.demux = Demux(qshape(model.qtype(p + "q")), 3, self.proj[0].n_out // 3)
+        else:
+            self.fork = Fork(qshape(model.qtype(self.x_name)), 3)
         self.layer_index = layer_index
         super().__init__({"i": In(element_stream(model.qtype(self.x_name))),
                           "o": Out(element_stream(model.qtype(p + "attn_out")))})
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fork = fork = self.fork
-        m.submodules.core = core = self.core
-        m.submodules.out_proj = out_proj = self.out_proj
-        wiring.connect(m, wiring.flipped(self.i), fork.i)
-        for n, (lin, fo) in enumerate(zip(self.proj, fork.o)):
-            m.submodules[f"proj_{'qkv'[n]}"] = lin
-            wiring.connect(m, fo, lin.i)
-            wiring.connect(m, lin.o, getattr(core, "qkv"[n]))
+        if self.qkv_fused:
+            m.submodules.core = core = self.core
+            m.submodules.out_proj = out_proj = self.out_proj
+            m.submodules.proj_qkv = lin = self.proj[0]
+            m.submodules.demux = demux = self.demux
+            wiring.connect(m, wiring.flipped(self.i), lin.i)
+            wiring.connect(m, lin.o, demux.i)
+            for n, do in zip("qkv", demux.o):
+                wiring.connect(m, do, getattr(core, n))
+        else:
+            m.submodules.fork = fork = self.fork
+            m.submodules.core = core = self.core
+            m.submodules.out_proj = out_proj = self.out_proj
+            wiring.connect(m, wiring.flipped(self.i), fork.i)
+            for n, (lin, fo) in enumerate(zip(self.proj, fork.o)):
+                m.submodules[f"proj_{'qkv'[n]}"] = lin
+                wiring.connect(m, fo, lin.i)
+                wiring.connect(m, lin.o, getattr(core, "qkv"[n]))
         wiring.connect(m, core.o, out_proj.i)
         wiring.connect(m, out_proj.o, wiring.flipped(self.o))
         return m

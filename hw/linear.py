@@ -24,13 +24,13 @@ Throughput per token: ``max(In, G*P) = max(In, Out*In/(pe*simd), Out)`` cycles.
 from __future__ import annotations
 
 import numpy as np
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Buffer, Rom, Storage, check_lane_mul, check_mul, element_stream, mul,
+from hw.common import (Buffer, Rom, Storage, check_lane_mul, check_mul, const, element_stream, mul,
                        mul_const, pack_words, packing, qshape, rounding_shift, saturate,
                        tree_sum, unpack_products)
 from hw.plumbing import OutputQueue, checked_init
@@ -49,10 +49,17 @@ class Linear(wiring.Component):
                  in_type: QType, out_type: QType, relu: bool = False, *, tokens: int,
                  pe: int = 1, simd: int = 1, weight_storage=Storage.BRAM,
                  buffer_storage=Storage.REGISTERS, mul: str = "dsp", requant_mul: str = "lut",
-                 bias_storage=None):
-        w = weight_type.check(np.asarray(weight), "linear weight")
-        if w.ndim != 2:
-            raise ValueError(f"weight must be a 2-D (Out, In) array, got shape {w.shape}")
+                 bias_storage=None, requants=None):
+        # ``weight_type`` may be a list: one type per equal segment of the output rows (a
+        # fused linear, see fused_from_ops).
+        wtypes = list(weight_type) if isinstance(weight_type, (list, tuple)) else [weight_type]
+        w = np.asarray(weight)
+        if w.ndim != 2 or w.shape[0] % len(wtypes):
+            raise ValueError(f"weight must be a 2-D (Out, In) array with Out a multiple of "
+                             f"{len(wtypes)}, got shape {w.shape}")
+        seg = w.shape[0] // len(wtypes)
+        w = np.concatenate([t.check(w[i * seg:(i + 1) * seg], "linear weight")
+                            for i, t in enumerate(wtypes)])
         self.n_out, self.n_in = (int(s) for s in w.shape)
         if not isinstance(pe, int) or not isinstance(simd, int) or pe < 1 or simd < 1:
             raise ValueError(f"pe and simd must be positive integers, got pe={pe!r}, simd={simd!r}")
@@ -65,12 +72,13 @@ class Linear(wiring.Component):
         b = np.zeros(self.n_out, np.int64) if bias is None else np.asarray(bias, np.int64).reshape(-1)
         if b.shape != (self.n_out,):
             raise ValueError(f"bias needs {self.n_out} entries, got {b.size}")
-        lim = intops.bias_bound(self.n_in, in_type, weight_type)
-        if np.abs(b).max(initial=0) > lim:
-            raise ValueError(f"bias exceeds its bound {lim} (intops.bias_bound)")
+        for i, t in enumerate(wtypes):
+            lim = intops.bias_bound(self.n_in, in_type, t)
+            if np.abs(b[i * seg:(i + 1) * seg]).max(initial=0) > lim:
+                raise ValueError(f"bias exceeds its bound {lim} (intops.bias_bound)")
         if not 0 <= shift <= intops.MAX_SHIFT:
             raise ValueError(f"shift must be in [0, {intops.MAX_SHIFT}], got {shift}")
-        self.weight, self.weight_type, self.bias = w, weight_type, b
+        self.weight, self.weight_types, self.weight_type, self.bias = w, wtypes, wtypes[0], b
         self.multiplier, self.shift = int(multiplier), int(shift)
         self.in_type, self.out_type, self.relu = in_type, out_type, bool(relu)
         self.tokens, self.pe, self.simd = int(tokens), pe, simd
@@ -79,6 +87,20 @@ class Linear(wiring.Component):
         # The bias ROM is narrow and shallow: one BRAM18 each is a waste, LUTs cost a few.
         self.bias_storage = self.weight_storage if bias_storage is None else Storage.parse(bias_storage)
         self.mul, self.requant_mul = check_lane_mul(mul), check_mul(requant_mul)
+        # Several linears of one input fused into one (Q, K, V): consecutive equal segments of
+        # the outputs, each with its own (multiplier, shift, out_type) requantisation.
+        if requants is None:
+            requants = [(self.multiplier, self.shift, out_type)]
+        self.requants = [(int(mu), int(sh), qt) for mu, sh, qt in requants]
+        if not self.requants or self.n_out % len(self.requants):
+            raise ValueError(f"{len(self.requants)} requantisation segments must divide the "
+                             f"{self.n_out} outputs")
+        for mu, sh, qt in self.requants:
+            if qshape(qt) != qshape(out_type):
+                raise ValueError("fused segments need output types of one shape, got "
+                                 f"{qt} and {out_type}")
+            if not 0 <= sh <= intops.MAX_SHIFT:
+                raise ValueError(f"shift must be in [0, {intops.MAX_SHIFT}], got {sh}")
         super().__init__({"i": In(element_stream(in_type)), "o": Out(element_stream(out_type))})
 
     @classmethod
@@ -93,6 +115,32 @@ class Linear(wiring.Component):
         return cls(op.arrays["weight"], QType.from_dict(p["weight_type"]), op.arrays["bias"],
                    p["multiplier"], p["shift"], model.qtype(op.spec.inputs[0]),
                    model.qtype(output_name), p.get("relu", False), **kw)
+
+    @classmethod
+    def fused_from_ops(cls, model, output_names, **knobs):
+        """One Linear computing the outputs of several linear operators that read the same
+        input (e.g. ``l0.q``, ``l0.k``, ``l0.v``): weights stacked, outputs of each operator a
+        consecutive segment of every token, each requantised with its own parameters."""
+        ops = [model.op(n) for n in output_names]
+        if any(op.kind != "linear" for op in ops):
+            raise ValueError(f"{output_names} are not all linear operators")
+        if len({op.spec.inputs[0] for op in ops}) != 1:
+            raise ValueError(f"{output_names} do not share one input")
+        if len({op.arrays["weight"].shape for op in ops}) != 1 or any(
+                op.params.get("relu", False) for op in ops):
+            raise ValueError(f"{output_names} need one weight shape and no ReLU to be fused")
+        shape = ops[0].spec.shape
+        kw = {"tokens": shape[0] if len(shape) == 2 else 1}
+        kw.update(knobs)
+        p = ops[0].params
+        bias = [np.zeros(op.arrays["weight"].shape[0], np.int64) if op.arrays["bias"] is None
+                else np.asarray(op.arrays["bias"], np.int64).reshape(-1) for op in ops]
+        return cls(np.concatenate([op.arrays["weight"] for op in ops]),
+                   [QType.from_dict(op.params["weight_type"]) for op in ops],
+                   np.concatenate(bias), p["multiplier"], p["shift"],
+                   model.qtype(ops[0].spec.inputs[0]), model.qtype(output_names[0]), False,
+                   requants=[(op.params["multiplier"], op.params["shift"], model.qtype(n))
+                             for op, n in zip(ops, output_names)], **kw)
 
     # -- schedule ---------------------------------------------------------------------------
     @property
@@ -157,15 +205,18 @@ class Linear(wiring.Component):
         pe, simd, G, K, P = self.pe, self.simd, self.groups, self.folds, self.slots
 
         # Widths, all from intops bounds.
-        wb = wt.bits + 1                                   # w - zw
+        wts = self.weight_types
+        wt = max(wts, key=lambda t: t.max_offset)          # the widest w - zw of the segments
+        wb = max(t.bits for t in wts) + 1                  # w - zw
         prod_bound = it.max_offset * wt.max_offset
+        row_zp = [wts[r * len(wts) // self.n_out].zero_point for r in range(self.n_out)]
         prod_bits = intops.signed_bits(prod_bound)
         tree_bits = intops.signed_bits(simd * prod_bound)
         acc_bits = intops.signed_bits(intops.dot_acc_bound(self.n_in, it, wt))
         accb_bound = intops.dot_acc_bound(self.n_in, it, wt, with_bias=True)
         accb_bits = intops.signed_bits(accb_bound)
-        bias_bits = intops.signed_bits(intops.bias_bound(self.n_in, it, wt))
-        mul_bits = intops.signed_bits(accb_bound * abs(self.multiplier))
+        bias_bits = max(intops.signed_bits(intops.bias_bound(self.n_in, it, t)) for t in wts)
+        mul_bits = max(intops.signed_bits(accb_bound * abs(mu)) for mu, _, _ in self.requants)
 
         # ---- memories
         # Lane groups: with mul="dsp_packed" the pe lanes (which share the input element) go
@@ -174,7 +225,15 @@ class Linear(wiring.Component):
         g_pack, k_pack = (packing(x_bits, wb, prod_bound) if self.mul == "dsp_packed" else (1, 0))
         lane_groups = [list(range(s0, min(s0 + g_pack, pe))) for s0 in range(0, pe, g_pack)]
 
+        # Weights of zero point 0 in block RAM are stored as they are (bits wide, not bits + 1):
+        # 4-bit words fill an iCE40 EBR in 1024 x 4 mode instead of two in 512 x 8. (LUT ROMs
+        # keep bits + 1: narrower there measured no better, the XC7S15 8-bit preset 46 LUTs worse.)
+        narrow = (self.weight_storage is Storage.BRAM
+                  and all(t.signed and t.zero_point == 0 for t in wts))
+
         def fwidth(grp):
+            if len(grp) == 1:
+                return wb - 1 if narrow else wb
             return wb + (len(grp) - 1) * k_pack
 
         words = []
@@ -183,7 +242,7 @@ class Linear(wiring.Component):
                 word, off = 0, 0
                 for j in range(simd):
                     for grp in lane_groups:
-                        ws = [int(self.weight[g * pe + p, k * simd + j]) - wt.zero_point for p in grp]
+                        ws = [int(self.weight[g * pe + p, k * simd + j]) - row_zp[g * pe + p] for p in grp]
                         v = pack_words(ws, k_pack) if len(grp) > 1 else ws[0]
                         word |= (v & ((1 << fwidth(grp)) - 1)) << off
                         off += fwidth(grp)
@@ -318,10 +377,32 @@ class Linear(wiring.Component):
         rv2 = Signal()
         r3 = Signal(signed(mul_bits))
         rv3 = Signal()
-        m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1),
-                     r3.eq(mul_const(r2, self.multiplier, self.requant_mul)), rv3.eq(rv2)]
-        m.d.comb += [q.w_en.eq(rv3),
-                     q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
-                                          self.relu))]
+        segs = self.requants
+        if len(set(segs)) == 1:
+            m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1),
+                         r3.eq(mul_const(r2, self.multiplier, self.requant_mul)), rv3.eq(rv2)]
+            m.d.comb += [q.w_en.eq(rv3),
+                         q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
+                                              self.relu))]
+        else:
+            m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1), rv3.eq(rv2)]
+            # Segment of the element in r2 (seg2) and r3 (seg3), from the bias index at emit.
+            seg_len = self.n_out // len(segs)
+            seg1, seg2, seg3 = (Signal(range(len(segs)), name=f"seg{i}") for i in (1, 2, 3))
+            with m.If(emit):
+                m.d.sync += seg1.eq(sum((b_idx >= k * seg_len).as_unsigned()
+                                        for k in range(1, len(segs))))
+            m.d.sync += [seg2.eq(seg1), seg3.eq(seg2)]
+            mults = sorted({mu for mu, _, _ in segs})
+            if len(mults) == 1:
+                prod = mul_const(r2, mults[0], self.requant_mul)
+            elif self.requant_mul == "dsp":
+                prod = r2 * Array(const(mu) for mu, _, _ in segs)[seg2]
+            else:
+                prod = Array(mul_const(r2, mu, "lut") for mu, _, _ in segs)[seg2]
+            m.d.sync += r3.eq(prod)
+            outs = [saturate(qt.zero_point + rounding_shift(r3, sh), qt, self.relu)
+                    for _, sh, qt in segs]
+            m.d.comb += [q.w_en.eq(rv3), q.w_data.eq(Array(outs)[seg3])]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m

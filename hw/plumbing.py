@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 
-from amaranth import Module, Mux, Signal
+from amaranth import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -223,4 +223,44 @@ class Fork(wiring.Component):
         m.d.comb += self.i.ready.eq(ready)
         for s in skids:
             m.d.comb += [s.i.valid.eq(self.i.valid & ready), s.i.payload.eq(self.i.payload)]
+        return m
+
+
+class Demux(wiring.Component):
+    """Split one stream into ``n`` streams ``o0 .. o{n-1}`` (also ``o``, a list) by position:
+    consecutive runs of ``segment`` elements go to o0, o1, ..., o{n-1}, then o0 again (the
+    outputs of a fused linear to the operators it computes). No storage and no latency: an
+    element is transferred at the edge its output takes it (``i.ready`` is that output's
+    ``ready``)."""
+
+    @checked_init
+    def __init__(self, shape, n: int, segment: int):
+        if n < 1 or segment < 1:
+            raise ValueError(f"a demux needs n >= 1 outputs and segments >= 1, got {n}, {segment}")
+        self.shape, self.n, self.segment = shape, n, segment
+        members = {"i": In(stream.Signature(shape))}
+        members.update({f"o{k}": Out(stream.Signature(shape)) for k in range(n)})
+        super().__init__(members)
+        self.o = [getattr(self, f"o{k}") for k in range(n)]
+
+    def split_times(self, arrive) -> list:
+        """The edges of ``arrive`` (one per input element) split per output, in order (ideal
+        consumers: no latency)."""
+        out = [[] for _ in range(self.n)]
+        for idx, t in enumerate(arrive):
+            out[(idx // self.segment) % self.n].append(t)
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        sel = Signal(range(max(self.n, 2)))
+        pos = Signal(range(max(self.segment, 2)))
+        for k, o in enumerate(self.o):
+            m.d.comb += [o.payload.eq(self.i.payload), o.valid.eq(self.i.valid & (sel == k))]
+        m.d.comb += self.i.ready.eq(Array(o.ready for o in self.o)[sel])
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(pos == self.segment - 1):
+                m.d.sync += [pos.eq(0), sel.eq(Mux(sel == self.n - 1, 0, sel + 1))]
+            with m.Else():
+                m.d.sync += pos.eq(pos + 1)
         return m

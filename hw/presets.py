@@ -19,7 +19,8 @@ XC7S15 (8,000 LUT, 16,000 FF, 10 BRAM36, 20 DSP48E1, 100 MHz):
   LUTRAM (``buffer_storage="lutram"``: half the FFs of register banks), residual FIFOs in BRAM.
 
 iCE40 UP5K (5,280 LC, 30 EBR, 8 SB_MAC16, 16 MHz): the smallest folding (one MAC per layer),
-every buffer in EBR.
+every buffer in EBR; at 4 bits also fewer blocks and register files (fused Q/K/V linear,
+context accumulators in EBR), which is what makes it fit. 8 bits does not fit.
 """
 from __future__ import annotations
 
@@ -57,17 +58,21 @@ _UP5K = {
               "add": {"mul": "lut"}, "affine": {"mul": "dsp"}, "mean_pool": {"requant_mul": "lut"}},
     "blocks": {}, "fifo_storage": "bram", "clock_mhz": 16.0}
 
-#: UP5K at 4 bits: the small tables and the shallow buffers of proj / pred leave EBR for LUTs.
-#: The requantisers of the 16- to 64-input linears fit one SB_MAC16 each at 4 bits (acc + bias
-#: <= 16 bits); the 5x5-bit MAC lanes are LUT multipliers (Yosys keeps them out of SB_MAC16).
+#: UP5K at 4 bits (measured: 4,952 LC, 30 EBR, 8 DSP, nextpnr Fmax 32.6 MHz; 45,349 cycles).
+#: The fixed cost per block is what does not fit, so fewer and cheaper blocks: Q, K and V in
+#: one fused Linear (``qkv_fused``), the context accumulators in EBR (``acc_storage``), two
+#: softmax banks. The requantisers of the linears and the mean pool fit one SB_MAC16 each at
+#: 4 bits; the 5x5-bit MAC lanes are LUT multipliers (Yosys keeps them out of SB_MAC16); the
+#: EBRs the fused linear frees take proj's weights and buffers, pred's buffers and two bias ROMs.
 _UP5K_4 = {
     "kinds": {**_UP5K["kinds"],
               "linear": {**_UP5K["kinds"]["linear"], "requant_mul": "dsp"},
-              "attention": {**_UP5K["kinds"]["attention"], "table_storage": "lutram"},
-              "affine": {"mul": "lut"}},
-    "blocks": {"proj": {"weight_storage": "lutram", "buffer_storage": "registers"},
-               "pred": {"weight_storage": "lutram", "buffer_storage": "registers"},
-               "*.attn_out": {"requant_mul": "lut"}},
+              "attention": {**_UP5K["kinds"]["attention"], "table_storage": "lutram",
+                            "qkv_fused": True, "softmax_banks": 2, "acc_storage": "bram"},
+              "affine": {"mul": "lut"}, "mean_pool": {"requant_mul": "dsp"}},
+    "blocks": {"proj": {"weight_storage": "bram"},
+               "pred": {"weight_storage": "lutram"},
+               "*.q": {"bias_storage": "bram"}, "*.ffn_hidden": {"bias_storage": "bram"}},
     "fifo_storage": "bram", "clock_mhz": 16.0}
 
 PRESETS = {

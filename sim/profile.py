@@ -20,7 +20,7 @@ def accelerator_ports(acc):
         if name == "residual":
             for k, blk in enumerate(stage["body"]):
                 if hasattr(blk, "core"):          # Attention: show its parts
-                    for n, lin in zip("qkv", blk.proj):
+                    for n, lin in zip(["qkv"] if blk.qkv_fused else "qkv", blk.proj):
                         out.append((f"{stage['name']}/proj_{n}", lin.i, lin.o))
                     out.append((f"{stage['name']}/core", blk.core.q, blk.core.o))
                     out.append((f"{stage['name']}/out_proj", blk.out_proj.i, blk.out_proj.o))

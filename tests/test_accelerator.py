@@ -112,3 +112,22 @@ def test_gelu_model_builds_with_the_xc7s15_preset():
     received, cycles = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 1})
     assert received["o"] == model.forward(windows)["pred"][:, 0].tolist()
     assert cycles == acc.cycles()
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_fused_qkv_is_bit_exact_under_stalls(bits):
+    """``qkv_fused``: one Linear for Q, K and V (each with its own requantisation) feeding the
+    attention core through a Demux; the accelerator stays bit-exact and on its cycle formula."""
+    model = random_intmodel({**SMALL, "heads": 2, "d_model": 8, "ffn": 16}, bits=bits, seed=bits)
+    k, v = model.op("l0.k").params, model.op("l0.v").params
+    k["multiplier"] = k["multiplier"] * 3 // 4
+    v["multiplier"], v["shift"] = v["multiplier"] * 3 // 2, v["shift"] + 1
+    windows = random_inputs(model, 3, seed=bits + 1)
+    hw = {"kinds": {"attention": {"qkv_fused": True}, "linear": {"requant_mul": "dsp"}},
+          "blocks": {"l0.q": {"pe": 2}}}
+    got, _ = simulate(model, windows, hw, stall_in=0.3, stall_out=0.5, seed=bits)
+    assert got.tolist() == model.forward(windows)["pred"][:, 0].tolist()
+    acc = Accelerator(model, hw)
+    assert len(acc.stages[2][1]["body"][0].proj) == 1
+    _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
+    assert cycles == acc.cycles()

@@ -47,11 +47,12 @@ def check_block_schedules(acc):
     (dict(SMALL, norm="layernorm", activation="gelu"), None, 8),
     (dict(SMALL, heads=2), None, 8),
     (dict(SMALL, layers=2), None, 8),
+    (dict(SMALL, heads=2), {"kinds": {"attention": {"qkv_fused": True}}}, 4),
 ], ids=["xc7s15-8", "xc7s15-4", "small-defaults", "small-layernorm-gelu", "small-2heads",
-        "small-2layers"])
+        "small-2layers", "small-fused-qkv"])
 def test_cycles_equal_simulation(config, hw, bits):
     model = random_intmodel(config, bits=bits)
-    hw = preset(hw, bits) if hw else None
+    hw = preset(hw, bits) if isinstance(hw, str) else hw
     acc = Accelerator(model, hw)
     check_block_schedules(acc)
     assert acc.cycles() == simulated_cycles(acc)

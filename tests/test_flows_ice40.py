@@ -21,3 +21,20 @@ def test_too_many_io_rejected(tmp_path):
     toy = ToyMac(in_shape=signed(20), out_shape=signed(20))
     with pytest.raises(ValueError, match="I/O"):
         ice40.synth_up5k(toy, tmp_path)
+
+
+def test_up5k_preset_fits_at_16_mhz(tmp_path):
+    """The default-shaped model at 4 bits with the UP5K preset passes nextpnr place and route
+    on the UP5K (every resource within the device) at Fmax >= 16 MHz (one P&R run, ~2 min)."""
+    from hw.accelerator import Accelerator
+    from hw.presets import preset
+    from model.synthetic import random_intmodel
+    shape = dict(features=7, window=24, d_model=16, heads=1, layers=1, ffn=64,
+                 norm="batchnorm", activation="relu")
+    acc = Accelerator(random_intmodel(shape, bits=4), preset("ice40up5k", 4))
+    rep = ice40.synth_up5k(acc, tmp_path, freq_mhz=16.0, pack=False)
+    print("\n[up5k preset, 4 bits]", rep.summary(), {k: round(v, 1) for k, v in rep.times.items()})
+    for bel, cap in ice40.UP5K.items():
+        assert rep.used(bel) <= cap, bel
+    assert rep.used("ICESTORM_LC") > 4000            # the whole accelerator, not a stub
+    assert rep.fmax >= 16.0

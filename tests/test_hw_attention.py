@@ -50,6 +50,33 @@ def test_core_cycles(heads, qk_lanes, pv_lanes):
     run_core(dut, v["l0.q"], v["l0.k"], v["l0.v"], v["l0.context"], exact_cycles=True)
 
 
+@pytest.mark.parametrize("acc_storage,heads,pv_lanes,bits,stall", [
+    ("bram", 1, 1, 4, 0.0), ("bram", 1, 2, 8, 0.3), ("lutram", 2, 1, 6, 0.0),
+    ("bram", 2, 1, 2, 0.3), ("registers", 1, 2, 8, 0.0)])
+def test_core_acc_storage(acc_storage, heads, pv_lanes, bits, stall):
+    """Context accumulators and the finished row in memories: bit-exact over two windows
+    (stalls) and exact cycles (no stalls: one more edge of output latency than registers)."""
+    model = random_intmodel(config(L=6, heads=heads), bits=bits, seed=bits + heads)
+    v = model.forward(random_inputs(model, 2, seed=bits))
+    dut = AttentionCore.from_op(model, "l0.context", qk_lanes=1, pv_lanes=pv_lanes,
+                                acc_storage=acc_storage)
+    assert dut.out_latency == (6 if acc_storage == "registers" else 7)
+    run_core(dut, v["l0.q"], v["l0.k"], v["l0.v"], v["l0.context"], stall=stall, seed=bits)
+    if not stall:
+        dut = AttentionCore.from_op(model, "l0.context", qk_lanes=1, pv_lanes=pv_lanes,
+                                    acc_storage=acc_storage)
+        run_core(dut, v["l0.q"][0], v["l0.k"][0], v["l0.v"][0], v["l0.context"][0],
+                 exact_cycles=True)
+        ideal = list(range(1, v["l0.q"][0].size + 1))
+        assert dut.output_times(ideal, ideal, ideal)[-1] == dut.cycles()
+
+
+def test_core_acc_storage_needs_two_steps():
+    model = random_intmodel(config(), bits=8, seed=1)
+    with pytest.raises(ValueError, match="acc_storage"):
+        AttentionCore.from_op(model, "l0.context", pv_lanes=4, acc_storage="bram")
+
+
 def test_core_default_dims():
     model = random_intmodel(config(L=24, d=16), bits=8, seed=5)
     v = model.forward(random_inputs(model, 1, seed=5))

@@ -120,3 +120,41 @@ def test_bad_foldings():
         Linear(w, t, None, 1, 0, t, t, tokens=1, simd=4)
     with pytest.raises(ValueError, match="bias"):
         Linear(w, t, [1 << 30] * 4, 1, 0, t, t, tokens=1)
+
+
+def _distinct_qkv(model):
+    """Give K and V their own requantisation (synthetic models share Q's): a fused linear must
+    apply each segment's multiplier and shift."""
+    k, v = model.op("l0.k").params, model.op("l0.v").params
+    k["multiplier"] = k["multiplier"] * 3 // 4
+    v["multiplier"], v["shift"] = v["multiplier"] * 3 // 2, v["shift"] + 1
+    return model
+
+
+@pytest.mark.parametrize("pe,simd,bits,seed,rq,bst", [
+    (1, 1, 4, 0, "dsp", "bram"),
+    (3, 2, 8, 1, "lut", "registers"),
+    (2, 4, 6, 2, "lut", "lutram"),
+    (1, 2, 2, 3, "dsp", "registers"),
+])
+def test_fused_qkv_linear(pe, simd, bits, seed, rq, bst):
+    """Q, K and V in one Linear: each token gives q, k and v one after the other, each bit-exact
+    with its own operator (own weight type, multiplier and shift), at the cycle formula."""
+    model = _distinct_qkv(random_intmodel(SMALL, bits=bits, seed=seed))
+    v = model.forward(random_inputs(model, 2, seed=seed + 10))
+    names = ["l0.q", "l0.k", "l0.v"]
+    want = np.concatenate([v[n] for n in names], axis=-1)          # (windows, L, 3d)
+    dut = Linear.fused_from_ops(model, names, pe=pe, simd=simd, requant_mul=rq, buffer_storage=bst)
+    assert dut.n_out == 3 * model.config["d_model"]
+    got, _ = _run(dut, v["embed"], want.size, stall=0.3, seed=seed)
+    assert (got == want.reshape(-1)).all()
+    dut = Linear.fused_from_ops(model, names, pe=pe, simd=simd, requant_mul=rq, buffer_storage=bst)
+    got, cycles = _run(dut, v["embed"][0], want[0].size)
+    assert (got == want[0].reshape(-1)).all()
+    assert cycles == dut.cycles() == dut.output_times(list(range(1, v["embed"][0].size + 1)))[-1]
+
+
+def test_fused_rejects_unfusable_operators():
+    model = random_intmodel(SMALL, bits=8, seed=0)
+    with pytest.raises(ValueError, match="share one input"):
+        Linear.fused_from_ops(model, ["l0.q", "l0.ffn_out"])
