@@ -336,9 +336,8 @@ def _memory(frag: MemoryInstance, registered: frozenset = frozenset()) -> dict:
     width, depth = len(Value.cast(Signal(data.shape))), data.depth
     rom = None if frag._write_ports else [int(v) for v in data.init]
     styles = {str(v) for k, v in frag._attrs.items() if k in ("ram_style", "rom_style")}
-    async_read = any(p._domain == "comb" for p in frag._read_ports)
     comb_ports = [p for p in frag._read_ports if p._domain == "comb"]
-    return {"depth": depth, "width": width, "rom": rom, "async_read": async_read,
+    return {"depth": depth, "width": width, "rom": rom, "async_read": bool(comb_ports),
             "block": "block" in styles, "read_ports": len(frag._read_ports),
             "read_registered": all(id(p._data) in registered for p in comb_ports)}
 
