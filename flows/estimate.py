@@ -117,6 +117,7 @@ class _Walker:
         self.c = counts
         self.seen = {}
         self.mul_of = {}                 # id(product expression) -> index in counts.muls
+        self.registered = set()          # ids of the signals loaded whole into a register
 
     def value(self, v, need: int | None = None):
         """Walk value ``v`` of which the user reads the ``need`` low bits."""
@@ -248,6 +249,8 @@ class _Walker:
                 # that differ: synthesis merges the copies of the sign bit
                 kept = _value_width(s.rhs) if isinstance(lhs, Signal) else None
                 product = _product(s.rhs)
+                if domain != "comb" and isinstance(s.rhs, Signal):
+                    self.registered.add(id(s.rhs))
                 if domain != "comb" and id(product) in self.mul_of and isinstance(lhs, Signal):
                     # a register right after a product: the DSP's own output register, if
                     # the product lands in a DSP (decided per device)
@@ -387,17 +390,7 @@ def _walk_own(frag, counts: _Counts, registered: frozenset = frozenset()) -> fro
         if domain == "comb" and len(uses) == 1 and uses[0][1] > 0:
             extra = 1
         counts.bits["amux"] += w * max(0, extra)
-    return frozenset(id(s.rhs) for domain, stmts in frag.statements.items() if domain != "comb"
-                     for s in _flat(stmts) if isinstance(s, Assign) and isinstance(s.rhs, Signal))
-
-
-def _flat(stmts):
-    for s in stmts:
-        if isinstance(s, Switch):
-            for _, body, _ in s.cases:
-                yield from _flat(body)
-        else:
-            yield s
+    return frozenset(walker.registered)
 
 
 def block_features(design) -> dict:
