@@ -32,8 +32,8 @@ from model import intops
 from model.intmodel import merge_heads, split_heads
 from model.intops import QType, signed_bits
 
-from .common import (Buffer, Storage, check_lane_mul, check_mul, element_stream, mul, mul_const,
-                     packing, qshape, rounding_shift, saturate, unpack_products)
+from .common import (Buffer, Recorded, Storage, check_lane_mul, check_mul, element_stream, mul,
+                     mul_const, packing, qshape, rounding_shift, saturate, unpack_products)
 from .softmax import CreditQueue, Softmax, _inc_mod
 
 
@@ -42,7 +42,7 @@ def _requant_tail(prod, shift: int, out: QType):
     return saturate(out.zero_point + rounding_shift(prod, shift), out)
 
 
-class AttentionCore(wiring.Component):
+class AttentionCore(Recorded, wiring.Component):
     """Scores, softmax and context of all heads for windows of ``tokens`` x ``d_model``.
 
     Streams ``q``, ``k``, ``v`` (In) and ``o`` (Out, the context), token-major. Knobs:
@@ -420,7 +420,7 @@ class AttentionCore(wiring.Component):
         return m
 
 
-class Attention(wiring.Component):
+class Attention(Recorded, wiring.Component):
     """The whole attention of encoder layer ``layer_index``: input ``i`` = the layer input x
     (tokens x d_model), output ``o`` = ``l{i}.attn_out``. A Fork feeds the Q, K and V
     projections (:class:`hw.linear.Linear`), whose outputs stream concurrently into the
@@ -459,6 +459,13 @@ class Attention(wiring.Component):
         self.layer_index = layer_index
         super().__init__({"i": In(element_stream(model.qtype(self.x_name))),
                           "o": Out(element_stream(model.qtype(p + "attn_out")))})
+
+    def construction_key(self):
+        """What :meth:`elaborate` reads: the sub-blocks (each known by its own construction)
+        and the port shapes, not the whole model the constructor takes (a change of another
+        layer's parameters leaves this block the same)."""
+        return ("qkv_fused", self.qkv_fused, self.proj, self.core, self.out_proj, self.fork,
+                getattr(self, "demux", None), self.i.payload.shape(), self.o.payload.shape())
 
     def elaborate(self, platform):
         m = Module()

@@ -36,6 +36,30 @@ class Storage(enum.Enum):
             raise ValueError(f"storage must be one of {[s.value for s in cls]}, got {value!r}") from None
 
 
+class Recorded:
+    """Mixin (before ``wiring.Component`` in the bases) that keeps the arguments of the call
+    that built the component: ``cls(*args, **kwargs)`` (the outermost constructor call, also
+    when it comes through a ``from_op`` class method).
+
+    :func:`flows.estimate.fingerprint` hashes :meth:`construction_key` to recognise a block
+    built exactly like one it has already elaborated and reuse its feature counts. The key is
+    only right if :meth:`elaborate` reads nothing but what the constructor derived from these
+    arguments (no platform, no global state, no attribute set from outside after
+    construction)."""
+
+    def __new__(cls, *args, src_loc_at=0, **kwargs):
+        # one frame more between the caller and Amaranth's MustUse.__new__, which records
+        # the caller's location for its "created but never used" warning
+        self = super().__new__(cls, *args, src_loc_at=src_loc_at + 1, **kwargs)
+        self._construction = (args, kwargs)
+        return self
+
+    def construction_key(self):
+        """Everything :meth:`elaborate` depends on: by default the constructor's arguments. A
+        component whose constructor takes more than it uses (a whole model) may return less."""
+        return self._construction
+
+
 def qshape(qtype: QType):
     """Amaranth shape of the integer codes of a quantised tensor."""
     return signed(qtype.bits) if qtype.signed else unsigned(qtype.bits)

@@ -15,7 +15,7 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
+from hw.common import (Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
                        rounding_shift, saturate)
 from hw.plumbing import OutputQueue, checked_init
 
@@ -46,7 +46,7 @@ class _OneElementPerCycle:
         return [a + self.LATENCY + 2 for a in arrive]
 
 
-class Add(_OneElementPerCycle, wiring.Component):
+class Add(Recorded, _OneElementPerCycle, wiring.Component):
     """``intops.add``: ``saturate(zo + rounding_shift((a-za)*ma + (b-zb)*mb, shift))``.
 
     Ports ``a``, ``b`` (In) and ``o`` (Out). With ``const_b`` (integer array of ``b_type``
@@ -150,7 +150,7 @@ class Add(_OneElementPerCycle, wiring.Component):
         return m
 
 
-class Affine(_OneElementPerCycle, wiring.Component):
+class Affine(Recorded, _OneElementPerCycle, wiring.Component):
     """``intops.affine`` (folded batch-norm): ``(x-zx)*scales[c] + offsets[c]`` requantised by
     a common shift, ``c`` = element index mod ``channels``. Scales and offsets live in ROMs
     (``storage``) read at the accept edge with the channel counter as address.
@@ -217,7 +217,7 @@ class Affine(_OneElementPerCycle, wiring.Component):
         return m
 
 
-class LutActivation(_OneElementPerCycle, wiring.Component):
+class LutActivation(Recorded, _OneElementPerCycle, wiring.Component):
     """``intops.lut_activation``: ``table[x - qmin]`` from a ROM addressed by the input code."""
 
     LATENCY = 1

@@ -30,7 +30,7 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType, signed_bits, unsigned_bits
 
-from .common import (Buffer, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
+from .common import (Buffer, Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
                      rounding_shift, saturate)
 from .softmax import CreditQueue, Reciprocal, _inc_mod
 
@@ -78,7 +78,7 @@ class Isqrt(wiring.Component):
         return m
 
 
-class LayerNorm(wiring.Component):
+class LayerNorm(Recorded, wiring.Component):
     """intops.layernorm per token: ``i`` streams ``tokens`` x ``channels`` elements of ``x_type``,
     ``o`` the normalised tokens in ``out_type``. Knobs: ``weight_storage`` (scales/offsets
     ROMs), ``buffer_storage`` (token banks), ``sqrt_bits`` / ``div_bits`` (bits per cycle of the

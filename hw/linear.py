@@ -30,13 +30,13 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Buffer, Rom, Storage, check_lane_mul, check_mul, const, element_stream, mul,
-                       mul_const, pack_words, packing, qshape, rounding_shift, saturate,
-                       tree_sum, unpack_products)
+from hw.common import (Buffer, Recorded, Rom, Storage, check_lane_mul, check_mul, const,
+                       element_stream, mul, mul_const, pack_words, packing, qshape, rounding_shift,
+                       saturate, tree_sum, unpack_products)
 from hw.plumbing import OutputQueue, checked_init
 
 
-class Linear(wiring.Component):
+class Linear(Recorded, wiring.Component):
     """``tokens`` vectors of ``In`` elements in (port ``i``), ``tokens`` vectors of ``Out``
     elements out (port ``o``): ``o = intops.linear(i, ...)`` token by token."""
 

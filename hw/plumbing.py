@@ -15,7 +15,7 @@ from amaranth import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.common import Buffer, Storage
+from hw.common import Buffer, Recorded, Storage
 
 
 def checked_init(init):
@@ -31,7 +31,7 @@ def checked_init(init):
     return wrapper
 
 
-class Fifo(wiring.Component):
+class Fifo(Recorded, wiring.Component):
     """Stream FIFO of ``depth`` elements on a :class:`hw.common.Buffer` (storage selectable).
 
     Ports: ``i`` (In stream), ``o`` (Out stream). ``i.ready`` and ``o.valid`` are registers.
@@ -181,7 +181,7 @@ class _Skid(wiring.Component):
         return m
 
 
-class Fork(wiring.Component):
+class Fork(Recorded, wiring.Component):
     """Broadcast one stream to ``n`` streams ``o0 .. o{n-1}`` (also available as ``o``, a list).
 
     Each output has its own two-entry register queue, and an input element is taken when every
@@ -226,7 +226,7 @@ class Fork(wiring.Component):
         return m
 
 
-class Demux(wiring.Component):
+class Demux(Recorded, wiring.Component):
     """Split one stream into ``n`` streams ``o0 .. o{n-1}`` (also ``o``, a list) by position:
     consecutive runs of ``segment`` elements go to o0, o1, ..., o{n-1}, then o0 again (the
     outputs of a fused linear to the operators it computes). No storage and no latency: an

@@ -15,12 +15,12 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Buffer, Storage, check_mul, element_stream, mul_const, qshape,
+from hw.common import (Buffer, Recorded, Storage, check_mul, element_stream, mul_const, qshape,
                        rounding_shift, saturate)
 from hw.plumbing import OutputQueue, checked_init
 
 
-class MeanPool(wiring.Component):
+class MeanPool(Recorded, wiring.Component):
     """``length`` tokens of ``channels`` elements in (``i``), ``channels`` elements out (``o``).
 
     Pipeline: accept (accumulator read) | add, write back | x multiplier (registered) |
