@@ -22,19 +22,32 @@ How it works
    synthesis of the calibration designs in ``flows/calibration.py``; the coefficients live in
    ``flows/data/estimator_<device>.json``. ``python -m flows.calibration fit`` refits them,
    ``python -m flows.calibration bench`` prints estimate against synthesis per design.
+4. **Blocks seen before are not elaborated again.** A search estimates designs that differ in
+   a knob or a layer: :func:`estimate` keeps each top-level block's counts, keyed by a digest
+   of its class and constructor arguments (:func:`fingerprint`), and elaborates only the
+   blocks it has not met (:func:`cached_block_features`, same counts as the whole walk;
+   ``cache=False`` walks everything, :func:`clear_cache` forgets).
 """
 from __future__ import annotations
 
+import dataclasses
+import enum
+import hashlib
 import json
 import math
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from amaranth.hdl import Fragment
+import numpy as np
+from amaranth.hdl import Elaboratable, Fragment, Module, Shape
 from amaranth.hdl._ast import (ArrayProxy, Assign, Concat, Const, Operator, Part, Signal, Slice,
                                Switch, SwitchValue, Value)
 from amaranth.hdl._mem import MemoryInstance
+
+from hw.common import Recorded
+from model.intmodel import IntModel
 
 DEVICES = ("xc7s15", "ice40up5k")
 CAPACITY = {
@@ -397,8 +410,13 @@ def block_features(design) -> dict:
     """{block name: {component kind: _Counts}} of an elaborated design: one entry per top-level
     submodule (the accelerator's operators, forks and FIFOs), its modules merged per kind
     (the component class: Linear, Buffer, Fifo, ...), whose logic the calibration scales apart."""
+    return _by_block(module_features(design, "top"))
+
+
+def _by_block(modules: dict) -> dict:
+    """:func:`block_features` of the {module path: _Counts} of a walk from "top"."""
     out = {}
-    for path, counts in module_features(design, "top").items():
+    for path, counts in modules.items():
         parts = path.split(".")
         if len(parts) < 2:                   # the top module's own wiring: no logic
             continue
@@ -416,6 +434,220 @@ def module_features(design, top: str = "intformer_top") -> dict:
     modules = {}
     _walk(Fragment.get(design, None), _Counts(), modules, top)
     return modules
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-block cache of the walk
+# ---------------------------------------------------------------------------------------------
+# A design-space search estimates designs that differ in one knob or one layer: most top-level
+# blocks are built exactly as in an earlier estimate. A block built by the same class from the
+# same constructor arguments elaborates to the same hardware (hw.common.Recorded), so its
+# counts are kept, keyed by a digest of its construction, and only the other blocks are
+# elaborated and walked. The counts are the uncached walk's, so the estimate is identical.
+
+#: Blocks kept (least recently used dropped first).
+CACHE_SIZE = 256
+_cache: OrderedDict = OrderedDict()
+_cache_lock = threading.Lock()
+_stats = {"hits": 0, "misses": 0, "uncached": 0, "last_elaborated": ()}
+
+
+def clear_cache() -> None:
+    """Forget every cached block (and reset the counters of :func:`cache_info`)."""
+    with _cache_lock:
+        _cache.clear()
+        _stats.update(hits=0, misses=0, uncached=0, last_elaborated=())
+
+
+def cache_info() -> dict:
+    """Counters of the block cache: ``hits`` (blocks reused), ``misses`` (blocks elaborated
+    and stored), ``uncached`` (blocks elaborated that cannot be keyed), ``size``, and
+    ``last_elaborated``: the names of the blocks the last cached estimate elaborated."""
+    with _cache_lock:
+        return {**_stats, "size": len(_cache), "max_size": CACHE_SIZE}
+
+
+class _NoFingerprint(Exception):
+    """A value of a type :func:`fingerprint` does not know (its block is not cached)."""
+
+
+def fingerprint(obj, memo: dict | None = None) -> bytes | None:
+    """Digest of ``obj``'s content, or None if it holds a type not known here.
+
+    Known: None, bool, int, float, str, lists, tuples, dicts (in order), enums, numpy arrays
+    (dtype, shape, bytes) and scalars, Amaranth shapes, dataclasses (class and fields),
+    :class:`model.intmodel.IntModel` (all its attributes) and :class:`hw.common.Recorded`
+    components (class and :meth:`construction_key`). Types are part of the digest (1, 1.0
+    and True differ). ``memo`` ({} shared by several calls) hashes a model, array or component
+    met again only once."""
+    h = hashlib.blake2b(digest_size=20)
+    try:
+        _feed(h, obj, {} if memo is None else memo)
+    except (_NoFingerprint, RecursionError):
+        return None
+    return h.digest()
+
+
+def _class_tag(h, cls) -> None:
+    tag = f"{cls.__module__}.{cls.__qualname__}".encode()
+    h.update(b"c%d:" % len(tag))
+    h.update(tag)
+
+
+def _feed(h, x, memo: dict) -> None:
+    t = type(x)
+    if x is None:
+        h.update(b"N")
+    elif t is bool:
+        h.update(b"T" if x else b"F")
+    elif t is int:
+        h.update(b"i%d;" % x)
+    elif t is float:
+        h.update(b"f" + repr(x).encode() + b";")      # repr round-trips
+    elif t is str:
+        e = x.encode("utf-8", "surrogatepass")
+        h.update(b"s%d:" % len(e))
+        h.update(e)
+    elif t is tuple or t is list:
+        h.update((b"(%d:" if t is tuple else b"[%d:") % len(x))
+        for v in x:
+            _feed(h, v, memo)
+    elif t is dict:
+        h.update(b"{%d:" % len(x))
+        for k, v in x.items():
+            _feed(h, k, memo)
+            _feed(h, v, memo)
+    elif t is Shape:
+        h.update(b"S%d%s;" % (x.width, b"s" if x.signed else b"u"))
+    elif isinstance(x, enum.Enum):
+        h.update(b"e")
+        _class_tag(h, t)
+        _feed(h, x.value, memo)
+    elif isinstance(x, np.generic):
+        if x.dtype.hasobject:
+            raise _NoFingerprint(t)
+        h.update(b"g" + x.dtype.str.encode() + b":")
+        h.update(x.tobytes())
+    elif t in (np.ndarray, IntModel) or isinstance(x, Recorded):
+        h.update(b"#" + _sub_digest(x, memo))
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        fields = [f.name for f in dataclasses.fields(x)]
+        extra = set(getattr(x, "__dict__", {})) - set(fields)
+        if extra:                        # state beyond the fields: not known to be derived
+            raise _NoFingerprint(t)
+        h.update(b"d")
+        _class_tag(h, t)
+        for name in fields:
+            _feed(h, name, memo)
+            _feed(h, getattr(x, name), memo)
+    else:
+        raise _NoFingerprint(t)
+
+
+def _sub_digest(x, memo: dict) -> bytes:
+    """Digest of an array, model or component, once per ``memo`` (which keeps ``x`` alive, so
+    that its id is not reused)."""
+    hit = memo.get(id(x))
+    if hit is not None:
+        if hit[1] is None:               # met inside itself
+            raise _NoFingerprint(type(x))
+        return hit[1]
+    memo[id(x)] = (x, None)
+    h = hashlib.blake2b(digest_size=20)
+    if type(x) is np.ndarray:
+        if x.dtype.hasobject:
+            raise _NoFingerprint(np.ndarray)
+        h.update(b"a" + x.dtype.str.encode() + repr(x.shape).encode() + b":")
+        h.update(np.ascontiguousarray(x).tobytes())
+    elif type(x) is IntModel:
+        h.update(b"m")
+        _feed(h, dict(sorted(vars(x).items())), memo)
+    else:
+        h.update(b"r")
+        _class_tag(h, type(x))
+        _feed(h, x.construction_key(), memo)
+    d = h.digest()
+    memo[id(x)] = (x, d)
+    return d
+
+
+def _cache_get(key):
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+        return hit
+
+
+def _cache_put(key, value) -> None:
+    with _cache_lock:
+        _cache[key] = value
+        _cache.move_to_end(key)
+        while len(_cache) > CACHE_SIZE:
+            _cache.popitem(last=False)
+
+
+def _mark_used(obj) -> None:
+    """Mark a component that is not elaborated, and every component it holds, as used (else
+    Amaranth warns "created but never used" when they are collected)."""
+    stack, seen = [obj], set()
+    while stack:
+        x = stack.pop()
+        if id(x) in seen:
+            continue
+        seen.add(id(x))
+        if isinstance(x, Elaboratable):
+            x._MustUse__used = True
+            stack.extend(vars(x).values())
+        elif type(x) in (list, tuple):
+            stack.extend(x)
+        elif type(x) is dict:
+            stack.extend(x.values())
+
+
+def cached_block_features(design) -> dict:
+    """:func:`block_features` of ``design`` (equal counts), elaborating only the top-level
+    blocks not met before (see :func:`cache_info`); a block whose construction cannot be
+    fingerprinted is elaborated every time. The returned counts are shared with the cache:
+    do not modify them."""
+    top = design.elaborate(None)
+    design._MustUse__used = True                 # what Fragment.get(design) does
+    if (not isinstance(top, Module) or top._anon_submodules
+            or any(domain != "comb" for domain in top._statements)
+            or any("." in name for name in top._named_submodules)):
+        # Not a top made of named blocks and wiring (whose walk would give its blocks no
+        # registered signals): walk it whole.
+        modules = {}
+        _walk(Fragment.get(top, None), _Counts(), modules, "top")
+        with _cache_lock:
+            _stats["last_elaborated"] = ("*",)
+        return _by_block(modules)
+    top._MustUse__used = True
+    out, elaborated, memo = {}, [], {}
+    for name, (block, _) in top._named_submodules.items():
+        digest = fingerprint(block, memo) if isinstance(block, Recorded) else None
+        key = None if digest is None else (type(block), digest)
+        by_kind = None if key is None else _cache_get(key)
+        if by_kind is not None:
+            _mark_used(block)
+            with _cache_lock:
+                _stats["hits"] += 1
+            out[name] = by_kind
+            continue
+        modules = {}
+        _walk(Fragment.get(block, None), _Counts(), modules, f"top.{name}")
+        elaborated.append(name)
+        by_kind = _by_block(modules).get(name)
+        with _cache_lock:
+            _stats["misses" if key is not None else "uncached"] += 1
+        if by_kind is None:                  # a bare memory: counted in the top's wiring
+            continue
+        if key is not None:
+            _cache_put(key, by_kind)
+        out[name] = by_kind
+    with _cache_lock:
+        _stats["last_elaborated"] = tuple(elaborated)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -624,11 +856,14 @@ def _check_device(device: str) -> None:
         raise ValueError(f"unknown device {device!r}: choose one of {list(DEVICES)}")
 
 
-def estimate_design(design, device: str, coef: dict | None = None) -> Estimate:
-    """Estimate of an Amaranth design (an :class:`hw.accelerator.Accelerator`)."""
+def estimate_design(design, device: str, coef: dict | None = None, cache: bool = True) -> Estimate:
+    """Estimate of an Amaranth design (an :class:`hw.accelerator.Accelerator`). With ``cache``
+    the blocks built as in an earlier estimate of this process are not elaborated again
+    (:func:`cached_block_features`; same result)."""
     _check_device(device)
     coef = coefficients(device) if coef is None else coef
-    per_block = {name: block_estimate(c, device, coef) for name, c in block_features(design).items()}
+    features = cached_block_features(design) if cache else block_features(design)
+    per_block = {name: block_estimate(c, device, coef) for name, c in features.items()}
     total = defaultdict(float)
     for est in per_block.values():
         for k, v in est.items():
@@ -644,13 +879,14 @@ def estimate_design(design, device: str, coef: dict | None = None) -> Estimate:
     return Estimate(device, used, per_block, detail)
 
 
-def estimate(model, hw=None, device: str = "xc7s15") -> Estimate:
+def estimate(model, hw=None, device: str = "xc7s15", cache: bool = True) -> Estimate:
     """Resources of the accelerator of integer model ``model`` under hardware config ``hw``
-    (an :class:`hw.accelerator.HwConfig` or its dict) on ``device``."""
+    (an :class:`hw.accelerator.HwConfig` or its dict) on ``device``. ``cache``: reuse the
+    counts of blocks built as in an earlier estimate (see :func:`estimate_design`)."""
     from hw.accelerator import Accelerator
     _check_device(device)
     coef = coefficients(device)          # before building: a missing file leaves nothing unused
-    return estimate_design(Accelerator(model, hw), device, coef)
+    return estimate_design(Accelerator(model, hw), device, coef, cache)
 
 
 # ---------------------------------------------------------------------------------------------
