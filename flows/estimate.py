@@ -122,6 +122,56 @@ def _is_const(v) -> bool:
     return isinstance(v, Const)
 
 
+def _unify(shapes) -> tuple:
+    """``Shape._unify`` on (width, signed) pairs."""
+    unsigned_width = signed_width = 0
+    has_signed = False
+    for w, signed in shapes:
+        if signed:
+            has_signed = True
+            signed_width = max(signed_width, w)
+        else:
+            unsigned_width = max(unsigned_width, w)
+    if not has_signed:
+        return unsigned_width, False
+    return max(signed_width, unsigned_width + 1), True
+
+
+def _operator_shape(o: str, shapes: list):
+    """(width, signed) of Amaranth operator ``o`` on operands of ``shapes`` (the rules of
+    ``Operator.shape``), None for an operator not listed here."""
+    if len(shapes) == 1:
+        (w, s), = shapes
+        if o in ("+", "~"):
+            return w, s
+        if o == "-":
+            return w + 1, True
+        if o in ("b", "r|", "r&", "r^"):
+            return 1, False
+        if o == "u":
+            return w, False
+        if o == "s":
+            return w, True
+    elif len(shapes) == 2:
+        (wa, sa), (wb, sb) = shapes
+        if o == "+":
+            w, s = _unify(shapes)
+            return w + 1, s
+        if o == "-":
+            return _unify(shapes)[0] + 1, True
+        if o == "*":
+            return wa + wb, sa or sb
+        if o in ("<", "<=", "==", "!=", ">", ">="):
+            return 1, False
+        if o in ("&", "|", "^"):
+            return _unify(shapes)
+        if o == "<<" and not sb:
+            return wa + 2 ** wb - 1, sa
+        if o == ">>" and not sb:
+            return wa, sa
+    return None
+
+
 class _Walker:
     """Counts one fragment's logic into a :class:`_Counts` (expressions shared by several
     statements are counted once)."""
@@ -131,14 +181,40 @@ class _Walker:
         self.seen = {}
         self.mul_of = {}                 # id(product expression) -> index in counts.muls
         self.registered = set()          # ids of the signals loaded whole into a register
+        self.shapes = {}                 # id(value) -> (value, (width, signed))
+
+    def shape(self, v) -> tuple:
+        """(width, signed) of ``v``, as ``v.shape()``, once per value: Amaranth computes an
+        expression's shape from its operands' every time it is asked."""
+        hit = self.shapes.get(id(v))
+        if hit is not None:
+            return hit[1]
+        t = type(v)
+        s = None
+        if t is Operator:
+            s = _operator_shape(v.operator, [self.shape(x) for x in v.operands])
+        elif t is Concat:
+            s = (sum(self.shape(x)[0] for x in v.parts), False)
+        elif t is SwitchValue:
+            s = _unify(self.shape(x) for _, x in v.cases)
+        if s is None:
+            sh = v.shape()
+            s = (sh.width, sh.signed)
+        self.shapes[id(v)] = (v, s)          # keeps v alive: its id is not reused
+        return s
+
+    def width(self, v) -> int:
+        return self.shape(v)[0]
 
     def value(self, v, need: int | None = None):
         """Walk value ``v`` of which the user reads the ``need`` low bits."""
+        if isinstance(v, (Const, Signal)):
+            return
         if isinstance(v, ArrayProxy):
             v = Value.cast(v)
-        width = len(v)
+        width = self.width(v)
         need = width if need is None else max(0, min(need, width))
-        if need == 0 or isinstance(v, (Const, Signal)):
+        if need == 0:
             return
         key = id(v)
         if self.seen.get(key, -1) >= need:
@@ -148,7 +224,7 @@ class _Walker:
         hint = getattr(v, "resource_hint", None)
         if hint is not None and hint[0] == "lut_mul":      # hw.common.mul(..., "lut")
             _, x, y = hint
-            b["booth"] += (min(len(x), len(y)) // 2 + 2) * need   # partial products x width
+            b["booth"] += (min(self.width(x), self.width(y)) // 2 + 2) * need   # partial products x width
             self.value(x, need)
             self.value(y, need)
             return
@@ -170,7 +246,7 @@ class _Walker:
                     b["addc"] += need
                     self.value(a, need)
                 else:                               # reductions and bool
-                    b["logic"] += len(a)
+                    b["logic"] += self.width(a)
                     self.value(a)
             elif o in ("+", "-"):
                 b["addc" if any(_is_const(x) for x in ops) else "add"] += need
@@ -190,18 +266,20 @@ class _Walker:
                     tz = (cval & -cval).bit_length() - 1 if cval else 0
                     if tz:
                         cval >>= tz
-                    (wa, sa), (wb, sb) = (_operand_width(Const(cval) if _is_const(x) else x)
+                    (wa, sa), (wb, sb) = (_operand_width(Const(cval) if _is_const(x) else x,
+                                                         self.shape)
                                           for x in ops)
                     self.mul_of[id(v)] = len(self.c.muls)
                     self.c.muls.append([wa, wb, sa, sb, max(1, min(need - tz, wa + wb)), cval, 0])
                     for x in ops:
                         self.value(x, need)
             elif o in ("<", "<=", ">", ">="):
-                b["cmp" if not any(_is_const(x) for x in ops) else "addc"] += max(len(x) for x in ops)
+                b["cmp" if not any(_is_const(x) for x in ops) else "addc"] += max(self.width(x)
+                                                                                  for x in ops)
                 for x in ops:
                     self.value(x)
             elif o in ("==", "!="):
-                b["eq"] += max(len(x) for x in ops)
+                b["eq"] += max(self.width(x) for x in ops)
                 for x in ops:
                     self.value(x)
             elif o in ("&", "|", "^"):
@@ -213,7 +291,7 @@ class _Walker:
                 k = ops[1].value
                 self.value(ops[0], need - k if o == "<<" else need + k)
             elif o in ("<<", ">>"):
-                b["shift"] += need * max(1, len(ops[1]))
+                b["shift"] += need * max(1, self.width(ops[1]))
                 self.value(ops[0])
                 self.value(ops[1])
             else:
@@ -222,7 +300,8 @@ class _Walker:
         elif isinstance(v, Slice):
             self.value(v.value, v.start + min(need, v.stop - v.start))
         elif isinstance(v, Part):
-            choices = max(1, min(2 ** len(v.offset), math.ceil(len(v.value) / v.stride)))
+            choices = max(1, min(2 ** self.width(v.offset),
+                                 math.ceil(self.width(v.value) / v.stride)))
             b["mux" if choices <= 2 else "wmux"] += need * (choices - 1)
             self.value(v.value)
             self.value(v.offset)
@@ -232,7 +311,7 @@ class _Walker:
                 if left <= 0:
                     break
                 self.value(part, left)
-                left -= len(part)
+                left -= self.width(part)
         elif isinstance(v, SwitchValue):
             values = [x for _, x in v.cases]
             if len({id(x) for x in values}) > 1 and not all(_is_const(x) for x in values):
@@ -257,17 +336,17 @@ class _Walker:
         for s in stmts:
             if isinstance(s, Assign):
                 lhs = s.lhs
-                self.value(s.rhs, len(lhs))
+                self.value(s.rhs, self.width(lhs))
                 # a register loaded from a narrower (sign-extended) value keeps only the bits
                 # that differ: synthesis merges the copies of the sign bit
-                kept = _value_width(s.rhs) if isinstance(lhs, Signal) else None
+                kept = _value_width(s.rhs, self.width) if isinstance(lhs, Signal) else None
                 product = _product(s.rhs)
                 if domain != "comb" and isinstance(s.rhs, Signal):
                     self.registered.add(id(s.rhs))
                 if domain != "comb" and id(product) in self.mul_of and isinstance(lhs, Signal):
                     # a register right after a product: the DSP's own output register, if
                     # the product lands in a DSP (decided per device)
-                    self.c.muls[self.mul_of[id(product)]][6] = len(lhs)
+                    self.c.muls[self.mul_of[id(product)]][6] = self.width(lhs)
                 for sig in _lhs_signals(lhs):
                     targets[(domain, id(sig))].append((sig, depth, kept))
                 if not isinstance(lhs, Signal):
@@ -275,7 +354,7 @@ class _Walker:
             elif isinstance(s, Switch):
                 self.value(s.test)
                 n_cases = sum(1 for p, _, _ in s.cases if p is not None)
-                self.c.bits["eq"] += len(s.test) * max(0, n_cases - 1) / 2
+                self.c.bits["eq"] += self.width(s.test) * max(0, n_cases - 1) / 2
                 for _, body, _ in s.cases:
                     self.statements(body, domain, targets, depth + 1)
 
@@ -306,37 +385,41 @@ def _product(v):
     return v if isinstance(v, Operator) and v.operator == "*" else None
 
 
-def _value_width(v) -> int:
+def _value_width(v, width=len) -> int:
     """Bits that carry information in ``v`` (synthesis trims the rest): ``x - 0`` is ``x``, a
-    sum of two values is one bit wider than the wider, a constant shift adds its amount."""
+    sum of two values is one bit wider than the wider, a constant shift adds its amount.
+    ``width``: the bit width of a value (``len``, or a walker's memoised one)."""
     if isinstance(v, Const):
         return max(1, v.value.bit_length() + (v.value < 0 or v.shape().signed))
     if isinstance(v, Operator):
         ops, o = v.operands, v.operator
         if len(ops) == 1 and o in ("u", "s", "+"):
-            return min(len(v), _value_width(ops[0]))
+            return min(width(v), _value_width(ops[0], width))
         if len(ops) == 2 and o in ("+", "-"):
             rest = [x for x in ops if not (_is_const(x) and x.value == 0)]
             if len(rest) == 1:
-                return min(len(v), _value_width(rest[0]) + (o == "-" and rest[0] is ops[1]))
-            return min(len(v), max(_value_width(x) for x in ops) + 1)
+                return min(width(v), _value_width(rest[0], width) + (o == "-" and rest[0] is ops[1]))
+            return min(width(v), max(_value_width(x, width) for x in ops) + 1)
         if len(ops) == 2 and o in ("<<", ">>") and _is_const(ops[1]):
             k = ops[1].value
-            return min(len(v), max(1, _value_width(ops[0]) + (k if o == "<<" else -k)))
+            return min(width(v), max(1, _value_width(ops[0], width) + (k if o == "<<" else -k)))
     if isinstance(v, SwitchValue):
-        return min(len(v), max(_value_width(x) for _, x in v.cases))
+        return min(width(v), max(_value_width(x, width) for _, x in v.cases))
     if isinstance(v, ArrayProxy):
-        return _value_width(Value.cast(v))
-    return len(v)
+        return _value_width(Value.cast(v), width)
+    return width(v)
 
 
-def _operand_width(x) -> tuple[int, bool]:
+def _operand_width(x, shape=None) -> tuple[int, bool]:
     """(bits, signed) of a product operand as the DSP mapping sees it: a non-negative
-    constant is unsigned (a DSP that takes unsigned operands needs no sign bit for it)."""
+    constant is unsigned (a DSP that takes unsigned operands needs no sign bit for it).
+    ``shape``: a walker's memoised (width, signed) of a value."""
     if _is_const(x):
         c = x.value
         return (max(1, c.bit_length()), False) if c >= 0 else ((~c).bit_length() + 1, True)
-    return _value_width(x), x.shape().signed
+    if shape is None:
+        return _value_width(x), x.shape().signed
+    return _value_width(x, lambda v: shape(v)[0]), shape(x)[1]
 
 
 def _lhs_signals(lhs):

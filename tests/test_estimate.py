@@ -133,3 +133,46 @@ def test_fresh_synthesis_matches_the_estimate(tmp_path):
     assert est.detail["LUTRAM"] == s["lutram_luts"]
     assert abs(est.used["LUT"] - s["LUT"]) / s["LUT"] < 0.10
     assert abs(est.used["FF"] - s["FF"]) / s["FF"] < 0.10
+
+
+def test_walker_shapes_are_amaranths():
+    """The walk memoises value shapes with Amaranth's rules (Operator, Concat, SwitchValue):
+    every value of a design has the shape Amaranth gives it."""
+    from amaranth.hdl import Fragment
+    from amaranth.hdl._ast import Assign, Concat, Operator, Part, Slice, Switch, SwitchValue
+    from hw.accelerator import Accelerator
+    shape = dict(calibration.MEDIUM, norm="layernorm", activation="gelu")
+    frag = Fragment.get(Accelerator(random_intmodel(shape, bits=6, seed=2), preset("xc7s15", 6)),
+                        None)
+    walker, checked = E._Walker(E._Counts()), set()
+
+    def check(v):
+        if id(v) in checked:
+            return
+        checked.add(id(v))
+        s = v.shape()
+        assert walker.shape(v) == (s.width, s.signed), v
+        kids = {Operator: lambda: v.operands, Slice: lambda: [v.value],
+                Part: lambda: [v.value, v.offset], Concat: lambda: v.parts,
+                SwitchValue: lambda: [v.test] + [x for _, x in v.cases]}.get(type(v), list)()
+        for x in kids:
+            check(x)
+
+    def statements(stmts):
+        for st in stmts:
+            if isinstance(st, Assign):
+                check(st.lhs)
+                check(st.rhs)
+            elif isinstance(st, Switch):
+                check(st.test)
+                for _, body, _ in st.cases:
+                    statements(body)
+
+    def fragments(f):
+        for stmts in getattr(f, "statements", {}).values():
+            statements(stmts)
+        for sub, _, _ in f.subfragments:
+            fragments(sub)
+
+    fragments(frag)
+    assert len(checked) > 1000
