@@ -688,6 +688,21 @@ def _mark_used(obj) -> None:
             stack.extend(x.values())
 
 
+def _named_blocks(top) -> dict | None:
+    """{name: (block, src_loc)} of an elaborated top ``Module`` (Amaranth 0.5 internals) made
+    of named blocks and combinational wiring only, so that its walk hands its blocks no
+    registered signals and each block walked alone counts as in the whole walk; else None."""
+    if not isinstance(top, Module):
+        return None
+    named = getattr(top, "_named_submodules", None)
+    if (not isinstance(named, dict) or getattr(top, "_anon_submodules", True)
+            or getattr(top, "_ctrl_stack", True)
+            or any(domain != "comb" for domain in getattr(top, "_statements", {"?": None}))
+            or any("." in name for name in named)):
+        return None
+    return named
+
+
 def cached_block_features(design) -> dict:
     """:func:`block_features` of ``design`` (equal counts), elaborating only the top-level
     blocks not met before (see :func:`cache_info`); a block whose construction cannot be
@@ -695,11 +710,8 @@ def cached_block_features(design) -> dict:
     do not modify them."""
     top = design.elaborate(None)
     design._MustUse__used = True                 # what Fragment.get(design) does
-    if (not isinstance(top, Module) or top._anon_submodules
-            or any(domain != "comb" for domain in top._statements)
-            or any("." in name for name in top._named_submodules)):
-        # Not a top made of named blocks and wiring (whose walk would give its blocks no
-        # registered signals): walk it whole.
+    blocks = _named_blocks(top)
+    if blocks is None:
         modules = {}
         _walk(Fragment.get(top, None), _Counts(), modules, "top")
         with _cache_lock:
@@ -707,7 +719,7 @@ def cached_block_features(design) -> dict:
         return _by_block(modules)
     top._MustUse__used = True
     out, elaborated, memo = {}, [], {}
-    for name, (block, _) in top._named_submodules.items():
+    for name, (block, _) in blocks.items():
         digest = fingerprint(block, memo) if isinstance(block, Recorded) else None
         key = None if digest is None else (type(block), digest)
         by_kind = None if key is None else _cache_get(key)

@@ -5,7 +5,7 @@ import gc
 
 import numpy as np
 import pytest
-from amaranth import signed, unsigned
+from amaranth import Elaboratable, Module, Signal, signed, unsigned
 
 from flows import calibration
 from flows import estimate as E
@@ -142,6 +142,28 @@ def test_blocks_that_cannot_be_keyed_are_elaborated_every_time():
         assert _same(est, E.estimate(model, hw, cache=False))
     assert E.cache_info()["uncached"] == 4
     gc.collect()
+
+
+class _TopWithRegister(Elaboratable):
+    """A top with logic of its own (a register): not a top of blocks and wiring only."""
+
+    def __init__(self):
+        self.fifo = Fifo(signed(8), 16, "lutram")
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fifo = self.fifo
+        r = Signal(8)
+        m.d.sync += r.eq(self.fifo.o.payload)
+        return m
+
+
+def test_a_top_with_logic_of_its_own_is_walked_whole():
+    E.clear_cache()
+    cached = E.estimate_design(_TopWithRegister(), "xc7s15")
+    assert E.cache_info()["last_elaborated"] == ("*",)
+    assert _same(cached, E.estimate_design(_TopWithRegister(), "xc7s15", cache=False))
+    assert "fifo" in cached.per_block
 
 
 def test_fingerprint_tells_types_and_contents_apart():
