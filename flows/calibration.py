@@ -278,6 +278,21 @@ def _configs() -> list[dict]:
             _shape(D, d_model=32, ffn=128, window=12), acts=8, weights=4),
              _merge(_par(4, 4, ffn=(8, 4), lanes=(8, 8)), {"kinds": _ALL_LUT},
                     {"kinds": {"linear": {"weight_storage": "lutram"}}})),
+        # -- two layers at d_model 20 / 24, window 16-24 (the shapes of flows.deployability,
+        #    at the smallest folding its searches start from) -------------------------------
+        _cfg("l-2l-d24-ffn48-6b", _shape(D, layers=2, d_model=24, ffn=48), 6,
+             _merge(_par(1, 1, lanes=(1, 1)),
+                    {"kinds": {"linear": {"mul": "dsp_packed", "weight_storage": "bram"}}})),
+        _cfg("l-2l-d24-ffn96-w4a6", _shape(D, layers=2, d_model=24, ffn=96),
+             _mixed(_shape(D, layers=2, d_model=24, ffn=96), acts=6, weights=4),
+             _merge(_par(1, 1, lanes=(1, 1)),
+                    {"kinds": {"linear": {"weight_storage": "lutram"},
+                               "attention": {"table_storage": "registers"}},
+                     "fifo_storage": "bram"})),
+        _cfg("l-2l-d24-ffn32-w16-4b", _shape(D, layers=2, d_model=24, ffn=32, window=16), 4,
+             _merge(_par(1, 1, lanes=(1, 1)), {"kinds": _ALL_LUT})),
+        _cfg("l-2l-d20-ffn80-8b", _shape(D, layers=2, d_model=20, ffn=80), 8,
+             _par(2, 2, lanes=(2, 2))),
     ]
     for i, cfg in enumerate(c):      # deterministic, distinct seeds
         if cfg["seed"] is None:

@@ -772,11 +772,12 @@ def _bram_ice40(depth: int, width: int) -> int:
 
 
 def _lutram_xc7(depth: int, width: int) -> int:
-    """LUTs of a simple dual-port LUT RAM: RAM64M (64 x 3 in 4 LUTs) per 64 words, the last
-    32 words or fewer in RAM32M (32 x 6)."""
-    full, rest = divmod(depth, 64)
-    tail = 0 if rest == 0 else (4 * math.ceil(width / 6) if rest <= 32 else 4 * math.ceil(width / 3))
-    return 4 * math.ceil(width / 3) * full + tail
+    """LUTs of a simple dual-port LUT RAM: one kind of cell for the whole memory, RAM64M
+    (64 x 3 in 4 LUTs) or RAM32M (32 x 6 in 4 LUTs), whichever needs fewer cells (RAM32M on a
+    tie), as Yosys' ``memory_libmap`` chooses (checked: 96 x 8 takes 6 RAM32M, 160 x 8 takes
+    9 RAM64M, 40 x 8 takes 3 RAM64M)."""
+    return 4 * min(math.ceil(depth / 32) * math.ceil(width / 6),
+                   math.ceil(depth / 64) * math.ceil(width / 3))
 
 
 #: ``memory_libmap`` costs (Yosys' xilinx/lutrams_xc5v.txt, brams_xc4v.txt): 8 per LUT RAM
