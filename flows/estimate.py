@@ -670,7 +670,7 @@ def _cache_put(key, value) -> None:
             _cache.popitem(last=False)
 
 
-def _mark_used(obj) -> None:
+def mark_used(obj) -> None:
     """Mark a component that is not elaborated, and every component it holds, as used (else
     Amaranth warns "created but never used" when they are collected)."""
     stack, seen = [obj], set()
@@ -682,9 +682,9 @@ def _mark_used(obj) -> None:
         if isinstance(x, Elaboratable):
             x._MustUse__used = True
             stack.extend(vars(x).values())
-        elif type(x) in (list, tuple):
+        elif isinstance(x, (list, tuple)):
             stack.extend(x)
-        elif type(x) is dict:
+        elif isinstance(x, dict):
             stack.extend(x.values())
 
 
@@ -724,7 +724,7 @@ def cached_block_features(design) -> dict:
         key = None if digest is None else (type(block), digest)
         by_kind = None if key is None else _cache_get(key)
         if by_kind is not None:
-            _mark_used(block)
+            mark_used(block)
             with _cache_lock:
                 _stats["hits"] += 1
             out[name] = by_kind

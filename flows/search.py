@@ -309,33 +309,16 @@ def estimate(model, hw, device):
     return resource_estimate(model, hw, device)
 
 
-def _mark_used(root) -> None:
-    """Mark an Amaranth design and all its sub-blocks as used: the search only times a design
-    (cycles()), it never elaborates it, which Amaranth would otherwise warn about."""
-    from amaranth.hdl import Elaboratable
-    stack, seen = [root], set()
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        if isinstance(obj, Elaboratable):
-            obj._MustUse__used = True
-            stack.extend(vars(obj).values())
-        elif isinstance(obj, (list, tuple)):
-            stack.extend(obj)
-        elif isinstance(obj, dict):
-            stack.extend(obj.values())
-
-
 def latency_cycles(model, hw: dict) -> int:
     """Exact cycles of one window (:meth:`hw.accelerator.Accelerator.cycles`)."""
     from hw.accelerator import Accelerator
+    from .estimate import mark_used
     acc = Accelerator(model, hw)
     try:
         return acc.cycles()
     finally:
-        _mark_used(acc)
+        # the search only times a design (cycles()), it never elaborates it
+        mark_used(acc)
 
 
 @dataclass
