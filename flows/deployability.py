@@ -170,7 +170,6 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
             return None, est, None, history
         rep = synth_xc7s15(Accelerator(_MODELS[_model_key(space, cand)], cand.hw),
                            out / f"synth_attempt{attempt}", timing=False)
-        ratio = {k: rep.used[k] / est.used[k] for k in rep.capacity if est.used.get(k)}
         worst = max(rep.capacity, key=lambda k: rep.used[k] / rep.capacity[k])
         synth_util = rep.used[worst] / rep.capacity[worst]
         history.append({"margin": margin, "estimate": est.used, "synthesis": rep.used,
@@ -181,7 +180,8 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
             return cand, est, rep, history
         # the estimator's error on this design says how much lower to aim: the estimated
         # utilisation at which the worst resource would come out at SYNTH_LIMIT
-        margin = min(util * SYNTH_LIMIT / synth_util, SYNTH_LIMIT / ratio.get(worst, 1.0))
+        ratio = rep.used[worst] / est.used[worst] if est.used.get(worst) else 1.0
+        margin = min(util * SYNTH_LIMIT / synth_util, SYNTH_LIMIT / ratio)
     return None, est, None, history
 
 
