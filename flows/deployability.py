@@ -9,9 +9,12 @@ For each model shape of :data:`SHAPES`:
    the best design found still exceeds some resource; with ``--synth`` Yosys decides for the
    best uniform-6 design when its estimate is above 0.85 of some resource. This is a
    heuristic search, not a proof that no uniform design fits.
-2. **mixed precision**: the same search with the per-group widths free (4, 6, 8), maximising
-   the mean width among the designs that fit (the widest design that fits is the most
-   accurate one to expect).
+2. **mixed precision**: the widths per group free (4, 6, 8). By default
+   (``--objective sensitivity``) the float model of the shape is trained first and each
+   group's accuracy cost at 4 and 6 bits measured (:func:`width_sensitivity`); the search
+   then widens, from the smallest uniform-4 design, the group that saves the most of that cost
+   per unit of utilisation, while the estimate fits (:func:`sensitivity_search`). With
+   ``--objective width`` it maximises the mean width instead (coordinate descent).
 
 Both searches are coordinate descents from the smallest folding of the target preset (the
 smallest folding needs the fewest resources; the latency of the result is reported).
@@ -108,6 +111,100 @@ def _fit(space, cand):
 MARGIN = 0.95
 
 
+def width_sensitivity(space, ctx, widths=(4, 6)) -> dict:
+    """{width parameter: {w: validation RMSE increase}} of the shape's float model when that
+    group alone is quantised to ``w`` bits and all others to 8 (post-training quantisation:
+    calibrated, not fine-tuned). The increase is clipped at 0 and is 0 at 8 bits.
+
+    This is what the mixed search spends its budget by: a group whose 4 bits cost the float
+    model little accuracy gives up its width before one whose 4 bits cost much."""
+    from model import train as T
+    from .search import qat_config
+
+    def val_rmse(params):
+        cfg = qat_config(ctx.opts, ctx.data, space.candidate(params))
+        cfg.qat_epochs = 0
+        return T.evaluate(T.train_qat(cfg, ctx.data, ctx.float_model), ctx.data, "val")["rmse"]
+
+    base_params = space.anchor(8)
+    base = val_rmse(base_params)
+    out = {}
+    for k in (k for k in space.searched if k.startswith("bits.")):
+        out[k] = {8: 0.0}
+        for w in widths:
+            if w in space.choices[k]:
+                out[k][w] = max(0.0, val_rmse({**base_params, k: w}) - base)
+    return out
+
+
+def sensitivity_search(space, sensitivity: dict, *, margin: float = MARGIN):
+    """The most accurate mixed design expected under ``margin``, the expected RMSE cost of a
+    design being the sum of its groups' ``sensitivity``. Two greedy passes on the hardware
+    knobs of the smallest uniform-4 design of :func:`hardware_search`, the better one kept:
+
+    * narrowing from 8 bits everywhere: while over the margin, the step (8 to 6, 6 to 4) that
+      costs the least per unit of largest utilisation it saves (up to what the margin still
+      needs); then widening as below;
+    * widening from 4 bits everywhere: while under the margin, the step (4 to 6, 6 to 8) that
+      saves the most per unit of largest utilisation it adds.
+
+    Widening alone tends to spend the budget on cheap groups and leave an expensive, important
+    one (the embedding feeds every layer) at 4 bits; narrowing alone stops at the first design
+    that fits. Returns (fits, utilisation, candidate, estimate)."""
+    fits, util, cand, est = hardware_search(space, bits=4)
+    if not (fits and util <= margin):
+        return fits, util, cand, est
+
+    def cost(params):
+        return sum(s[params[k]] for k, s in sensitivity.items())
+
+    def step(params, util, direction):
+        """The best single-width step from ``params`` (None: none left): rank, params, fit."""
+        best = None
+        for k, cost_of in sensitivity.items():
+            ws = sorted(cost_of)
+            i = ws.index(params[k]) + direction
+            if not 0 <= i < len(ws):
+                continue
+            trial = {**params, k: ws[i]}
+            c = space.candidate(trial)
+            f, u, e = _fit(space, c)
+            if direction > 0:
+                if not (f and u <= margin):
+                    continue
+                # free steps first, then the best saving per unit; equal savings: the cheaper
+                rank = ((cost_of[params[k]] - cost_of[ws[i]]) / max(u - util, 1e-4), util - u)
+            else:
+                if u >= util:
+                    continue
+                # a saving beyond what the margin needs is worth nothing
+                saved = min(util - u, util - margin)
+                rank = (-(cost_of[ws[i]] - cost_of[params[k]]) / saved, util - u)
+            if best is None or rank > best[0]:
+                best = (rank, trial, (f, u, c, e))
+        return best
+
+    def widen(params, found):
+        while (s := step(params, found[1], +1)) is not None:
+            params, found = s[1], s[2]
+        return params, found
+
+    results = [widen(dict(cand.params), (fits, util, cand, est))]
+    params = {**cand.params, **{k: max(s) for k, s in sensitivity.items()}}
+    c = space.candidate(params)
+    f, u, e = _fit(space, c)
+    found = (f, u, c, e)
+    while not (found[0] and found[1] <= margin):
+        s = step(params, found[1], -1)
+        if s is None:
+            break
+        params, found = s[1], s[2]
+    if found[0] and found[1] <= margin:
+        results.append(widen(params, found))
+    params, found = min(results, key=lambda r: cost(r[0]))
+    return found
+
+
 def hardware_search(space, *, bits: int | None, rounds: int = 1, margin: float = MARGIN):
     """Best design of ``space`` by the estimator alone, by coordinate descent from the smallest
     folding of the target preset: every multiplier and storage knob (and, with ``bits=None``,
@@ -153,8 +250,16 @@ def hardware_search(space, *, bits: int | None, rounds: int = 1, margin: float =
 SYNTH_LIMIT = 0.98
 
 
+def mixed_search(space, *, margin: float, rounds: int = 1, sensitivity: dict | None = None):
+    """The mixed-precision design: by :func:`sensitivity_search` when the widths' accuracy
+    costs are known, else the widest design of :func:`hardware_search`."""
+    if sensitivity is not None:
+        return sensitivity_search(space, sensitivity, margin=margin)
+    return hardware_search(space, bits=None, rounds=rounds, margin=margin)
+
+
 def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4,
-                           rounds: int = 1):
+                           rounds: int = 1, sensitivity: dict | None = None):
     """The mixed-precision search, checked by Yosys before any training: the best design under
     ``margin`` is synthesised (on the synthetic model of its widths); while some resource is
     above :data:`SYNTH_LIMIT` of the device, the margin shrinks by the ratio of Yosys to the
@@ -164,7 +269,8 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
     from .xilinx import synth_xc7s15
     history = []
     for attempt in range(attempts):
-        fits, util, cand, est = hardware_search(space, bits=None, rounds=rounds, margin=margin)
+        fits, util, cand, est = mixed_search(space, margin=margin, rounds=rounds,
+                                             sensitivity=sensitivity)
         if not (fits and util <= margin):
             history.append({"margin": margin, "fits_estimate": False, "max_utilisation": util})
             return None, est, None, history
@@ -185,19 +291,24 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
     return None, est, None, history
 
 
-def train_and_score(space, cand, out: Path, epochs: int):
-    """QAT fine-tune of ``cand`` from a float model of the shape: (integer model, metrics)."""
+def training_context(space, out: Path, epochs: int):
+    """The data and the float model of the shape (trained once into ``out/float``), with QAT
+    fine-tunes of ``epochs`` epochs (as the search trains its candidates)."""
     from .run import TrainOptions, load_data
-    from .search import (SearchOptions, SharedContext, integer_rmse, latency_cycles,
-                         to_integer)
+    from .search import SearchOptions, SharedContext
     s = space.shape
     train = TrainOptions(window=s["window"], d_model=s["d_model"], heads=s["heads"],
                          layers=s["layers"], ffn=s["ffn"], norm=s["norm"],
                          activation=s["activation"])
     opts = SearchOptions(device=space.device, out=out, trials=1, epochs=epochs, train=train)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(train)
-    ctx = SharedContext(opts, print, data)()
+    return SharedContext(opts, print, load_data(train))()
+
+
+def train_and_score(space, cand, ctx):
+    """QAT fine-tune of ``cand`` from the float model of ``ctx``: (integer model, metrics)."""
+    from .search import integer_rmse, latency_cycles, to_integer
+    data = ctx.data
     qat, _ = ctx.finetune(cand)
     im = to_integer(qat, data)
     return im, {"val_rmse": integer_rmse(im, data, "val"), "test_rmse": integer_rmse(im, data, "test"),
@@ -215,6 +326,10 @@ def main(argv=None) -> int:
     ap.add_argument("--synth", action="store_true", help="synthesise the mixed design too")
     ap.add_argument("--margin", type=float, default=MARGIN,
                     help="largest estimated utilisation of the mixed design (default %(default)s)")
+    ap.add_argument("--objective", choices=["sensitivity", "width"], default="sensitivity",
+                    help="what the mixed search maximises: the accuracy expected from each "
+                         "group's measured width sensitivity (trains the float model first), "
+                         "or the mean width")
     ap.add_argument("--json", metavar="PATH")
     a = ap.parse_args(argv)
     rows = []
@@ -245,14 +360,24 @@ def main(argv=None) -> int:
             rows.append(row)
             continue
         out = Path(a.out) / _slug(name)
+        ctx = (training_context(space, out, a.epochs)
+               if a.objective == "sensitivity" or not a.no_train else None)
+        sens = None
+        if a.objective == "sensitivity":
+            sens = width_sensitivity(space, ctx)
+            row["sensitivity"] = sens
+            print(f"{name}: validation RMSE cost of 4 bits (others 8): " + ", ".join(
+                f"{k[5:]} {v.get(4, 0):.2f}" for k, v in sorted(sens.items(),
+                                                     key=lambda kv: -kv[1].get(4, 0))),
+                flush=True)
         if a.synth:
             cand, est, rep, history = confirmed_mixed_search(space, margin=a.margin, out=out,
-                                                             rounds=a.rounds)
+                                                             rounds=a.rounds, sensitivity=sens)
             row["mixed_attempts"] = history
             fits, util = cand is not None, history[-1]["max_utilisation"]
         else:
-            fits, util, cand, est = hardware_search(space, bits=None, rounds=a.rounds,
-                                                    margin=a.margin)
+            fits, util, cand, est = mixed_search(space, margin=a.margin, rounds=a.rounds,
+                                                 sensitivity=sens)
             fits = fits and util <= a.margin
         if cand is None:
             print(f"{name}: mixed: no design confirmed by Yosys", flush=True)
@@ -265,7 +390,7 @@ def main(argv=None) -> int:
         print(f"{name}: mixed: {'fits' if fits else 'does not fit'}, max utilisation {util:.2f}",
               flush=True)
         if fits and not a.no_train:
-            im, metrics = train_and_score(space, cand, out, a.epochs)
+            im, metrics = train_and_score(space, cand, ctx)
             row["mixed"].update(metrics)
             im.save(out / "chosen")
             (out / "chosen" / "hw_config.json").write_text(json.dumps(cand.hw, indent=1))

@@ -1,0 +1,85 @@
+"""The mixed-precision search of the deployability benchmark, on a stand-in cost model: it
+spends the budget on the widths that the measured sensitivities say matter most."""
+from types import SimpleNamespace
+
+import pytest
+
+from flows import deployability as D
+
+
+class Space:
+    """Three width groups; each bit above 4 costs ``unit[group]`` of the one resource."""
+
+    def __init__(self, unit):
+        self.unit = unit
+        self.choices = {k: [4, 6, 8] for k in unit}
+
+    def candidate(self, params):
+        return SimpleNamespace(params=dict(params))
+
+    def utilisation(self, params):
+        return 0.5 + sum(self.unit[k] * (params[k] - 4) for k in self.unit)
+
+
+@pytest.fixture
+def space(monkeypatch):
+    sp = Space({"bits.a": 0.02, "bits.b": 0.02, "bits.c": 0.05})
+
+    def fit(space, cand):
+        u = space.utilisation(cand.params)
+        return u <= 1.0, u, {"util": u}
+
+    def uniform4(space, bits, rounds=1, margin=D.MARGIN):
+        params = dict.fromkeys(space.unit, bits)
+        return (*fit(space, space.candidate(params))[:2], space.candidate(params), None)
+
+    monkeypatch.setattr(D, "_fit", fit)
+    monkeypatch.setattr(D, "hardware_search", uniform4)
+    return sp
+
+
+def test_most_sensitive_group_is_widened_first(space):
+    # from uniform 4 (0.5): c saves 7 per unit of utilisation to 6 and 3 to 8, a 1.25, b 0.25:
+    # c to 6 and 8 (0.7), a to 6 (0.74); every further step is over 0.75
+    sens = {"bits.a": {4: 0.1, 6: 0.05, 8: 0.0}, "bits.b": {4: 0.01, 6: 0.0, 8: 0.0},
+            "bits.c": {4: 1.0, 6: 0.3, 8: 0.0}}
+    fits, util, cand, _ = D.sensitivity_search(space, sens, margin=0.75)
+    assert fits
+    assert cand.params == {"bits.a": 6, "bits.b": 4, "bits.c": 8}
+    assert util == pytest.approx(0.74)
+
+
+def test_free_widths_are_taken_when_everything_fits(space):
+    sens = {k: {4: 0.0, 6: 0.0, 8: 0.0} for k in space.unit}
+    fits, util, cand, _ = D.sensitivity_search(space, sens, margin=0.95)
+    assert cand.params == dict.fromkeys(space.unit, 8)       # 0.86: no saving, but it fits
+    assert util == pytest.approx(0.86)
+
+
+def test_budget_too_small_for_the_costly_group(space):
+    # c to 6 first (7 per unit), then a to 6 (0.64); every further step is over 0.65
+    sens = {"bits.a": {4: 0.1, 6: 0.05, 8: 0.0}, "bits.b": {4: 0.0, 6: 0.0, 8: 0.0},
+            "bits.c": {4: 1.0, 6: 0.3, 8: 0.0}}
+    fits, util, cand, _ = D.sensitivity_search(space, sens, margin=0.65)
+    assert cand.params == {"bits.a": 6, "bits.b": 4, "bits.c": 6}
+    assert util == pytest.approx(0.64)
+
+
+def test_narrowing_keeps_an_expensive_important_group(space):
+    # c is expensive (0.2 per step) and costs 1.0 at 4 bits; a and b are cheap (0.04 per step)
+    # and save more per unit: widening takes a and b to 8 (0.66) and has no room left for c
+    # (1.0 lost); narrowing from 8 (1.06) drops c to 6 for free, then a and b (0.74, 0.4 lost)
+    space.unit = {"bits.a": 0.02, "bits.b": 0.02, "bits.c": 0.1}
+    sens = {"bits.a": {4: 0.3, 6: 0.05, 8: 0.0}, "bits.b": {4: 0.3, 6: 0.05, 8: 0.0},
+            "bits.c": {4: 1.0, 6: 0.0, 8: 0.0}}
+    fits, util, cand, _ = D.sensitivity_search(space, sens, margin=0.75)
+    assert fits and util <= 0.75
+    assert cand.params["bits.c"] == 6
+    assert sum(sens[k][w] for k, w in cand.params.items()) < 1.0
+
+
+def test_nothing_fits_at_four_bits(space):
+    sens = {k: {4: 0.1, 6: 0.0, 8: 0.0} for k in space.unit}
+    fits, util, cand, _ = D.sensitivity_search(space, sens, margin=0.4)
+    assert util == pytest.approx(0.5)       # uniform 4 is over the margin: returned as is
+    assert cand.params == dict.fromkeys(space.unit, 4)
