@@ -121,12 +121,9 @@ def width_sensitivity(space, ctx, widths=(4, 6)) -> dict:
     This is what the mixed search spends its budget by: a group whose 4 bits cost the float
     model little accuracy gives up its width before one whose 4 bits cost much."""
     from model import train as T
-    from .search import qat_config
 
     def val_rmse(params):
-        cfg = qat_config(ctx.opts, ctx.data, space.candidate(params))
-        cfg.qat_epochs = 0
-        return T.evaluate(T.train_qat(cfg, ctx.data, ctx.float_model), ctx.data, "val")["rmse"]
+        return T.evaluate(_ptq_model(space.candidate(params), ctx), ctx.data, "val")["rmse"]
 
     base_params = space.anchor(8)
     base = val_rmse(base_params)
@@ -180,7 +177,7 @@ def sensitivity_search(space, sensitivity: dict, *, margin: float = MARGIN):
                 if u >= util:
                     continue
                 # a saving beyond what the margin needs is worth nothing
-                saved = min(util - u, util - margin)
+                saved = max(min(util - u, util - margin), 1e-4)
                 rank = (-(cost_of[ws[i]] - cost_of[params[k]]) / saved, util - u)
             if best is None or rank > best[0]:
                 best = (rank, trial, (f, u, c, e))
@@ -258,14 +255,20 @@ def hardware_search(space, *, bits: int | None, rounds: int = 1, margin: float =
 SYNTH_LIMIT = 1.0
 
 
-def ptq_intmodel(cand, ctx):
-    """The integer model of ``cand``'s widths from the float model of ``ctx``, calibrated but
-    not fine-tuned (post-training quantisation)."""
+def _ptq_model(cand, ctx):
+    """The QAT model of ``cand``'s widths from the float model of ``ctx``, calibrated but not
+    fine-tuned (post-training quantisation)."""
     from model import train as T
-    from .search import qat_config, to_integer
+    from .search import qat_config
     cfg = qat_config(ctx.opts, ctx.data, cand)
     cfg.qat_epochs = 0
-    return to_integer(T.train_qat(cfg, ctx.data, ctx.float_model), ctx.data)
+    return T.train_qat(cfg, ctx.data, ctx.float_model)
+
+
+def ptq_intmodel(cand, ctx):
+    """The integer model of :func:`_ptq_model`."""
+    from .search import to_integer
+    return to_integer(_ptq_model(cand, ctx), ctx.data)
 
 
 def mixed_search(space, *, margin: float, rounds: int = 1, sensitivity: dict | None = None):
