@@ -362,9 +362,13 @@ def main(argv=None) -> int:
         space = _space(shape, a.device)
         row = {"shape": name, "config": space.shape}
         out = Path(a.out) / _slug(name)
-        # the float model first: the Yosys checks synthesise it quantised (real constants)
-        ctx = (training_context(space, out, a.epochs)
-               if a.objective == "sensitivity" or not a.no_train else None)
+        # the float model, trained on first need: the sensitivities, the Yosys checks (on it
+        # quantised: real constants) and the fine-tune use it
+        ctx = None
+        wants_ctx = a.objective == "sensitivity" or not a.no_train
+
+        def context():
+            return training_context(space, out, a.epochs) if wants_ctx else None
         for w in (8, 6):
             fits, util, cand, est = hardware_search(space, bits=w, rounds=a.rounds)
             row[f"uniform{w}"] = {"fits": fits, "max_utilisation": util, "resources": est.used,
@@ -376,6 +380,7 @@ def main(argv=None) -> int:
                 # same constants as the mixed design's check
                 from hw.accelerator import Accelerator
                 from .xilinx import synth_xc7s15
+                ctx = ctx or context()
                 model = (_MODELS[_model_key(space, cand)] if ctx is None
                          else ptq_intmodel(cand, ctx))
                 rep = synth_xc7s15(Accelerator(model, cand.hw), out / "synth_uniform6",
@@ -387,6 +392,7 @@ def main(argv=None) -> int:
             row["seconds"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             continue
+        ctx = ctx or context()
         sens = None
         if a.objective == "sensitivity":
             sens = width_sensitivity(space, ctx)
