@@ -279,6 +279,21 @@ def mixed_search(space, *, margin: float, rounds: int = 1, sensitivity: dict | N
     return hardware_search(space, bits=None, rounds=rounds, margin=margin)
 
 
+def _worst(rep) -> tuple[str, float]:
+    """The resource of a Yosys report nearest its capacity and its utilisation."""
+    worst = max(rep.capacity, key=lambda k: rep.used[k] / rep.capacity[k])
+    return worst, rep.used[worst] / rep.capacity[worst]
+
+
+def tightened_margin(rep, est, util: float) -> float:
+    """The estimated utilisation to aim at after a design estimated at ``util`` (``est``) came
+    out of Yosys as ``rep``, over :data:`SYNTH_LIMIT`: the estimator's error on this design
+    says how much lower to aim, so that the worst resource would come out at the limit."""
+    worst, synth_util = _worst(rep)
+    ratio = rep.used[worst] / est.used[worst] if est.used.get(worst) else 1.0
+    return min(util * SYNTH_LIMIT / synth_util, SYNTH_LIMIT / ratio)
+
+
 def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4,
                            rounds: int = 1, sensitivity: dict | None = None, ctx=None):
     """The mixed-precision search, checked by Yosys before any training: the best design under
@@ -299,18 +314,14 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
         model = _MODELS[_model_key(space, cand)] if ctx is None else ptq_intmodel(cand, ctx)
         rep = synth_xc7s15(Accelerator(model, cand.hw), out / f"synth_attempt{attempt}",
                            timing=False)
-        worst = max(rep.capacity, key=lambda k: rep.used[k] / rep.capacity[k])
-        synth_util = rep.used[worst] / rep.capacity[worst]
+        worst, synth_util = _worst(rep)
         history.append({"margin": margin, "estimate": est.used, "synthesis": rep.used,
                         "max_utilisation": util, "synthesis_utilisation": synth_util})
         print(f"  margin {margin:.3f}: estimate {est.used}, Yosys {rep.used} "
               f"({worst} {100 * synth_util:.1f} %)", flush=True)
         if synth_util <= SYNTH_LIMIT:
             return cand, est, rep, history
-        # the estimator's error on this design says how much lower to aim: the estimated
-        # utilisation at which the worst resource would come out at SYNTH_LIMIT
-        ratio = rep.used[worst] / est.used[worst] if est.used.get(worst) else 1.0
-        margin = min(util * SYNTH_LIMIT / synth_util, SYNTH_LIMIT / ratio)
+        margin = tightened_margin(rep, est, util)
     return None, est, None, history
 
 
@@ -444,9 +455,7 @@ def main(argv=None) -> int:
             print(f"{name}: Yosys: {rep.summary()}", flush=True)
             if rep.fits:
                 break
-            worst = max(rep.capacity, key=lambda k: rep.used[k] / rep.capacity[k])
-            ratio = rep.used[worst] / est.used[worst] if est.used.get(worst) else 1.0
-            margin = min(util * rep.capacity[worst] / rep.used[worst], SYNTH_LIMIT / ratio)
+            margin = tightened_margin(rep, est, util)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
     print("\n| shape | uniform 8 b (best max util.) | uniform 6 b | mixed: fits | mean width | "
