@@ -798,10 +798,12 @@ def main(argv=None) -> int:
     cm = sub.add_parser("collect-modules", help="synthesise MODULE_LABELS keeping the hierarchy")
     cm.add_argument("--device", choices=DEVICES, default="xc7s15")
     cm.add_argument("--data", default=str(DATA_DIR))
+    cm.add_argument("--only", nargs="+", metavar="LABEL",
+                    help="these configurations instead of MODULE_LABELS")
     a = ap.parse_args(argv)
     if a.cmd == "collect-modules":
         from .run import write_json_atomic
-        for label in MODULE_LABELS:
+        for label in a.only or MODULE_LABELS:
             path = record_path(a.data, label, a.device + "-modules")
             if path.is_file():
                 continue

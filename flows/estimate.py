@@ -15,7 +15,9 @@ How it works
 2. **Memories and multipliers are counted exactly** by the device's mapping rules, the same
    choices Yosys' ``memory_libmap`` and DSP mapping make: block RAM tiles (RAMB18E1/RAMB36E1,
    SB_RAM40_4K), LUT RAM cells (RAM32M/RAM64M), LUT ROM columns (one LUT6 per output bit per
-   64 words, minus the constant columns), DSP tiles (DSP48E1 25x18, SB_MAC16 16x16).
+   64 words, minus the constant columns), DSP tiles (DSP48E1 25x18, SB_MAC16 16x16). On the
+   XC7S15 a register loaded with a DSP product plus something goes into the DSP48E1's
+   post-adder and P register (Yosys' ``xilinx_dsp``): that adder and register leave the logic.
 3. **Logic is a calibrated sum.** LUT and FF counts are a linear function of the bit counts,
    one coefficient per feature and device, times one factor per component kind (the class of
    the module: ``Linear``, ``Fifo``, ...), fitted (non-negative least squares) against Yosys
@@ -104,7 +106,9 @@ class _Counts:
 
     def __init__(self):
         self.bits = defaultdict(float)
-        self.muls = []                   # (width a, width b, signed a, signed b, product width, constant)
+        # [width a, width b, signed a, signed b, product width, constant, output register
+        #  bits, (feature, bits) of the post-adder or None]
+        self.muls = []
         self.mems = []                   # dicts: depth, width, rom(init)|None, style, async_read
         self.kind = ""                   # the class of the component (module walks only)
 
@@ -180,6 +184,8 @@ class _Walker:
         self.c = counts
         self.seen = {}
         self.mul_of = {}                 # id(product expression) -> index in counts.muls
+        self.mreg = {}                   # id(register loaded from a product) -> its index
+        self.sums = []                   # registered sums: (operand ids, feature, bits)
         self.registered = set()          # ids of the signals loaded whole into a register
         self.shapes = {}                 # id(value) -> (value, (width, signed))
 
@@ -270,7 +276,8 @@ class _Walker:
                                                          self.shape)
                                           for x in ops)
                     self.mul_of[id(v)] = len(self.c.muls)
-                    self.c.muls.append([wa, wb, sa, sb, max(1, min(need - tz, wa + wb)), cval, 0])
+                    self.c.muls.append([wa, wb, sa, sb, max(1, min(need - tz, wa + wb)), cval, 0,
+                                        None])
                     for x in ops:
                         self.value(x, need)
             elif o in ("<", "<=", ">", ">="):
@@ -347,6 +354,9 @@ class _Walker:
                     # a register right after a product: the DSP's own output register, if
                     # the product lands in a DSP (decided per device)
                     self.c.muls[self.mul_of[id(product)]][6] = self.width(lhs)
+                    self.mreg[id(lhs)] = self.mul_of[id(product)]
+                if domain != "comb" and isinstance(lhs, Signal):
+                    self._registered_sum(s.rhs, self.width(lhs))
                 for sig in _lhs_signals(lhs):
                     targets[(domain, id(sig))].append((sig, depth, kept))
                 if not isinstance(lhs, Signal):
@@ -357,6 +367,27 @@ class _Walker:
                 self.c.bits["eq"] += self.width(s.test) * max(0, n_cases - 1) / 2
                 for _, body, _ in s.cases:
                     self.statements(body, domain, targets, depth + 1)
+
+    def _registered_sum(self, rhs, width):
+        """Note ``reg <= a + b``: if ``a`` (or ``b``) is a product that lands in a DSP, or its
+        register, the DSP's post-adder and P register take the sum (Yosys' ``xilinx_dsp``)."""
+        while isinstance(rhs, Operator) and rhs.operator in ("u", "s") and len(rhs.operands) == 1:
+            rhs = rhs.operands[0]
+        if not (isinstance(rhs, Operator) and rhs.operator in ("+", "-") and len(rhs.operands) == 2):
+            return
+        ops = rhs.operands
+        feature = "addc" if any(_is_const(x) for x in ops) else "add"
+        self.sums.append(([id(x) for x in ops] + [id(_product(x)) for x in ops], feature,
+                          min(width, self.width(rhs))))
+
+    def absorb_sums(self):
+        """Give each product at most one post-adder: the first registered sum that reads it."""
+        for ids, feature, bits in self.sums:
+            for i in ids:
+                k = self.mreg.get(i, self.mul_of.get(i))
+                if k is not None and self.c.muls[k][7] is None:
+                    self.c.muls[k][7] = (feature, bits)
+                    break
 
     def _lhs_selects(self, lhs):
         """Address decoding of an assigned ``Array[...]`` / ``bit_select``: the index is read."""
@@ -474,6 +505,7 @@ def _walk_own(frag, counts: _Counts, registered: frozenset = frozenset()) -> fro
     targets = defaultdict(list)
     for domain, stmts in frag.statements.items():
         walker.statements(stmts, domain, targets)
+    walker.absorb_sums()
     for (domain, _), uses in targets.items():
         sig = uses[0][0]
         w = len(sig)
@@ -870,8 +902,12 @@ def exact_resources(counts: _Counts, device: str) -> dict:
         r["DSP"] += tiles
         if tiles:
             r["ff_in_dsp"] += mul[6]
+            if mul[7] is not None and device == "xc7s15":     # post-adder and P register
+                feature, bits = mul[7]
+                r[feature + "_in_dsp"] += bits
+                r["ff_in_dsp"] += bits
         else:                                    # a product in LUTs
-            wa, wb, _, _, y, cval, _ = mul
+            wa, wb, _, _, y, cval = mul[:6]
             if cval is None:
                 r["lutmul"] += min(wa, wb) * y
             else:
@@ -885,6 +921,8 @@ def feature_vector(counts: _Counts, device: str, ex: dict | None = None) -> dict
     f = {k: counts.bits.get(k, 0.0) for k in LOGIC_FEATURES}
     f["rom"] = ex.get("rom_luts", 0.0)
     f["ff"] += ex.get("ram_ff", 0.0) - ex.get("ff_in_dsp", 0.0)
+    f["add"] -= ex.get("add_in_dsp", 0.0)
+    f["addc"] -= ex.get("addc_in_dsp", 0.0)
     f["ram"] = ex.get("ram_mux", 0.0)
     f["lutmul"] = ex.get("lutmul", 0.0)
     f["bram"] = ex.get("bram_bits", 0.0)

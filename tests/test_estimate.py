@@ -4,6 +4,7 @@ results still describe the generated hardware."""
 import json
 
 import pytest
+from amaranth.hdl import Elaboratable, Module, Signal, signed
 
 from flows import calibration
 from flows import estimate as E
@@ -49,6 +50,58 @@ def test_dsp_rule_follows_mul2dsp():
     assert E._dsp_tiles([26, 20, True, True, 46, None, 0], "xc7s15") == 4
     assert E._dsp_tiles([8, 8, True, True, 10, None, 0], "ice40up5k") == 0  # Y < 11
     assert E._dsp_tiles([16, 16, False, False, 32, None, 0], "ice40up5k") == 1
+
+
+class _MulAdd(Elaboratable):
+    """``prod <= a * b`` then ``o <= prod + c`` (registered) or ``o = prod + c`` (comb)."""
+
+    def __init__(self, bits: int, registered: bool):
+        self.a, self.b = Signal(signed(bits)), Signal(signed(bits))
+        self.c, self.o = Signal(signed(2 * bits + 2)), Signal(signed(2 * bits + 2))
+        self.registered = registered
+
+    def elaborate(self, platform):
+        m = Module()
+        prod = Signal(signed(2 * len(self.a)))
+        m.d.sync += prod.eq(self.a * self.b)
+        domain = m.d.sync if self.registered else m.d.comb
+        domain += self.o.eq(prod + self.c)
+        return m
+
+
+def _mul_add_resources(bits, registered):
+    (counts,) = E.module_features(_MulAdd(bits, registered), "top").values()
+    return counts, E.exact_resources(counts, "xc7s15")
+
+
+def test_dsp_takes_the_registered_sum_of_its_product():
+    """xilinx_dsp puts ``reg <= product + c`` in the DSP48E1's post-adder and P register: the
+    adder and both registers leave the logic; a product in LUTs (4 x 4 bits) keeps them."""
+    counts, ex = _mul_add_resources(8, True)
+    assert ex["DSP"] == 1 and ex["add_in_dsp"] == counts.bits["add"] == 18
+    assert ex["ff_in_dsp"] == counts.bits["ff"] == 16 + 18
+    assert E.feature_vector(counts, "xc7s15", ex)["add"] == 0
+    counts, ex = _mul_add_resources(8, False)
+    assert "add_in_dsp" not in ex and ex["ff_in_dsp"] == 16
+    counts, ex = _mul_add_resources(4, True)
+    assert ex["DSP"] == 0 and "add_in_dsp" not in ex
+    assert E.feature_vector(counts, "xc7s15", ex)["add"] == counts.bits["add"] > 0
+
+
+@pytest.mark.slow
+def test_yosys_puts_the_registered_sum_in_the_dsp(tmp_path):
+    """The premise of the rule above, on Yosys itself: no carry chain and no flip-flop is left
+    beside the DSP48E1 when the product's sum is registered."""
+    from amaranth.back import verilog
+    from flows import tools
+    d = _MulAdd(8, True)
+    (tmp_path / "t.v").write_text(verilog.convert(d, name="top", ports=[d.a, d.b, d.c, d.o]))
+    tools.run(tools.yosys(), ["-q", "-p", "read_verilog t.v; synth_xilinx -family xc7 -top top; "
+                              "tee -q -o stat.json stat -json"], cwd=tmp_path)
+    cells = json.loads((tmp_path / "stat.json").read_text())["modules"]["\\top"]
+    cells = cells["num_cells_by_type"]
+    assert cells.get("DSP48E1") == 1
+    assert not any(k.startswith(("CARRY", "FD", "LUT")) for k in cells), cells
 
 
 def test_rom_columns_skip_constant_bits():
