@@ -187,6 +187,7 @@ class _Walker:
         self.mreg = {}                   # id(register loaded from a product) -> its index
         self.sums = []                   # registered sums: (operand ids, feature, bits)
         self.registered = set()          # ids of the signals loaded whole into a register
+        self.loading = None              # right-hand side of the register being walked
         self.shapes = {}                 # id(value) -> (value, (width, signed))
 
     def shape(self, v) -> tuple:
@@ -327,9 +328,12 @@ class _Walker:
                 b["mux" if len(values) <= 2 else "wmux"] += need * (len(values) - 1)
             elif len(values) > 2:                     # a table of constants: a ROM in logic
                 mask = (1 << need) - 1
+                # loaded straight into a register, Yosys makes it a ROM with a synchronous
+                # read (proc_rom, memory_dff) that may go to block RAM
                 self.c.mems.append({"depth": len(values), "width": need, "block": False,
                                     "rom": [x.value & mask for x in values], "async_read": True,
-                                    "read_ports": 1})
+                                    "read_ports": 1, "read_registered": v is self.loading,
+                                    "logic": False})
             elif len(values) > 1:
                 b["logic"] += need
             self.value(v.test)
@@ -343,6 +347,7 @@ class _Walker:
         for s in stmts:
             if isinstance(s, Assign):
                 lhs = s.lhs
+                self.loading = s.rhs if domain != "comb" else None
                 self.value(s.rhs, self.width(lhs))
                 # a register loaded from a narrower (sign-extended) value keeps only the bits
                 # that differ: synthesis merges the copies of the sign bit
@@ -468,6 +473,7 @@ def _memory(frag: MemoryInstance, registered: frozenset = frozenset()) -> dict:
     styles = {str(v) for k, v in frag._attrs.items() if k in ("ram_style", "rom_style")}
     comb_ports = [p for p in frag._read_ports if p._domain == "comb"]
     return {"depth": depth, "width": width, "rom": rom, "async_read": bool(comb_ports),
+            "logic": "logic" in styles,
             "block": "block" in styles, "read_ports": len(frag._read_ports),
             "read_registered": all(id(p._data) in registered for p in comb_ports)}
 
@@ -796,6 +802,10 @@ def _bram_xc7(depth: int, width: int) -> float:
 #: 14 x 6 queue (84 bits) and an 8 x 10 accumulator stay in flip-flops, a 16 x 6 bank (96 bits)
 #: goes to EBR, in every calibration design. 12 is the middle of that bracket.
 ICE40_EBR_COST, ICE40_BUFFER_EMULATION = 64, 12
+#: ``memory_libmap``'s cost of a ROM bit left in logic (``-logic-cost-rom``, 1/16): a table
+#: read into a register (registers storage) goes to EBR only when big, e.g. 112 x 15 bits
+#: but not 25 x 13.
+ICE40_ROM_LOGIC_COST = 1 / 16
 
 
 def _bram_ice40(depth: int, width: int) -> int:
@@ -845,7 +855,8 @@ def _rom_columns(init: list, width: int, rows: int) -> float:
 def _dsp_tiles(mul, device: str) -> int:
     """DSP tiles of one product, as Yosys maps ``$mul`` cells (``mul2dsp``): none when an
     operand is under 2 bits or the product under ``Y_MINWIDTH`` bits (left to LUTs), else
-    one tile per partial product of the tile's operand widths."""
+    one tile per partial product of the tile's operand widths (on the iCE40, per partial
+    product that is itself wide enough)."""
     wa, wb, sa, sb, y = mul[:5]
     if device == "xc7s15":                   # MUL25X18, signed only, Y_MINWIDTH 9
         if min(wa, wb) < 2 or y < 9:
@@ -855,12 +866,14 @@ def _dsp_tiles(mul, device: str) -> int:
         if a <= 25 and b <= 18:
             return 1
         return math.ceil((a - 1) / 24) * math.ceil((b - 1) / 17)
-    a, b = max(wa, wb), min(wa, wb)          # SB_MAC16: 16 x 16, Y_MINWIDTH 11
-    if b < 2 or y < 11:
+    if min(wa, wb) < 2 or y < 11:            # SB_MAC16: 16 x 16, Y_MINWIDTH 11
         return 0
-    if a <= 16 and b <= 16:
-        return 1
-    return math.ceil((a - 1) / 15) * math.ceil((b - 1) / 15)
+
+    def slices(n):      # mul2dsp cuts a wider operand into 16-bit slices
+        return [16] * (n // 16) + ([n % 16] if n % 16 else [])
+    # a partial product with a slice under 2 bits or a product under 11 is left to LUTs
+    # (measured: 4 x 22 and 5 x 21 signed take one SB_MAC16, 5 x 22 and 6 x 21 two)
+    return sum(1 for x in slices(wa) for z in slices(wb) if min(x, z) >= 2 and x + z >= 11)
 
 
 def _csd_count(c: int) -> int:
@@ -873,6 +886,9 @@ def exact_resources(counts: _Counts, device: str) -> dict:
     r = defaultdict(float)
     for mem in counts.mems:
         d, w = mem["depth"], mem["width"]
+        if mem["block"] and mem["rom"] is not None and device == "xc7s15":
+            # a block ROM's constant bit columns are removed before mapping (opt_mem)
+            w = max(1, int(_rom_columns(mem["rom"], w, max(1, len(mem["rom"])))))
         if device == "xc7s15":
             if mem["block"]:
                 r["BRAM36"] += _bram_xc7(d, w)
@@ -888,8 +904,14 @@ def exact_resources(counts: _Counts, device: str) -> dict:
             if mem["block"]:
                 r["BRAM"] += _bram_ice40(d, w)
                 r["bram_bits"] += w
-            elif mem["rom"] is not None:
+            elif mem["rom"] is not None and not (
+                    mem["read_registered"] and not mem["logic"] and
+                    ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION
+                    < d * w * ICE40_ROM_LOGIC_COST):
                 r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
+            elif mem["rom"] is not None:                  # a registered ROM worth an EBR
+                r["BRAM"] += _bram_ice40(d, w)
+                r["bram_bits"] += w
             elif (mem["read_registered"] and          # no LUT RAM: Yosys picks the EBR ...
                   ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION < d * w):
                 r["BRAM"] += _bram_ice40(d, w)
