@@ -904,14 +904,14 @@ def exact_resources(counts: _Counts, device: str) -> dict:
             if mem["block"]:
                 r["BRAM"] += _bram_ice40(d, w)
                 r["bram_bits"] += w
-            elif mem["rom"] is not None and not (
-                    mem["read_registered"] and not mem["logic"] and
-                    ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION
-                    < d * w * ICE40_ROM_LOGIC_COST):
-                r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
-            elif mem["rom"] is not None:                  # a registered ROM worth an EBR
-                r["BRAM"] += _bram_ice40(d, w)
-                r["bram_bits"] += w
+            elif mem["rom"] is not None:
+                ebr_cost = ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION
+                if (mem["read_registered"] and not mem["logic"]
+                        and ebr_cost < d * w * ICE40_ROM_LOGIC_COST):
+                    r["BRAM"] += _bram_ice40(d, w)
+                    r["bram_bits"] += w
+                else:
+                    r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
             elif (mem["read_registered"] and          # no LUT RAM: Yosys picks the EBR ...
                   ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION < d * w):
                 r["BRAM"] += _bram_ice40(d, w)
