@@ -434,7 +434,10 @@ def _value_width(v, width=len) -> int:
         if len(ops) == 2 and o in ("+", "-"):
             rest = [x for x in ops if not (_is_const(x) and x.value == 0)]
             if len(rest) == 1:
-                return min(width(v), _value_width(rest[0], width) + (o == "-" and rest[0] is ops[1]))
+                # 0 - x needs one more bit; so does x - 0 of an unsigned x, whose signed
+                # result Yosys keeps with its (zero) sign bit
+                grow = o == "-" and (rest[0] is ops[1] or not rest[0].shape().signed)
+                return min(width(v), _value_width(rest[0], width) + grow)
             return min(width(v), max(_value_width(x, width) for x in ops) + 1)
         if len(ops) == 2 and o in ("<<", ">>") and _is_const(ops[1]):
             k = ops[1].value
