@@ -315,10 +315,16 @@ def get(label: str) -> dict:
 
 
 def build(config: dict):
-    """(integer model, accelerator) of a configuration; ValueError on an invalid knob."""
+    """(integer model, accelerator) of a configuration; ValueError on an invalid knob. A
+    configuration with ``model_dir`` (under the data directory) is a trained model's design,
+    with the constants of real training, which synthetic models only imitate."""
     from hw.accelerator import Accelerator
-    from model.synthetic import random_intmodel
-    model = random_intmodel(config["shape"], bits=config["bits"], seed=config["seed"])
+    if "model_dir" in config:
+        from model.intmodel import IntModel
+        model = IntModel.load(DATA_DIR / config["model_dir"])
+    else:
+        from model.synthetic import random_intmodel
+        model = random_intmodel(config["shape"], bits=config["bits"], seed=config["seed"])
     return model, Accelerator(model, copy.deepcopy(config["hw"]))
 
 
