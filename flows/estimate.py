@@ -1102,15 +1102,18 @@ PRIOR = {
 
 
 def fit_coefficients(samples, targets, features=LOGIC_FEATURES, prior: dict | None = None,
-                     strength: float = 0.05) -> dict:
+                     strength: float = 0.05, weights=None) -> dict:
     """Coefficients (feature -> weight, non-negative) minimising the *relative* squared error of
     ``targets`` (one number per sample) predicted from ``samples`` (feature dicts), plus
-    ``strength`` times the squared relative distance to ``prior`` (ridge towards it)."""
+    ``strength`` times the squared relative distance to ``prior`` (ridge towards it);
+    ``weights``: one per sample, how much its squared error counts (default 1)."""
     import numpy as np
     prior = prior or {}
     a = np.array([[s.get(k, 0.0) for k in features] for s in samples], float)
     y = np.asarray(targets, float)
     w = 1.0 / np.maximum(y, 1.0)
+    if weights is not None:
+        w = w * np.sqrt(np.asarray(weights, float))
     rows, rhs = [a * w[:, None]], [y * w]
     if strength > 0 and prior:
         # one penalty row per feature, scaled by the feature's typical share of a design
