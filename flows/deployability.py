@@ -300,15 +300,20 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
     ``margin`` is synthesised (on :func:`ptq_intmodel` with a training context ``ctx``, else on
     the synthetic model of its widths); while some resource is
     above :data:`SYNTH_LIMIT` of the device, the margin shrinks by the ratio of Yosys to the
-    estimate on that resource and the search runs again. Returns (candidate, estimate, Yosys
-    report, attempts as dicts) or a None candidate when no design is left under the margin."""
+    estimate on that resource and the search runs again. When no design is left under the
+    shrunk margin, the smallest design (uniform 4 bits) is synthesised once if it is estimated
+    below the last one: the estimator's error differs from design to design. Returns
+    (candidate, estimate, Yosys report, attempts as dicts) or a None candidate when nothing
+    fits."""
     from hw.accelerator import Accelerator
     from .xilinx import synth_xc7s15
     history = []
+    last_util = None
     for attempt in range(attempts):
         fits, util, cand, est = mixed_search(space, margin=margin, rounds=rounds,
                                              sensitivity=sensitivity)
-        if not (fits and util <= margin):
+        smallest = not (fits and util <= margin)
+        if smallest and not (fits and last_util is not None and util < last_util - 1e-9):
             history.append({"margin": margin, "fits_estimate": False, "max_utilisation": util})
             return None, est, None, history
         model = _MODELS[_model_key(space, cand)] if ctx is None else ptq_intmodel(cand, ctx)
@@ -321,6 +326,9 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
               f"({worst} {100 * synth_util:.1f} %)", flush=True)
         if synth_util <= SYNTH_LIMIT:
             return cand, est, rep, history
+        if smallest:
+            break
+        last_util = util
         margin = tightened_margin(rep, est, util)
     return None, est, None, history
 
