@@ -376,8 +376,7 @@ class _Walker:
     def _registered_sum(self, rhs, width):
         """Note ``reg <= a + b``: if ``a`` (or ``b``) is a product that lands in a DSP, or its
         register, the DSP's post-adder and P register take the sum (Yosys' ``xilinx_dsp``)."""
-        while isinstance(rhs, Operator) and rhs.operator in ("u", "s") and len(rhs.operands) == 1:
-            rhs = rhs.operands[0]
+        rhs = _uncast(rhs)
         if not (isinstance(rhs, Operator) and rhs.operator in ("+", "-") and len(rhs.operands) == 2):
             return
         ops = rhs.operands
@@ -414,10 +413,16 @@ def _power_of_two(c: int) -> bool:
     return c & (c - 1) == 0
 
 
-def _product(v):
-    """The product expression ``v`` is (through sign casts), or None."""
+def _uncast(v):
+    """``v`` without its sign casts (``as_signed``, ``as_unsigned``)."""
     while isinstance(v, Operator) and v.operator in ("u", "s") and len(v.operands) == 1:
         v = v.operands[0]
+    return v
+
+
+def _product(v):
+    """The product expression ``v`` is (through sign casts), or None."""
+    v = _uncast(v)
     return v if isinstance(v, Operator) and v.operator == "*" else None
 
 
@@ -904,19 +909,18 @@ def exact_resources(counts: _Counts, device: str) -> dict:
                 r["BRAM36"] += bram
                 r["bram_bits"] += w if bram else 0
         else:
+            ebr_cost = ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION
             if mem["block"]:
                 r["BRAM"] += _bram_ice40(d, w)
                 r["bram_bits"] += w
             elif mem["rom"] is not None:
-                ebr_cost = ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION
                 if (mem["read_registered"] and not mem["logic"]
                         and ebr_cost < d * w * ICE40_ROM_LOGIC_COST):
                     r["BRAM"] += _bram_ice40(d, w)
                     r["bram_bits"] += w
                 else:
                     r["rom_luts"] += _rom_columns(mem["rom"], w, 16)
-            elif (mem["read_registered"] and          # no LUT RAM: Yosys picks the EBR ...
-                  ICE40_EBR_COST * _bram_ice40(d, w) + 2 * ICE40_BUFFER_EMULATION < d * w):
+            elif mem["read_registered"] and ebr_cost < d * w:   # no LUT RAM: EBR ...
                 r["BRAM"] += _bram_ice40(d, w)
                 r["bram_bits"] += w
             else:       # ... or, when tiny or read without a register, flip-flops and a mux
