@@ -156,8 +156,8 @@ def _preset(target, bits):
 
 
 def _cfg(label, shape, bits, hw, seed=None):
-    return {"label": label, "shape": dict(shape), "bits": bits,
-            "seed": seed, "hw": _merge(hw) if hw else {}}
+    return {"label": label, "shape": dict(shape), "bits": bits, "seed": seed,
+            "constants": "converter", "hw": _merge(hw) if hw else {}}
 
 
 def _configs() -> list[dict]:
@@ -325,7 +325,9 @@ def build(config: dict):
         model = IntModel.load(DATA_DIR / config["model_dir"])
     else:
         from model.synthetic import random_intmodel
-        model = random_intmodel(config["shape"], bits=config["bits"], seed=config["seed"])
+        # Records collected before synthetic models had the converter's constants say nothing.
+        model = random_intmodel(config["shape"], bits=config["bits"], seed=config["seed"],
+                                constants=config.get("constants", "fixed-shift"))
     return model, Accelerator(model, copy.deepcopy(config["hw"]))
 
 
@@ -511,8 +513,9 @@ def _line(rec: dict) -> str:
 
 def collect(devices=DEVICES, labels=None, data_dir=DATA_DIR, *, retry_errors=False,
             keep_work=None, progress=print) -> list[dict]:
-    """Synthesise every (configuration, device) not yet recorded in ``data_dir``, smallest
-    designs first, device by device; one JSON file each. Returns the new records."""
+    """Synthesise every (configuration, device) not yet recorded in ``data_dir``, or recorded
+    with a configuration that has changed since, smallest designs first, device by device; one
+    JSON file each. Returns the new records."""
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     from .run import write_json_atomic
@@ -536,7 +539,7 @@ def collect(devices=DEVICES, labels=None, data_dir=DATA_DIR, *, retry_errors=Fal
                     old = json.loads(path.read_text())
                 except json.JSONDecodeError:
                     old = {"error": "unreadable"}
-                if "error" not in old or not retry_errors:
+                if old.get("config", c) == c and ("error" not in old or not retry_errors):
                     continue
             work = (Path(keep_work) / f"{c['label']}__{device}" if keep_work
                     else Path(tempfile.mkdtemp(prefix=f"intformer_calib_{device}_")))
@@ -815,7 +818,7 @@ def main(argv=None) -> int:
     ls = sub.add_parser("list", help="print the configurations (and what is recorded)")
     ls.add_argument("--data", default=str(DATA_DIR))
     ls.add_argument("--check", action="store_true", help="also construct every configuration")
-    co = sub.add_parser("collect", help="synthesise the configurations not yet recorded")
+    co = sub.add_parser("collect", help="synthesise the configurations not yet recorded (or changed since)")
     co.add_argument("--device", choices=DEVICES + ("all",), default="all")
     co.add_argument("--only", nargs="+", metavar="LABEL")
     co.add_argument("--data", default=str(DATA_DIR))
@@ -848,7 +851,7 @@ def main(argv=None) -> int:
         from .run import write_json_atomic
         for label in a.only or MODULE_LABELS:
             path = record_path(a.data, label, a.device + "-modules")
-            if path.is_file():
+            if path.is_file() and json.loads(path.read_text())["config"] == get(label):
                 continue
             with tempfile.TemporaryDirectory(prefix="intformer_calib_mod_") as work:
                 rec = synthesize_modules(get(label), a.device, work)

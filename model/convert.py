@@ -19,20 +19,6 @@ from .qat import QuantParams, dequantize, quantize, quantize_bias
 from .transformer import Forecaster
 
 
-def _common_shift(reals) -> tuple[list[int], int]:
-    """Several real factors as integers over one power of two (for one adder)."""
-    _, shift = intops.quantize_multiplier(max(abs(r) for r in reals))
-    return [round(r * (1 << shift)) for r in reals], shift
-
-
-def _affine_params(gains, offsets):
-    """Per-channel ``gain*x + offset`` as integer scales/offsets over a common shift."""
-    gains = np.asarray(gains, np.float64)
-    _, shift = intops.quantize_multiplier(float(np.abs(gains).max()) or 1.0)
-    return (np.round(gains * (1 << shift)).astype(np.int64),
-            np.round(np.asarray(offsets, np.float64) * (1 << shift)).astype(np.int64), shift)
-
-
 @torch.no_grad()
 def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
                 meta: dict | None = None) -> IntModel:
@@ -71,7 +57,7 @@ def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
             params = {"weight_type": wq.qtype().to_dict(), "multiplier": m, "shift": s,
                       "relu": bool(spec.dims.get("relu", False))}
         elif spec.kind == "add":
-            (ma, mb), s = _common_shift([s_in[0] / s_out, s_in[1] / s_out])
+            (ma, mb), s = intops.quantize_common_multipliers([s_in[0] / s_out, s_in[1] / s_out])
             params = {"ma": ma, "mb": mb, "shift": s}
         elif spec.kind == "scores":
             dh = cfg.d_model // cfg.heads
@@ -86,14 +72,14 @@ def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
             params = {"multiplier": m, "shift": s}
         elif spec.kind == "affine":
             a, b = (t.double().numpy() for t in norms[name].folded())
-            scales, offsets, s = _affine_params(a * s_in[0] / s_out, b / s_out)
+            scales, offsets, s = intops.quantize_affine(a * s_in[0] / s_out, b / s_out)
             arrays = {"scales": scales, "offsets": offsets}
             params = {"shift": s}
         elif spec.kind == "layernorm":
             ln = norms[name].ln
             norm_bits, recip_bits = intops.layernorm_precision(cfg.d_model, qp[ins[0]].qtype(), qp[name].bits)
             gamma = ln.weight.double().numpy() / (s_out * (1 << norm_bits))
-            scales, offsets, s = _affine_params(gamma, ln.bias.double().numpy() / s_out)
+            scales, offsets, s = intops.quantize_affine(gamma, ln.bias.double().numpy() / s_out)
             arrays = {"scales": scales, "offsets": offsets}
             params = {"shift": s, "norm_bits": norm_bits, "recip_bits": recip_bits}
         elif spec.kind == "lut":

@@ -148,6 +148,23 @@ def quantize_multiplier(real: float, mult_bits: int = MULT_BITS) -> tuple[int, i
     return (m if real > 0 else -m), shift
 
 
+def quantize_common_multipliers(reals) -> tuple[list[int], int]:
+    """Several real factors as integers over one power of two, so that one adder sums their
+    products: the largest keeps :data:`MULT_BITS` significant bits, as in
+    :func:`quantize_multiplier`."""
+    _, shift = quantize_multiplier(max(abs(float(r)) for r in reals))
+    return [round(float(r) * (1 << shift)) for r in reals], shift
+
+
+def quantize_affine(gains, offsets) -> tuple[np.ndarray, np.ndarray, int]:
+    """Per-channel ``gain * x + offset`` as integer scales and offsets over a common shift
+    (chosen for the largest gain)."""
+    gains = np.asarray(gains, np.float64)
+    _, shift = quantize_multiplier(float(np.abs(gains).max()) or 1.0)
+    return (np.round(gains * (1 << shift)).astype(np.int64),
+            np.round(np.asarray(offsets, np.float64) * (1 << shift)).astype(np.int64), shift)
+
+
 def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False):
     """``saturate(zero_point + rounding_shift(acc * multiplier, shift))``.
 

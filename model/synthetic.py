@@ -30,11 +30,22 @@ def _mult(real: float):
     return intops.quantize_multiplier(real)
 
 
+#: How the constants of the residual adds, affines and layer-norms are fixed-pointed.
+#: "converter": as :mod:`model.convert` does for a trained model (the largest factor keeps
+#: ``MULT_BITS`` bits), so that synthetic designs cost in hardware what trained ones do.
+#: "fixed-shift": shifts of 14 (adds) and 12 (norms), narrower constants; kept only because
+#: calibration records synthesised before the change name it and must rebuild the same design.
+CONSTANT_STYLES = ("converter", "fixed-shift")
+
+
 def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
-                    asymmetric: bool = True) -> IntModel:
+                    asymmetric: bool = True, constants: str = "converter") -> IntModel:
     """A random integer model. ``bits`` is one width for every tensor or a dict name -> width
     (missing names take ``bits.get("default", 8)``). With ``asymmetric`` some activations get
-    unsigned types with non-zero zero points, to exercise that path."""
+    unsigned types with non-zero zero points, to exercise that path. ``constants`` is one of
+    :data:`CONSTANT_STYLES`."""
+    if constants not in CONSTANT_STYLES:
+        raise ValueError(f"constants must be one of {CONSTANT_STYLES}, got {constants!r}")
     c = check_config(config)
     rng = np.random.default_rng(seed)
     width = (lambda n: bits.get(n, bits.get("default", 8))) if isinstance(bits, dict) else (lambda n: bits)
@@ -49,6 +60,13 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
 
     def target_std(q):
         return (q.qmax - q.qmin) / 6.0
+
+    def affine(gains, offsets):
+        if constants == "converter":
+            return intops.quantize_affine(gains, offsets)
+        shift = 12
+        return (np.round(gains * (1 << shift)).astype(np.int64),
+                np.round(offsets * (1 << shift)).astype(np.int64), shift)
 
     xin = declare("input", (L, F), signed=bool(rng.integers(0, 2)))
     std["input"] = _std_uniform(xin)
@@ -88,9 +106,12 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
             p.update(weight_type=wt.to_dict(), multiplier=m, shift=s, relu=bool(relu))
         elif spec.kind == "add":
             acc_std = math.hypot(*(std[n] for n in spec.inputs))
-            shift = 14
-            ma = round(target_std(out) / acc_std * (1 << shift) * rng.uniform(0.7, 1.3))
-            mb = round(target_std(out) / acc_std * (1 << shift) * rng.uniform(0.7, 1.3))
+            reals = [target_std(out) / acc_std * rng.uniform(0.7, 1.3) for _ in range(2)]
+            if constants == "converter":
+                (ma, mb), shift = intops.quantize_common_multipliers(reals)
+            else:   # exact in floating point: scaling by a power of two commutes with rounding
+                shift = 14
+                ma, mb = (round(r * (1 << shift)) for r in reals)
             p.update(ma=ma, mb=mb, shift=shift)
         elif spec.kind in ("scores", "context"):
             dh = d // spec.dims["heads"]
@@ -101,18 +122,15 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
             m, s = _mult(target_std(out) / acc_std)
             p.update(multiplier=m, shift=s)
         elif spec.kind == "affine":
-            shift = 12
-            gain = target_std(out) / std[spec.inputs[0]] * (1 << shift)
-            a["scales"] = np.round(gain * rng.uniform(-1.5, 1.5, d)).astype(np.int64)
-            a["offsets"] = np.round(rng.normal(0, 0.5 * target_std(out) * (1 << shift), d)).astype(np.int64)
-            p.update(shift=shift)
+            gains = target_std(out) / std[spec.inputs[0]] * rng.uniform(-1.5, 1.5, d)
+            offsets = rng.normal(0, 0.5 * target_std(out), d)
+            a["scales"], a["offsets"], p["shift"] = affine(gains, offsets)
         elif spec.kind == "layernorm":
             norm_bits, recip_bits = intops.layernorm_precision(d, ins[0], out.bits)
-            shift = 12
-            gain = target_std(out) / (1 << norm_bits) * (1 << shift)
-            a["scales"] = np.round(gain * rng.uniform(0.5, 1.5, d)).astype(np.int64)
-            a["offsets"] = np.round(rng.normal(0, 0.3 * target_std(out) * (1 << shift), d)).astype(np.int64)
-            p.update(shift=shift, norm_bits=norm_bits, recip_bits=recip_bits)
+            gains = target_std(out) / (1 << norm_bits) * rng.uniform(0.5, 1.5, d)
+            offsets = rng.normal(0, 0.3 * target_std(out), d)
+            a["scales"], a["offsets"], p["shift"] = affine(gains, offsets)
+            p.update(norm_bits=norm_bits, recip_bits=recip_bits)
         elif spec.kind == "lut":
             xq = ins[0]
             codes = np.arange(xq.qmin, xq.qmax + 1)
