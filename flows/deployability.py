@@ -22,7 +22,8 @@ smallest folding needs the fewest resources; the latency of the result is report
 3. with ``--synth``, Yosys (``synth_xilinx``) checks the mixed design before any training
    (:func:`confirmed_mixed_search`), on the shape's float model quantised to its widths
    without fine-tuning: while it is over :data:`SYNTH_LIMIT` of some resource,
-   the margin shrinks by Yosys' ratio to the estimate and the search runs again.
+   the margin shrinks by Yosys' ratio to the estimate and the search runs again; when the
+   shrunk margin is below the smallest design, it aims halfway between (:func:`aimed_margin`).
 4. the mixed design is QAT fine-tuned from a float model of the shape (as the search does),
    scored by its integer model on the validation and test splits, its cycles exact; with
    ``--synth`` the trained design is synthesised again to confirm the fit.
@@ -294,6 +295,18 @@ def tightened_margin(rep, est, util: float) -> float:
     return min(util * SYNTH_LIMIT / synth_util, SYNTH_LIMIT / ratio)
 
 
+def aimed_margin(space, rep, est, util: float, *, between: bool = True) -> float:
+    """The margin of the next search after a design estimated at ``util`` came out of Yosys
+    over the device: :func:`tightened_margin`, or, when that leaves no design (it is below the
+    smallest design's estimate) and ``between``, halfway between the smallest design and this
+    one, since the estimator's error differs from design to design."""
+    margin = tightened_margin(rep, est, util)
+    smallest_util = hardware_search(space, bits=4)[1]
+    if margin < smallest_util and between:
+        margin = (smallest_util + util) / 2
+    return margin
+
+
 def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4,
                            rounds: int = 1, sensitivity: dict | None = None, ctx=None):
     """The mixed-precision search, checked by Yosys before any training: the best design under
@@ -301,10 +314,11 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
     the synthetic model of its widths); while some resource is
     above :data:`SYNTH_LIMIT` of the device, the margin shrinks by the ratio of Yosys to the
     estimate on that resource and the search runs again. When no design is left under the
-    shrunk margin, the smallest design (uniform 4 bits) is synthesised once if it is estimated
-    below the last one: the estimator's error differs from design to design. Returns
-    (candidate, estimate, Yosys report, attempts as dicts) or a None candidate when nothing
-    fits."""
+    shrunk margin, the margin is aimed halfway between the smallest design (uniform 4 bits) and
+    the last one instead, since the estimator's error differs from design to design and the
+    designs in between are the most accurate left; the last attempt takes the smallest design
+    if it is estimated below the last one. Returns (candidate, estimate, Yosys report, attempts
+    as dicts) or a None candidate when nothing fits."""
     from hw.accelerator import Accelerator
     from .xilinx import synth_xc7s15
     history = []
@@ -329,7 +343,7 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
         if smallest:
             break
         last_util = util
-        margin = tightened_margin(rep, est, util)
+        margin = aimed_margin(space, rep, est, util, between=attempt < attempts - 2)
     return None, est, None, history
 
 
@@ -423,7 +437,7 @@ def main(argv=None) -> int:
                 flush=True)
         margin = a.margin
         # a trained design that Yosys puts over the device: one more search, aimed lower by
-        # its ratio to the estimate (the fine-tune moves the count by a few %)
+        # its ratio to the estimate (the fine-tune moves the count by a few %), see aimed_margin
         for trained_attempt in range(2 if a.synth and not a.no_train else 1):
             if a.synth:
                 cand, est, rep, history = confirmed_mixed_search(
@@ -463,7 +477,7 @@ def main(argv=None) -> int:
             print(f"{name}: Yosys: {rep.summary()}", flush=True)
             if rep.fits:
                 break
-            margin = tightened_margin(rep, est, util)
+            margin = aimed_margin(space, rep, est, util)
         row["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(row)
     print("\n| shape | uniform 8 b (best max util.) | uniform 6 b | mixed: fits | mean width | "

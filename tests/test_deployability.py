@@ -83,3 +83,57 @@ def test_nothing_fits_at_four_bits(space):
     fits, util, cand, _ = D.sensitivity_search(space, sens, margin=0.4)
     assert util == pytest.approx(0.5)       # uniform 4 is over the margin: returned as is
     assert cand.params == dict.fromkeys(space.unit, 4)
+
+
+@pytest.fixture
+def near_full(monkeypatch):
+    """A stand-in device where uniform 4 bits is estimated at 0.93 and each width step adds 0.01
+    or 0.02; Yosys comes out 8 % above the estimate for designs from 0.945, 1 % below under."""
+    sp = Space({"bits.a": 0.005, "bits.b": 0.005, "bits.c": 0.01})
+    base = 0.93 - sp.utilisation(dict.fromkeys(sp.unit, 4))
+
+    def fit(space, cand):
+        u = round(base + space.utilisation(cand.params), 6)
+        return u <= 1.0, u, SimpleNamespace(used={"LUT": 8000 * u})
+
+    def uniform4(space, bits, rounds=1, margin=D.MARGIN):
+        cand = space.candidate(dict.fromkeys(space.unit, bits))
+        fits, util, est = fit(space, cand)
+        return fits, util, cand, est
+
+    def synth(acc, out, timing=False):
+        u = fit(sp, acc)[1]
+        return SimpleNamespace(used={"LUT": round(8000 * u * (1.08 if u >= 0.945 else 0.99))},
+                               capacity={"LUT": 8000})
+
+    monkeypatch.setattr(D, "_fit", fit)
+    monkeypatch.setattr(D, "hardware_search", uniform4)
+    monkeypatch.setattr(D, "_model_key", lambda space, cand: "model")
+    monkeypatch.setitem(D._MODELS, "model", None)
+    monkeypatch.setattr("hw.accelerator.Accelerator", lambda model, hw: hw)
+    monkeypatch.setattr("flows.xilinx.synth_xc7s15", synth)
+    for_hw = sp.candidate
+    sp.candidate = lambda params: SimpleNamespace(params=dict(params), hw=for_hw(params))
+    return sp
+
+
+def test_confirmation_tries_a_design_between_the_last_and_the_smallest(near_full, tmp_path):
+    sens = {"bits.a": {4: 0.3, 6: 0.1, 8: 0.0}, "bits.b": {4: 0.2, 6: 0.1, 8: 0.0},
+            "bits.c": {4: 0.1, 6: 0.05, 8: 0.0}}
+    cand, est, rep, history = D.confirmed_mixed_search(near_full, margin=0.95, out=tmp_path,
+                                                       sensitivity=sens)
+    # 0.95 came out at 102.6 %: the shrunk margin (0.926) is below uniform 4 bits (0.93), so the
+    # next aim is 0.94, between the two, and its design fits
+    assert [h["max_utilisation"] for h in history] == [0.95, 0.94]
+    assert history[0]["synthesis_utilisation"] > 1 >= history[1]["synthesis_utilisation"]
+    assert cand.params != dict.fromkeys(near_full.unit, 4)
+    assert rep.used["LUT"] <= 8000
+
+
+def test_confirmation_ends_at_the_smallest_design(near_full, tmp_path):
+    sens = {k: {4: 0.1, 6: 0.05, 8: 0.0} for k in near_full.unit}
+    cand, _, rep, history = D.confirmed_mixed_search(near_full, margin=0.95, out=tmp_path,
+                                                     sensitivity=sens, attempts=2)
+    assert [h["max_utilisation"] for h in history] == [0.95, 0.93]
+    assert cand.params == dict.fromkeys(near_full.unit, 4)
+    assert rep.used["LUT"] <= 8000
