@@ -174,6 +174,27 @@ def test_estimate_errors_are_clear(tmp_path, monkeypatch):
         E.estimate(model, None, "xc7s15")
 
 
+def test_trained_record_rebuilds_the_trained_design(tmp_path, monkeypatch):
+    """A trained design's record keeps its model and hardware configuration, so that the
+    calibration rebuilds exactly that design, next to the cells of its synthesis."""
+    model = random_intmodel(calibration.SMALL, bits=6, seed=3)
+    hw = preset("xc7s15", 6)
+    model.save(tmp_path / "run")
+    (tmp_path / "run" / "hw_config.json").write_text(json.dumps(hw))
+    (tmp_path / "synth").mkdir()
+    (tmp_path / "synth" / "stat.json").write_text(json.dumps({"design": {"num_cells_by_type": {
+        "LUT6": 100, "LUT3": 20, "RAM64X1D": 4, "FDRE": 300, "RAMB18E1": 3, "DSP48E1": 2}}}))
+    data = tmp_path / "data"
+    rec = calibration.trained_record("real-test", tmp_path / "run", tmp_path / "synth", data)
+    assert rec["summary"] == {**rec["summary"], "lut_logic": 120, "FF": 300, "BRAM36": 1.5,
+                              "DSP": 2, "lutram_luts": 8}
+    assert rec["config"]["hw"] == hw
+    monkeypatch.setattr(calibration, "DATA_DIR", data)
+    rebuilt, _ = calibration.build(rec["config"])
+    assert len(rebuilt.ops) == len(model.ops) and all((a.arrays.keys() == b.arrays.keys()) and a.params == b.params and all(
+        (a.arrays[k] == b.arrays[k]).all() for k in a.arrays) for a, b in zip(rebuilt.ops, model.ops))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("device", ["xc7s15", "ice40up5k"])
 def test_estimator_against_stored_synthesis(device):
