@@ -358,37 +358,15 @@ class AttentionCore(Recorded, wiring.Component):
                     m.d.sync += accs[l][st2].eq(Mux(fj2, 0, accs[l][st2]) + pv[l])
             # Output registers, requantised one channel per cycle into a credit queue.
             outs = Array(Signal(self.ctx_acc_shape, name=f"cout{c}") for c in range(dh))
-            oc = Signal(range(dh))
-            m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
-            wiring.connect(m, wiring.flipped(self.o), oqueue.o)
             with m.If(done3):
                 m.d.sync += [outs[s * pl + l].eq(accs[l][s]) for s in range(Sv) for l in range(pl)]
-                m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
-            ogo = out_busy & oqueue.can_issue
-            m.d.comb += oqueue.issue.eq(ogo)
-            oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
-            m.d.sync += [og1.eq(ogo), oprod.eq(mul_const(outs[oc], self.ctx_multiplier, self.requant_mul))]
-            with m.If(ogo):
-                m.d.sync += oc.eq(_inc_mod(oc, dh))
-                with m.If(oc == dh - 1):
-                    m.d.sync += out_busy.eq(0)
-            m.d.comb += [oqueue.w_en.eq(og1),
-                         oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
+            oqueue, ogo, oc = self._output_stage(m, done3, out_busy, done_pending)
+            self._requantise_into(m, oqueue, outs[oc], ogo)
             return m
         done3 = Signal()
         m.d.sync += done3.eq(h2 & lr2)
-        m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
-        wiring.connect(m, wiring.flipped(self.o), oqueue.o)
-        ogo = out_busy & oqueue.can_issue
-        m.d.comb += oqueue.issue.eq(ogo)
-        oc = Signal(range(dh))
-        with m.If(done3):
-            m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
-        with m.If(ogo):
-            m.d.sync += oc.eq(_inc_mod(oc, dh))
-            with m.If(oc == dh - 1):
-                m.d.sync += out_busy.eq(0)
-        oprod, og1 = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
+        oqueue, ogo, _ = self._output_stage(m, done3, out_busy, done_pending)
+        og1 = Signal()
         m.d.sync += og1.eq(ogo)
         # Per lane: accumulators read at h1 (data at h2) and written at h2 (Sv >= 2 steps
         # apart, so a read never meets the write of its own address); the last
@@ -396,7 +374,6 @@ class AttentionCore(Recorded, wiring.Component):
         # stage reads one channel per cycle (channel c = word c // pl of lane c % pl).
         o_w, o_l = Signal(range(Sv)), Signal(range(pl))
         o_l1 = Signal(range(pl))
-        og2 = Signal()
         odata = []
         for l in range(pl):
             ab = Buffer(self.ctx_acc_shape, Sv, self.acc_storage)
@@ -412,12 +389,34 @@ class AttentionCore(Recorded, wiring.Component):
             m.d.sync += o_l.eq(_inc_mod(o_l, pl))
             with m.If(o_l == pl - 1):
                 m.d.sync += o_w.eq(_inc_mod(o_w, Sv))
-        m.d.sync += [o_l1.eq(o_l), og2.eq(og1),
-                     oprod.eq(mul_const(Array(odata)[o_l1], self.ctx_multiplier,
-                                        self.requant_mul))]
-        m.d.comb += [oqueue.w_en.eq(og2),
-                     oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
+        m.d.sync += o_l1.eq(o_l)
+        self._requantise_into(m, oqueue, Array(odata)[o_l1], og1)
         return m
+
+    def _output_stage(self, m, done, out_busy, done_pending):
+        """The context's credit queue and its channel counter: a finished row (``done``) is
+        issued one channel per cycle while the queue has credit. Returns (queue, issue, channel)."""
+        m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
+        wiring.connect(m, wiring.flipped(self.o), oqueue.o)
+        ogo = out_busy & oqueue.can_issue
+        m.d.comb += oqueue.issue.eq(ogo)
+        oc = Signal(range(self.dh))
+        with m.If(done):
+            m.d.sync += [out_busy.eq(1), done_pending.eq(0)]
+        with m.If(ogo):
+            m.d.sync += oc.eq(_inc_mod(oc, self.dh))
+            with m.If(oc == self.dh - 1):
+                m.d.sync += out_busy.eq(0)
+        return oqueue, ogo, oc
+
+    def _requantise_into(self, m, oqueue, acc, valid):
+        """Requantise the context accumulator ``acc`` (present while ``valid``) into ``oqueue``
+        a cycle later, through the registered product."""
+        oprod, ovalid = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
+        m.d.sync += [ovalid.eq(valid),
+                     oprod.eq(mul_const(acc, self.ctx_multiplier, self.requant_mul))]
+        m.d.comb += [oqueue.w_en.eq(ovalid),
+                     oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
 
 
 class Attention(Recorded, wiring.Component):
