@@ -157,7 +157,7 @@ def _preset(target, bits):
 
 def _cfg(label, shape, bits, hw, seed=None):
     return {"label": label, "shape": dict(shape), "bits": bits, "seed": seed,
-            "constants": "converter", "hw": _merge(hw) if hw else {}}
+            "constant_style": "converter", "hw": _merge(hw) if hw else {}}
 
 
 def _configs() -> list[dict]:
@@ -327,7 +327,7 @@ def build(config: dict):
         from model.synthetic import random_intmodel
         # Records collected before synthetic models had the converter's constants say nothing.
         model = random_intmodel(config["shape"], bits=config["bits"], seed=config["seed"],
-                                constants=config.get("constants", "fixed-shift"))
+                                constant_style=config.get("constant_style", "fixed-shift"))
     return model, Accelerator(model, copy.deepcopy(config["hw"]))
 
 

@@ -39,13 +39,13 @@ CONSTANT_STYLES = ("converter", "fixed-shift")
 
 
 def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
-                    asymmetric: bool = True, constants: str = "converter") -> IntModel:
+                    asymmetric: bool = True, constant_style: str = "converter") -> IntModel:
     """A random integer model. ``bits`` is one width for every tensor or a dict name -> width
     (missing names take ``bits.get("default", 8)``). With ``asymmetric`` some activations get
-    unsigned types with non-zero zero points, to exercise that path. ``constants`` is one of
+    unsigned types with non-zero zero points, to exercise that path. ``constant_style`` is one of
     :data:`CONSTANT_STYLES`."""
-    if constants not in CONSTANT_STYLES:
-        raise ValueError(f"constants must be one of {CONSTANT_STYLES}, got {constants!r}")
+    if constant_style not in CONSTANT_STYLES:
+        raise ValueError(f"constant_style must be one of {CONSTANT_STYLES}, got {constant_style!r}")
     c = check_config(config)
     rng = np.random.default_rng(seed)
     width = (lambda n: bits.get(n, bits.get("default", 8))) if isinstance(bits, dict) else (lambda n: bits)
@@ -62,7 +62,7 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
         return (q.qmax - q.qmin) / 6.0
 
     def affine(gains, offsets):
-        if constants == "converter":
+        if constant_style == "converter":
             return intops.quantize_affine(gains, offsets)
         shift = 12
         return (np.round(gains * (1 << shift)).astype(np.int64),
@@ -107,7 +107,7 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
         elif spec.kind == "add":
             acc_std = math.hypot(*(std[n] for n in spec.inputs))
             reals = [target_std(out) / acc_std * rng.uniform(0.7, 1.3) for _ in range(2)]
-            if constants == "converter":
+            if constant_style == "converter":
                 (ma, mb), shift = intops.quantize_common_multipliers(reals)
             else:   # exact in floating point: scaling by a power of two commutes with rounding
                 shift = 14

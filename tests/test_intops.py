@@ -260,3 +260,37 @@ def test_mean_pool():
     x = np.array([[[3, 5], [7, 9], [11, 15]]])       # (1, L=3, d=2)
     m, s = intops.quantize_multiplier(1 / 3)
     assert intops.mean_pool(x, xq, m, s, oq).tolist() == [[4, 7]]
+
+
+def test_common_multipliers_share_the_shift_of_the_largest():
+    (ma, mb), shift = intops.quantize_common_multipliers([0.403, -0.25])
+    assert (ma, shift) == intops.quantize_multiplier(0.403)
+    assert mb == round(-0.25 * (1 << shift))
+    assert 1 << (intops.MULT_BITS - 1) <= abs(ma) < 1 << intops.MULT_BITS
+
+
+def test_affine_constants_take_the_largest_gain_to_full_width():
+    scales, offsets, shift = intops.quantize_affine([0.1, -3.0, 0.5], [1.0, 0.0, -2.5])
+    assert abs(scales).max() == abs(intops.quantize_multiplier(-3.0)[0])
+    assert list(offsets) == [1 << shift, 0, round(-2.5 * (1 << shift))]
+    assert intops.quantize_affine([0.0, 0.0], [0.5, 0.0])[2] == intops.quantize_multiplier(1.0)[1]
+
+
+def test_synthetic_constants_are_as_wide_as_the_converters():
+    """Synthetic models stand in for trained ones in the hardware cost calibration: their
+    residual-add and norm constants must be fixed-pointed the same way."""
+    from model.synthetic import random_intmodel
+    config = dict(features=3, window=8, d_model=8, heads=1, layers=1, ffn=16, norm="layernorm",
+                  activation="gelu")
+    full = 1 << (intops.MULT_BITS - 1)
+    model = random_intmodel(config, bits=6, seed=5)
+    kinds = set()
+    for op in model.ops:
+        if op.kind == "add":
+            assert full <= max(abs(op.params["ma"]), abs(op.params["mb"])) < 2 * full
+        elif op.kind in ("affine", "layernorm"):
+            assert full <= abs(op.arrays["scales"]).max() < 2 * full
+        kinds.add(op.kind)
+    assert {"add", "layernorm"} <= kinds
+    old = random_intmodel(config, bits=6, seed=5, constant_style="fixed-shift")
+    assert {op.params["shift"] for op in old.ops if op.kind == "add"} == {14}
