@@ -295,6 +295,7 @@ def _configs() -> list[dict]:
         _cfg("l-2l-d20-ffn80-8b", _shape(D, layers=2, d_model=20, ffn=80), 8,
              _par(2, 2, lanes=(2, 2))),
     ]
+    c += _search_like()
     for i, cfg in enumerate(c):      # deterministic, distinct seeds
         if cfg["seed"] is None:
             cfg["seed"] = 1000 + i
@@ -303,6 +304,42 @@ def _configs() -> list[dict]:
     if dup:
         raise AssertionError(f"duplicate calibration labels {sorted(dup)}")
     return c
+
+
+#: Two-layer shapes of ``flows.deployability`` whose trained designs the estimator judged.
+SEARCH_LIKE_SHAPES = {
+    "d20-ffn40": dict(DEFAULT, layers=2, d_model=20, ffn=40),
+    "d20-ffn40-w32": dict(DEFAULT, layers=2, d_model=20, ffn=40, window=32),
+    "d24-ffn48": dict(DEFAULT, layers=2, d_model=24, ffn=48),
+    "d24-ffn32": dict(DEFAULT, layers=2, d_model=24, ffn=32),
+    "ffn128": dict(DEFAULT, layers=2, ffn=128),
+    "w48": dict(DEFAULT, layers=2, window=48),
+}
+
+
+def _search_like(per_shape: int = 2, seed: int = 7) -> list[dict]:
+    """Designs like the ones the mixed-precision search judges near the XC7S15's size: the
+    smallest folding of the 4-bit preset (where ``hardware_search`` starts), every multiplier
+    and storage knob changed with probability 1/4 and every width group drawn from 4, 6, 8.
+    Drawn once with a fixed seed, not picked by their estimation error."""
+    import numpy as np
+    from .search import SearchSpace
+    rng = np.random.default_rng(seed)
+    out = []
+    for name, shape in SEARCH_LIKE_SHAPES.items():
+        space = SearchSpace(shape, "xc7s15")
+        folding = [k for k in space.choices if k.endswith(("pe", "simd", "qk_lanes", "pv_lanes"))]
+        start = {**space.anchor(4), **dict.fromkeys(folding, 1)}
+        for j in range(per_shape):
+            params = dict(start)
+            for k, choices in space.searched.items():
+                if k.startswith("bits."):
+                    params[k] = int(rng.choice(choices))
+                elif k not in folding and rng.random() < 0.25:
+                    params[k] = choices[int(rng.integers(len(choices)))]
+            cand = space.candidate(params)
+            out.append(_cfg(f"srch-{name}-{'ab'[j]}", shape, cand.bits, cand.hw))
+    return out
 
 
 CONFIGS: list[dict] = _configs()
