@@ -821,25 +821,43 @@ def _bram_ice40(depth: int, width: int) -> int:
     return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in configs)
 
 
+#: Yosys ``memory_libmap`` prices a mapping as the cells' cost plus, for a memory split over
+#: several address tiles, 0.5 per bit of read multiplexer and 0.5 per write-enable of the
+#: write demultiplexer (FACTOR_MUX, FACTOR_DEMUX). LUT RAMs (``lutrams_xc5v.txt``, simple dual
+#: port): RAM32M is 32 x 6 and RAM64M 64 x 3, cost 8 of which 7 scale with the bits used
+#: (``widthscale 7``); a RAMB18 costs 129. A RAM without a forced style takes the cheaper.
+LUTRAM_COST, LUTRAM_WIDTHSCALE, RAMB18_COST = 8, 7, 129
+MUX_FACTOR, DEMUX_FACTOR = 0.5, 0.5
+
+
+def _lutram_options_xc7(depth: int, width: int) -> list[tuple[float, int]]:
+    """(libmap cost, LUTs) of a depth x width simple dual-port RAM as RAM32M and as RAM64M."""
+    out = []
+    for tile_depth, tile_width in ((32, 6), (64, 3)):
+        tiles = math.ceil(depth / tile_depth)                 # address tiles (mult_a)
+        padded = math.ceil(width / tile_width) * tile_width   # the word padded to whole cells
+        cells = math.ceil(tiles * padded / tile_width)
+        cost = ((LUTRAM_COST - LUTRAM_WIDTHSCALE) * cells
+                + LUTRAM_WIDTHSCALE * tiles * width / tile_width)
+        if tiles > 1:
+            cost += MUX_FACTOR * (tiles - 1) * width + DEMUX_FACTOR * tiles
+        out.append((cost, 4 * cells))
+    return out
+
+
 def _lutram_xc7(depth: int, width: int) -> int:
-    """LUTs of a simple dual-port LUT RAM: one kind of cell for the whole memory, RAM64M
-    (64 x 3 in 4 LUTs) or RAM32M (32 x 6 in 4 LUTs), whichever needs fewer cells (RAM32M on a
-    tie), as Yosys' ``memory_libmap`` chooses (checked: 96 x 8 takes 6 RAM32M, 160 x 8 takes
-    9 RAM64M, 40 x 8 takes 3 RAM64M)."""
-    return 4 * min(math.ceil(depth / 32) * math.ceil(width / 6),
-                   math.ceil(depth / 64) * math.ceil(width / 3))
-
-
-#: ``memory_libmap`` costs (Yosys' xilinx/lutrams_xc5v.txt, brams_xc4v.txt): 8 per LUT RAM
-#: primitive, 129 per RAMB18. A RAM left to choose (storage "lutram") takes the cheaper.
-LUTRAM_COST, RAMB18_COST = 8, 129
+    """LUTs of a simple dual-port LUT RAM: RAM32M or RAM64M for the whole memory, whichever
+    ``memory_libmap`` prices lower (RAM32M on a tie). Checked: 96 x 8 takes 6 RAM32M,
+    160 x 8 takes 9 RAM64M, 40 x 8 takes 3 RAM64M."""
+    return min(_lutram_options_xc7(depth, width))[1]
 
 
 def _ram_xc7(depth: int, width: int) -> tuple[int, float]:
-    """(LUTRAM LUTs, BRAM36) of a RAM without a forced style."""
-    luts = _lutram_xc7(depth, width)
+    """(LUTRAM LUTs, BRAM36) of a RAM without a forced style: a 480 x 6 FIFO goes to a RAMB18
+    (129) rather than 15 RAM32M (120 plus 49.5 of multiplexers)."""
+    lut_cost, luts = min(_lutram_options_xc7(depth, width))
     bram = _bram_xc7(depth, width)
-    if LUTRAM_COST * luts / 4 > RAMB18_COST * 2 * bram:
+    if lut_cost > RAMB18_COST * 2 * bram:
         return 0, bram
     return luts, 0.0
 

@@ -68,6 +68,17 @@ def test_bram_rule_picks_the_cheapest_tiling():
     assert E._bram_ice40(64, 40) == 3           # 256 x 16 tiles side by side
 
 
+def test_unforced_ram_takes_what_memory_libmap_prices_lower():
+    # the LUT RAM geometry (4 LUTs a cell), as Yosys maps it
+    assert E._lutram_xc7(96, 8) == 4 * 6        # 6 RAM32M
+    assert E._lutram_xc7(160, 8) == 4 * 9       # 9 RAM64M
+    assert E._lutram_xc7(40, 8) == 4 * 3        # 3 RAM64M
+    # LUT RAM against a RAMB18: the read multiplexer over 15 tiles tips a 480 x 6 FIFO into
+    # block RAM (srch-d20-ffn40-b: four such FIFOs, 2 BRAM36 in Yosys); 96 x 6 stays in LUTs
+    assert E._ram_xc7(480, 6) == (0, 0.5)
+    assert E._ram_xc7(96, 6) == (12, 0.0)
+
+
 def test_dsp_rule_follows_mul2dsp():
     # (a bits, b bits, a signed, b signed, product bits kept, constant, register bits)
     assert E._dsp_tiles([8, 8, True, True, 16, None, 0], "xc7s15") == 1
