@@ -810,10 +810,15 @@ def _bram_xc7(depth: int, width: int) -> float:
 #: 14 x 6 queue (84 bits) and an 8 x 10 accumulator stay in flip-flops, a 16 x 6 bank (96 bits)
 #: goes to EBR, in every calibration design. 12 is the middle of that bracket.
 ICE40_EBR_COST, ICE40_BUFFER_EMULATION = 64, 12
-#: ``memory_libmap``'s cost of a ROM bit left in logic (``-logic-cost-rom``, 1/16): a table
-#: read into a register (registers storage) goes to EBR only when big, e.g. 112 x 15 bits
-#: but not 25 x 13.
+#: ``memory_libmap``'s cost of a ROM bit left in logic (``-logic-cost-rom``, 1/16): on the
+#: iCE40 a table read into a register (registers storage, no style attribute) goes to EBR
+#: only when big, e.g. 112 x 15 bits but not 25 x 13.
 ICE40_ROM_LOGIC_COST = 1 / 16
+#: On the XC7S15 such a table takes a RAMB18 when its address space times its width exceeds
+#: this many bits. Measured with ``synth_xilinx`` on single tables: 1024 x 8, 600 x 8,
+#: 2048 x 4, 512 x 9 and 1024 x 5 stay in LUTs; 1024 x 9, 520 x 9, 1100 x 5, 2048 x 5 and
+#: 2048 x 7 go to block RAM.
+XC7_ROM_BLOCK_BITS = 8192
 
 
 def _bram_ice40(depth: int, width: int) -> int:
@@ -920,7 +925,12 @@ def exact_resources(counts: _Counts, device: str) -> dict:
                 r["BRAM36"] += _bram_xc7(d, w)
                 r["bram_bits"] += w
             elif mem["rom"] is not None:
-                r["rom_luts"] += _rom_columns(mem["rom"], w, 64)
+                if (mem["read_registered"] and not mem["logic"]
+                        and (1 << (d - 1).bit_length()) * w > XC7_ROM_BLOCK_BITS):
+                    r["BRAM36"] += _bram_xc7(d, w)
+                    r["bram_bits"] += w
+                else:
+                    r["rom_luts"] += _rom_columns(mem["rom"], w, 64)
             else:
                 luts, bram = _ram_xc7(d, w)
                 r["LUTRAM"] += luts

@@ -79,6 +79,18 @@ def test_unforced_ram_takes_what_memory_libmap_prices_lower():
     assert E._ram_xc7(96, 6) == (12, 0.0)
 
 
+def test_xc7_registered_table_goes_to_block_ram_only_when_big():
+    """A weight table read into a register (registers storage) is a ROM without a style for
+    Yosys: a RAMB18 beyond XC7_ROM_BLOCK_BITS of address space times width (measured)."""
+    def bram(depth, width):
+        counts = E._Counts()
+        counts.mems.append({"depth": depth, "width": width, "block": False, "read_ports": 1,
+                            "rom": list(range(depth)), "read_registered": True, "logic": False})
+        return E.exact_resources(counts, "xc7s15").get("BRAM36", 0.0)
+    assert bram(1024, 8) == bram(512, 9) == bram(1024, 5) == 0.0
+    assert bram(520, 9) == bram(1100, 5) == bram(2048, 7) == 0.5
+
+
 def test_dsp_rule_follows_mul2dsp():
     # (a bits, b bits, a signed, b signed, product bits kept, constant, register bits)
     assert E._dsp_tiles([8, 8, True, True, 16, None, 0], "xc7s15") == 1
