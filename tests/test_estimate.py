@@ -239,11 +239,11 @@ def test_estimator_against_stored_synthesis(device):
         else:
             assert not wrong, f"{name} estimate differs from synthesis: {wrong}"
     # Issue 7's target: a median error <= 3 % for LUT and FF. Measured leave-one-out on the
-    # 72 XC7S15 designs (35 hierarchical records; 5 trained designs, weighted 5 in the fit):
-    # LUT 3.28 % -- the target is NOT met (2.97 % unweighted, with the trained designs 2.6 to
-    # 7.5 % under Yosys; README, closing note of #7) --, FF 2.13 %; on the 32 UP5K designs:
-    # LC 1.99 %. This bound guards against getting worse.
-    limits = {"xc7s15": {"LUT": 3.3, "FF": 3.0}, "ice40up5k": {"LC": 3.0}}[device]
+    # 83 XC7S15 designs (67 synthetic with the converter's constants, 11 search-like, 5
+    # trained weighted 5; 35 hierarchical records): LUT 3.78 % -- the target is NOT met
+    # (README, closing note of #7) --, FF 2.06 %; on the 32 UP5K designs: LC 1.85 %. These
+    # bounds guard against getting worse.
+    limits = {"xc7s15": {"LUT": 3.8, "FF": 2.5}, "ice40up5k": {"LC": 2.5}}[device]
     errors = calibration.error_summary(table, list(limits))
     for name, e in errors.items():
         assert e["median_pct"] <= limits[name], (name, e)
