@@ -859,7 +859,7 @@ def _lutram_xc7(depth: int, width: int) -> int:
 
 def _ram_xc7(depth: int, width: int) -> tuple[int, float]:
     """(LUTRAM LUTs, BRAM36) of a RAM without a forced style: a 480 x 6 FIFO goes to a RAMB18
-    (129) rather than 15 RAM32M (120 plus 49.5 of multiplexers)."""
+    (129) rather than 16 RAM64M (128 plus 25 of multiplexers; 15 RAM32M: 120 plus 49.5)."""
     lut_cost, luts = min(_lutram_options_xc7(depth, width))
     bram = _bram_xc7(depth, width)
     if lut_cost > RAMB18_COST * 2 * bram:
