@@ -301,8 +301,10 @@ def aimed_margin(space, rep, est, util: float, *, between: bool = True) -> float
     smallest design's estimate) and ``between``, halfway between the smallest design and this
     one, since the estimator's error differs from design to design."""
     margin = tightened_margin(rep, est, util)
+    if not between:
+        return margin
     smallest_util = hardware_search(space, bits=4)[1]
-    if margin < smallest_util and between:
+    if margin < smallest_util:
         margin = (smallest_util + util) / 2
     return margin
 
