@@ -647,15 +647,17 @@ def _predict(coef: dict, feats: dict) -> float:
 
 
 #: Weight of the prior in the fit, chosen by the leave-one-out error of the benchmark when it
-#: had 34 XC7S15 designs (LUT median 3.17 % at 0, 3.15 % at 0.03, 3.39 % at 0.1, 3.40 % at
-#: 0.3; UP5K LC: 1.51 % at 0.03, 2.75 % at 0.1) and kept since.
+#: had 34 XC7S15 designs and a squared-error fit (LUT median 3.17 % at 0, 3.15 % at 0.03,
+#: 3.39 % at 0.1, 3.40 % at 0.3; UP5K LC: 1.51 % at 0.03, 2.75 % at 0.1) and kept since; with
+#: the absolute-error fit on 83 designs it hardly matters (LUT 2.22 % at 0.01 and 0.03, 2.25 %
+#: at 0.1).
 STRENGTH = 0.03
 
 #: Weight of a trained design's record (real constants) in the whole-design fit, against 1 for
-#: a synthetic one. The estimator exists to judge trained designs, and the 67 synthetic
-#: designs' constants are cheaper than trained ones: unweighted, the 5 trained designs come
-#: out 2.6-7.5 % under Yosys (leave-one-out); at 5, -5.0 to +0.4 %, for a LUT median over all
-#: designs of 3.28 % instead of 2.97 %.
+#: a synthetic one. The estimator exists to judge trained designs, and the synthetic designs'
+#: constants are cheaper than trained ones. Leave-one-out on the 83 XC7S15 designs with the
+#: absolute-error fit: at 1, the 5 trained designs come out -2.6 to +0.7 % (LUT median over
+#: all designs 2.61 %); at 5, -2.0 to +1.6 % (2.22 %).
 TRAINED_WEIGHT = 5.0
 
 
