@@ -795,12 +795,28 @@ def cached_block_features(design) -> dict:
 # Exact mapping rules: memories and multipliers
 # ---------------------------------------------------------------------------------------------
 
-def _bram_xc7(depth: int, width: int) -> float:
-    """BRAM36-equivalents of a depth x width memory (RAMB18E1 = 1/2): the cheapest tiling."""
+def _layouts(depth: int):
+    """(rows, words per row) of the ways ``memory_libmap`` lays out ``depth`` words: one word
+    per row, or the top k address bits choosing a word within a row 2^k words wide, where only
+    words that exist take room. Measured: a 768 x 5 table fits one iCE40 EBR as 256 x 15 bits
+    (256 x 16 mode), a 3072 x 5 table one RAMB18 as 1024 x 15 (1024 x 18 mode)."""
+    yield depth, 1
+    abits = (depth - 1).bit_length()
+    for k in range(1, abits + 1):
+        rows = 1 << (abits - k)
+        yield rows, math.ceil(depth / rows)
+
+
+def _bram_xc7(depth: int, width: int, rom: bool = False) -> float:
+    """BRAM36-equivalents of a depth x width memory (RAMB18E1 = 1/2): the cheapest tiling.
+    Only a ROM packs several words in a row: a RAM's write would need an enable per word, and
+    the byte enables are 9 bits wide (a 3072 x 5 RAM takes a RAMB36)."""
     configs = [(0.5, 16384, 1), (0.5, 8192, 2), (0.5, 4096, 4), (0.5, 2048, 9), (0.5, 1024, 18),
                (0.5, 512, 36), (1.0, 32768, 1), (1.0, 16384, 2), (1.0, 8192, 4), (1.0, 4096, 9),
                (1.0, 2048, 18), (1.0, 1024, 36), (1.0, 512, 72)]
-    return min(cost * math.ceil(depth / d) * math.ceil(width / w) for cost, d, w in configs)
+    layouts = _layouts(depth) if rom else [(depth, 1)]
+    return min(cost * math.ceil(rows / d) * math.ceil(words * width / w)
+               for rows, words in layouts for cost, d, w in configs)
 
 
 #: iCE40 has no LUT RAM: ``memory_libmap`` puts a RAM in SB_RAM40_4Ks when their cost (64
@@ -822,8 +838,11 @@ XC7_ROM_BLOCK_BITS = 8192
 
 
 def _bram_ice40(depth: int, width: int) -> int:
+    """SB_RAM40_4Ks of a depth x width memory: the cheapest tiling of its cheapest layout (the
+    EBR's write mask is per bit, so RAMs pack words in a row too: 768 x 5 takes one)."""
     configs = [(256, 16), (512, 8), (1024, 4), (2048, 2)]
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in configs)
+    return min(math.ceil(rows / d) * math.ceil(words * width / w)
+               for rows, words in _layouts(depth) for d, w in configs)
 
 
 #: Yosys ``memory_libmap`` prices a mapping as the cells' cost plus, for a memory split over
@@ -922,12 +941,12 @@ def exact_resources(counts: _Counts, device: str) -> dict:
             w = max(1, int(_rom_columns(mem["rom"], w, max(1, len(mem["rom"])))))
         if device == "xc7s15":
             if mem["block"]:
-                r["BRAM36"] += _bram_xc7(d, w)
+                r["BRAM36"] += _bram_xc7(d, w, rom=mem["rom"] is not None)
                 r["bram_bits"] += w
             elif mem["rom"] is not None:
                 if (mem["read_registered"] and not mem["logic"]
                         and (1 << (d - 1).bit_length()) * w > XC7_ROM_BLOCK_BITS):
-                    r["BRAM36"] += _bram_xc7(d, w)
+                    r["BRAM36"] += _bram_xc7(d, w, rom=True)
                     r["bram_bits"] += w
                 else:
                     r["rom_luts"] += _rom_columns(mem["rom"], w, 64)
