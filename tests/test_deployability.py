@@ -137,3 +137,32 @@ def test_confirmation_ends_at_the_smallest_design(near_full, tmp_path):
     assert [h["max_utilisation"] for h in history] == [0.95, 0.93]
     assert cand.params == dict.fromkeys(near_full.unit, 4)
     assert rep.used["LUT"] <= 8000
+
+
+def test_confirmation_synthesises_the_smallest_design_over_the_margin(near_full, tmp_path):
+    """Uniform 4 bits (0.93) is over the margin but estimated to fit the device: Yosys checks it
+    rather than the search giving up; at 0.92 nothing is left and nothing is synthesised past
+    the device."""
+    sens = {k: {4: 0.1, 6: 0.05, 8: 0.0} for k in near_full.unit}
+    cand, _, rep, history = D.confirmed_mixed_search(near_full, margin=0.92, out=tmp_path,
+                                                     sensitivity=sens)
+    assert [h["max_utilisation"] for h in history] == [0.93]
+    assert cand.params == dict.fromkeys(near_full.unit, 4)
+    assert rep.used["LUT"] <= 8000
+
+
+def test_confirmation_skips_a_smallest_design_estimated_over_the_device(near_full, tmp_path,
+                                                                       monkeypatch):
+    uniform4 = D.hardware_search
+
+    def over_the_device(space, bits, rounds=1, margin=D.MARGIN):
+        _, util, cand, est = uniform4(space, bits)
+        return False, util + 0.1, cand, est
+
+    monkeypatch.setattr(D, "hardware_search", over_the_device)
+    sens = {k: {4: 0.1, 6: 0.05, 8: 0.0} for k in near_full.unit}
+    cand, _, rep, history = D.confirmed_mixed_search(near_full, margin=0.95, out=tmp_path,
+                                                     sensitivity=sens)
+    assert cand is None and rep is None
+    assert history == [{"margin": 0.95, "fits_estimate": False,
+                        "max_utilisation": pytest.approx(1.03)}]
