@@ -375,6 +375,117 @@ def train_and_score(space, cand, ctx):
                 "cycles": latency_cycles(im, cand.hw)}
 
 
+def shape_row(name: str, shape: dict, a) -> dict:
+    """One shape of the benchmark with the options ``a`` of :func:`main`: the best uniform
+    designs, then (if neither fits) the mixed design, checked, trained and synthesised."""
+    t0 = time.perf_counter()
+    space = _space(shape, a.device)
+    row = {"shape": name, "config": space.shape}
+    out = Path(a.out) / _slug(name)
+    # the float model, trained on first need: the sensitivities, the Yosys checks (on it
+    # quantised: real constants) and the fine-tune use it
+    ctx = None
+    wants_ctx = a.objective == "sensitivity" or not a.no_train
+
+    def context():
+        return training_context(space, out, a.epochs) if wants_ctx else None
+    for w in (8, 6):
+        fits, util, cand, est = hardware_search(space, bits=w, rounds=a.rounds)
+        row[f"uniform{w}"] = {"fits": fits, "max_utilisation": util, "resources": est.used,
+                              "over": est.over()}
+        print(f"{name}: uniform {w} bits: best max utilisation {util:.2f} "
+              f"({'fits' if fits else '; '.join(est.over())})", flush=True)
+        if w == 6 and a.synth and util > 0.85:
+            # near or over the limit: Yosys decides on the best uniform design, with the
+            # same constants as the mixed design's check
+            from hw.accelerator import Accelerator
+            from .xilinx import synth_xc7s15
+            ctx = ctx or context()
+            model = (_MODELS[_model_key(space, cand)] if ctx is None
+                     else ptq_intmodel(cand, ctx))
+            rep = synth_xc7s15(Accelerator(model, cand.hw), out / "synth_uniform6",
+                               timing=False)
+            row["uniform6"].update(synthesis=rep.used, fits=rep.fits)
+            print(f"{name}: uniform 6 bits, Yosys: {rep.summary()}", flush=True)
+    if row["uniform8"]["fits"] or row["uniform6"]["fits"]:
+        print(f"{name}: fits at a uniform width: not a mixed-precision case", flush=True)
+        row["seconds"] = round(time.perf_counter() - t0, 1)
+        return row
+    ctx = ctx or context()
+    sens = None
+    if a.objective == "sensitivity":
+        sens = width_sensitivity(space, ctx)
+        row["sensitivity"] = sens
+        print(f"{name}: validation RMSE cost of 4 bits (others 8): " + ", ".join(
+            f"{k[5:]} {v.get(4, 0):.2f}" for k, v in sorted(sens.items(),
+                                                 key=lambda kv: -kv[1].get(4, 0))),
+            flush=True)
+    margin = a.margin
+    # a trained design that Yosys puts over the device: one more search, aimed lower by
+    # its ratio to the estimate (the fine-tune moves the count by a few %), see aimed_margin
+    for trained_attempt in range(2 if a.synth and not a.no_train else 1):
+        if a.synth:
+            cand, est, rep, history = confirmed_mixed_search(
+                space, margin=margin, out=out / f"trained{trained_attempt}", rounds=a.rounds,
+                sensitivity=sens, ctx=ctx)
+            row.setdefault("mixed_attempts", []).extend(history)
+            fits, util = cand is not None, history[-1]["max_utilisation"]
+        else:
+            fits, util, cand, est = mixed_search(space, margin=margin, rounds=a.rounds,
+                                                 sensitivity=sens)
+            fits = fits and util <= margin
+        if cand is None:
+            print(f"{name}: mixed: no design confirmed by Yosys", flush=True)
+            row.setdefault("mixed", {"fits": False, "max_utilisation": util, "bits": {}})
+            break
+        if "mixed" in row:
+            row.setdefault("mixed_trained_over", []).append(row["mixed"])
+        row["mixed"] = {"fits": fits, "max_utilisation": util, "bits": cand.params,
+                        "hw": cand.hw, "resources": est.used}
+        print(f"{name}: mixed: {'fits' if fits else 'does not fit'}, max utilisation "
+              f"{util:.2f}", flush=True)
+        if not fits or a.no_train:
+            break
+        im, metrics = train_and_score(space, cand, ctx)
+        row["mixed"].update(metrics)
+        im.save(out / "chosen")
+        (out / "chosen" / "hw_config.json").write_text(json.dumps(cand.hw, indent=1))
+        print(f"{name}: mixed design: validation RMSE {metrics['val_rmse']:.3f}, test RMSE "
+              f"{metrics['test_rmse']:.3f}, {metrics['cycles']:,} cycles", flush=True)
+        if not a.synth:
+            break
+        from hw.accelerator import Accelerator
+        from .xilinx import synth_xc7s15
+        rep = synth_xc7s15(Accelerator(im, cand.hw), out / f"synth{trained_attempt}",
+                           timing=False)
+        row["mixed"].update(synthesis=rep.used, synthesis_fits=rep.fits)
+        print(f"{name}: Yosys: {rep.summary()}", flush=True)
+        if rep.fits:
+            break
+        margin = aimed_margin(space, rep, est, util)
+    row["seconds"] = round(time.perf_counter() - t0, 1)
+    return row
+
+
+def print_table(rows) -> None:
+    print("\n| shape | uniform 8 b (best max util.) | uniform 6 b | mixed: fits | mean width | "
+          "val RMSE | test RMSE | cycles |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "mixed" not in r:
+            print(f"| {r['shape']} | {r['uniform8']['max_utilisation']:.2f} | "
+                  f"{r['uniform6']['max_utilisation']:.2f} | (fits uniform) | | | | |")
+            continue
+        m = r["mixed"]
+        # a synthesised trained design decides; else the check before training
+        fit = m.get("synthesis_fits", m["fits"])
+        widths = [v for k, v in m["bits"].items() if k.startswith("bits.")] or [math.nan]
+        print(f"| {r['shape']} | {r['uniform8']['max_utilisation']:.2f} | "
+              f"{r['uniform6']['max_utilisation']:.2f} | {fit} ({m['max_utilisation']:.2f}) | "
+              f"{sum(widths) / len(widths):.2f} | {m.get('val_rmse', float('nan')):.3f} | "
+              f"{m.get('test_rmse', float('nan')):.3f} | {m.get('cycles', 0):,} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m flows.deployability", description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="xc7s15", choices=["xc7s15", "ice40up5k"])
@@ -392,114 +503,9 @@ def main(argv=None) -> int:
                          "or the mean width")
     ap.add_argument("--json", metavar="PATH")
     a = ap.parse_args(argv)
-    rows = []
-    for name, shape in SHAPES.items():
-        if a.only and name not in a.only:
-            continue
-        t0 = time.perf_counter()
-        space = _space(shape, a.device)
-        row = {"shape": name, "config": space.shape}
-        out = Path(a.out) / _slug(name)
-        # the float model, trained on first need: the sensitivities, the Yosys checks (on it
-        # quantised: real constants) and the fine-tune use it
-        ctx = None
-        wants_ctx = a.objective == "sensitivity" or not a.no_train
-
-        def context():
-            return training_context(space, out, a.epochs) if wants_ctx else None
-        for w in (8, 6):
-            fits, util, cand, est = hardware_search(space, bits=w, rounds=a.rounds)
-            row[f"uniform{w}"] = {"fits": fits, "max_utilisation": util, "resources": est.used,
-                                  "over": est.over()}
-            print(f"{name}: uniform {w} bits: best max utilisation {util:.2f} "
-                  f"({'fits' if fits else '; '.join(est.over())})", flush=True)
-            if w == 6 and a.synth and util > 0.85:
-                # near or over the limit: Yosys decides on the best uniform design, with the
-                # same constants as the mixed design's check
-                from hw.accelerator import Accelerator
-                from .xilinx import synth_xc7s15
-                ctx = ctx or context()
-                model = (_MODELS[_model_key(space, cand)] if ctx is None
-                         else ptq_intmodel(cand, ctx))
-                rep = synth_xc7s15(Accelerator(model, cand.hw), out / "synth_uniform6",
-                                   timing=False)
-                row["uniform6"].update(synthesis=rep.used, fits=rep.fits)
-                print(f"{name}: uniform 6 bits, Yosys: {rep.summary()}", flush=True)
-        if row["uniform8"]["fits"] or row["uniform6"]["fits"]:
-            print(f"{name}: fits at a uniform width: not a mixed-precision case", flush=True)
-            row["seconds"] = round(time.perf_counter() - t0, 1)
-            rows.append(row)
-            continue
-        ctx = ctx or context()
-        sens = None
-        if a.objective == "sensitivity":
-            sens = width_sensitivity(space, ctx)
-            row["sensitivity"] = sens
-            print(f"{name}: validation RMSE cost of 4 bits (others 8): " + ", ".join(
-                f"{k[5:]} {v.get(4, 0):.2f}" for k, v in sorted(sens.items(),
-                                                     key=lambda kv: -kv[1].get(4, 0))),
-                flush=True)
-        margin = a.margin
-        # a trained design that Yosys puts over the device: one more search, aimed lower by
-        # its ratio to the estimate (the fine-tune moves the count by a few %), see aimed_margin
-        for trained_attempt in range(2 if a.synth and not a.no_train else 1):
-            if a.synth:
-                cand, est, rep, history = confirmed_mixed_search(
-                    space, margin=margin, out=out / f"trained{trained_attempt}", rounds=a.rounds,
-                    sensitivity=sens, ctx=ctx)
-                row.setdefault("mixed_attempts", []).extend(history)
-                fits, util = cand is not None, history[-1]["max_utilisation"]
-            else:
-                fits, util, cand, est = mixed_search(space, margin=margin, rounds=a.rounds,
-                                                     sensitivity=sens)
-                fits = fits and util <= margin
-            if cand is None:
-                print(f"{name}: mixed: no design confirmed by Yosys", flush=True)
-                row.setdefault("mixed", {"fits": False, "max_utilisation": util, "bits": {}})
-                break
-            if "mixed" in row:
-                row.setdefault("mixed_trained_over", []).append(row["mixed"])
-            row["mixed"] = {"fits": fits, "max_utilisation": util, "bits": cand.params,
-                            "hw": cand.hw, "resources": est.used}
-            print(f"{name}: mixed: {'fits' if fits else 'does not fit'}, max utilisation "
-                  f"{util:.2f}", flush=True)
-            if not fits or a.no_train:
-                break
-            im, metrics = train_and_score(space, cand, ctx)
-            row["mixed"].update(metrics)
-            im.save(out / "chosen")
-            (out / "chosen" / "hw_config.json").write_text(json.dumps(cand.hw, indent=1))
-            print(f"{name}: mixed design: validation RMSE {metrics['val_rmse']:.3f}, test RMSE "
-                  f"{metrics['test_rmse']:.3f}, {metrics['cycles']:,} cycles", flush=True)
-            if not a.synth:
-                break
-            from hw.accelerator import Accelerator
-            from .xilinx import synth_xc7s15
-            rep = synth_xc7s15(Accelerator(im, cand.hw), out / f"synth{trained_attempt}",
-                               timing=False)
-            row["mixed"].update(synthesis=rep.used, synthesis_fits=rep.fits)
-            print(f"{name}: Yosys: {rep.summary()}", flush=True)
-            if rep.fits:
-                break
-            margin = aimed_margin(space, rep, est, util)
-        row["seconds"] = round(time.perf_counter() - t0, 1)
-        rows.append(row)
-    print("\n| shape | uniform 8 b (best max util.) | uniform 6 b | mixed: fits | mean width | "
-          "val RMSE | test RMSE | cycles |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        if "mixed" not in r:
-            print(f"| {r['shape']} | {r['uniform8']['max_utilisation']:.2f} | "
-                  f"{r['uniform6']['max_utilisation']:.2f} | (fits uniform) | | | | |")
-            continue
-        m = r["mixed"]
-        # a synthesised trained design decides; else the check before training
-        fit = m.get("synthesis_fits", m["fits"])
-        widths = [v for k, v in m["bits"].items() if k.startswith("bits.")] or [math.nan]
-        print(f"| {r['shape']} | {r['uniform8']['max_utilisation']:.2f} | "
-              f"{r['uniform6']['max_utilisation']:.2f} | {fit} ({m['max_utilisation']:.2f}) | "
-              f"{sum(widths) / len(widths):.2f} | {m.get('val_rmse', float('nan')):.3f} | "
-              f"{m.get('test_rmse', float('nan')):.3f} | {m.get('cycles', 0):,} |")
+    rows = [shape_row(name, shape, a) for name, shape in SHAPES.items()
+            if not a.only or name in a.only]
+    print_table(rows)
     if a.json:
         from .run import write_json_atomic
         write_json_atomic(Path(a.json), json.loads(json.dumps(rows, default=str)))
