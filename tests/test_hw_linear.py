@@ -144,11 +144,15 @@ def test_fused_qkv_linear(pe, simd, bits, seed, rq, bst):
     v = model.forward(random_inputs(model, 2, seed=seed + 10))
     names = ["l0.q", "l0.k", "l0.v"]
     want = np.concatenate([v[n] for n in names], axis=-1)          # (windows, L, 3d)
-    dut = Linear.fused_from_ops(model, names, pe=pe, simd=simd, requant_mul=rq, buffer_storage=bst)
+
+    def fused():        # a fresh component per simulation
+        return Linear.fused_from_ops(model, names, pe=pe, simd=simd, requant_mul=rq,
+                                     buffer_storage=bst)
+    dut = fused()
     assert dut.n_out == 3 * model.config["d_model"]
     got, _ = _run(dut, v["embed"], want.size, stall=0.3, seed=seed)
     assert (got == want.reshape(-1)).all()
-    dut = Linear.fused_from_ops(model, names, pe=pe, simd=simd, requant_mul=rq, buffer_storage=bst)
+    dut = fused()
     got, cycles = _run(dut, v["embed"][0], want[0].size)
     assert (got == want[0].reshape(-1)).all()
     assert cycles == dut.cycles() == dut.output_times(list(range(1, v["embed"][0].size + 1)))[-1]
