@@ -321,16 +321,24 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
     designs in between are the most accurate left; the last attempt takes the smallest design
     if it is estimated below the last one. When even the first search leaves nothing under the
     margin, the smallest design is synthesised if it is estimated to fit the device: the margin
-    is there to choose among designs, and with one left Yosys decides. Returns (candidate, estimate, Yosys report, attempts
-    as dicts) or a None candidate when nothing fits."""
+    is there to choose among designs, and with one left Yosys decides. When Yosys puts a
+    design in the device with its LUTs and FFs (the estimated resources) more than
+    :data:`RAISE_SLACK` under the margin, the estimator was high on this shape: the search runs
+    once more with the margin raised by Yosys' ratio to the estimate, and its design replaces
+    the first if Yosys puts it in the device too. Returns (candidate, estimate, Yosys report,
+    attempts as dicts) or a None candidate when nothing fits."""
     from hw.accelerator import Accelerator
     from .xilinx import synth_xc7s15
     history = []
     last_util = None
+    confirmed, raised = None, False
     for attempt in range(attempts):
         fits, util, cand, est = mixed_search(space, margin=margin, rounds=rounds,
                                              sensitivity=sensitivity)
         smallest = not (fits and util <= margin)
+        if confirmed is not None and (smallest or cand.params == confirmed[0].params):
+            history.append({"margin": margin, "max_utilisation": util, "same_design": True})
+            break                       # aimed higher and found nothing new
         if smallest and not (fits and (last_util is None or util < last_util - 1e-9)):
             history.append({"margin": margin, "fits_estimate": False, "max_utilisation": util})
             return None, est, None, history
@@ -343,12 +351,39 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
         print(f"  margin {margin:.3f}: estimate {est.used}, Yosys {rep.used} "
               f"({worst} {100 * synth_util:.1f} %)", flush=True)
         if synth_util <= SYNTH_LIMIT:
-            return cand, est, rep, history
-        if smallest:
-            break
+            confirmed = (cand, est, rep)
+            up = raised_margin(rep, est, margin)
+            if raised or up is None or attempt == attempts - 1:
+                break
+            margin, raised = up, True
+            continue
+        if confirmed is not None or smallest:
+            break                       # the raised design came out over: keep the first
         last_util = util
         margin = aimed_margin(space, rep, est, util, between=attempt < attempts - 2)
+    if confirmed is not None:
+        return (*confirmed, history)
     return None, est, None, history
+
+
+#: Resources the estimator predicts with an error (the others it counts exactly).
+ESTIMATED_RESOURCES = ("LUT", "FF", "LC")
+#: How far under the margin (as a fraction of the device) Yosys must put the estimated
+#: resources of a confirmed design before the search aims higher.
+RAISE_SLACK = 0.02
+
+
+def raised_margin(rep, est, margin: float) -> float | None:
+    """The margin scaled by Yosys' ratio to the estimate on the estimated resource nearest its
+    capacity, when Yosys puts that resource more than :data:`RAISE_SLACK` under ``margin``;
+    else None. (Memories and DSPs are exact: their utilisation says nothing of the error.)"""
+    kinds = [k for k in rep.capacity if k in ESTIMATED_RESOURCES and est.used.get(k)]
+    if not kinds:
+        return None
+    k = max(kinds, key=lambda k: rep.used[k] / rep.capacity[k])
+    if rep.used[k] / rep.capacity[k] >= margin - RAISE_SLACK:
+        return None
+    return margin * est.used[k] / rep.used[k]
 
 
 def training_context(space, out: Path, epochs: int):

@@ -166,3 +166,32 @@ def test_confirmation_skips_a_smallest_design_estimated_over_the_device(near_ful
     assert cand is None and rep is None
     assert history == [{"margin": 0.95, "fits_estimate": False,
                         "max_utilisation": pytest.approx(1.03)}]
+
+
+def test_confirmation_aims_higher_when_yosys_leaves_room(near_full, tmp_path, monkeypatch):
+    """Yosys puts every design at 0.9 of its estimate: the smallest design, synthesised when
+    nothing is under the margin, comes out with room, so the search runs once more with the
+    margin raised by that ratio and keeps the wider design Yosys confirms."""
+    fit = D._fit
+
+    def synth(acc, out, timing=False):
+        return SimpleNamespace(used={"LUT": round(0.9 * 8000 * fit(near_full, acc)[1])},
+                               capacity={"LUT": 8000})
+
+    monkeypatch.setattr("flows.xilinx.synth_xc7s15", synth)
+    sens = {k: {4: 0.1, 6: 0.05, 8: 0.0} for k in near_full.unit}
+    cand, est, rep, history = D.confirmed_mixed_search(near_full, margin=0.92, out=tmp_path,
+                                                       sensitivity=sens)
+    assert [h["max_utilisation"] for h in history][0] == 0.93       # the smallest design
+    assert history[1]["margin"] == pytest.approx(0.92 / 0.9, rel=1e-3)
+    assert cand.params != dict.fromkeys(near_full.unit, 4)
+    assert 0.93 < history[1]["max_utilisation"] <= 1.0
+    assert rep.used["LUT"] <= 8000 and rep is not None and est.used["LUT"] > 0.93 * 8000
+
+
+def test_raised_margin_ignores_exact_resources():
+    est = SimpleNamespace(used={"LUT": 7700, "BRAM36": 9.5})
+    room = SimpleNamespace(used={"LUT": 7200, "BRAM36": 9.5}, capacity={"LUT": 8000, "BRAM36": 10})
+    assert D.raised_margin(room, est, 0.95) == pytest.approx(0.95 * 7700 / 7200)
+    tight = SimpleNamespace(used={"LUT": 7500, "BRAM36": 9.5}, capacity={"LUT": 8000, "BRAM36": 10})
+    assert D.raised_margin(tight, est, 0.95) is None      # 93.75 % is within 2 % of the margin
