@@ -23,7 +23,9 @@ smallest folding needs the fewest resources; the latency of the result is report
    (:func:`confirmed_mixed_search`), on the shape's float model quantised to its widths
    without fine-tuning: while it is over :data:`SYNTH_LIMIT` of some resource,
    the margin shrinks by Yosys' ratio to the estimate and the search runs again; when the
-   shrunk margin is below the smallest design, it aims halfway between (:func:`aimed_margin`).
+   shrunk margin is below the smallest design, it aims halfway between (:func:`aimed_margin`);
+   when Yosys leaves more than 2 % of the LUTs or FFs under the margin, the margin rises by
+   the same ratio for one more search (:func:`raised_margin`).
 4. the mixed design is QAT fine-tuned from a float model of the shape (as the search does),
    scored by its integer model on the validation and test splits, its cycles exact; with
    ``--synth`` the trained design is synthesised again to confirm the fit.
