@@ -22,8 +22,9 @@ How it works
    one coefficient per feature and device, times one factor per component kind (the class of
    the module: ``Linear``, ``Fifo``, ...), fitted (non-negative, least absolute relative
    error) against Yosys synthesis of the calibration designs in ``flows/calibration.py``; the
-   coefficients live in ``flows/data/estimator_<device>.json``. ``python -m flows.calibration fit`` refits them,
-   ``python -m flows.calibration bench`` prints estimate against synthesis per design.
+   coefficients live in ``flows/data/estimator_<device>.json``. ``python -m flows.calibration
+   fit`` refits them, ``python -m flows.calibration bench`` prints estimate against synthesis
+   per design.
 4. **Blocks seen before are not elaborated again.** A search estimates designs that differ in
    a knob or a layer: :func:`estimate` keeps each top-level block's counts, keyed by a digest
    of its class and constructor arguments (:func:`fingerprint`), and elaborates only the
