@@ -325,25 +325,29 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
     margin, the smallest design is synthesised if it is estimated to fit the device: the margin
     is there to choose among designs, and with one left Yosys decides. When Yosys puts a
     design in the device with its LUTs and FFs (the estimated resources) more than
-    :data:`RAISE_SLACK` under the margin, the estimator was high on this shape: the search runs
-    once more with the margin raised by Yosys' ratio to the estimate, and its design replaces
-    the first if Yosys puts it in the device too. Returns (candidate, estimate, Yosys report,
-    attempts as dicts) or a None candidate when nothing fits."""
+    :data:`RAISE_SLACK` under the margin, the estimator was high on this shape: the margin
+    rises by Yosys' ratio to the estimate (:func:`raised_margin`). Once Yosys has put one
+    design in and one over, the next margin is halfway between their estimates (the error
+    differs from design to design). Ends when the attempts are spent or the search returns a
+    design already synthesised. Returns (the widest design Yosys put in the device, its
+    estimate, its Yosys report, the attempts as dicts) or a None candidate when nothing fits."""
     from hw.accelerator import Accelerator
     from .xilinx import synth_xc7s15
     history = []
     last_util = None
-    confirmed, raised = None, False
+    confirmed, over_util = None, None   # widest design Yosys put in; lowest estimate put over
+    tried = []
     for attempt in range(attempts):
         fits, util, cand, est = mixed_search(space, margin=margin, rounds=rounds,
                                              sensitivity=sensitivity)
         smallest = not (fits and util <= margin)
-        if confirmed is not None and (smallest or cand.params == confirmed[0].params):
+        if confirmed is not None and (smallest or cand.params in tried):
             history.append({"margin": margin, "max_utilisation": util, "same_design": True})
-            break                       # aimed higher and found nothing new
+            break                       # nothing new between what is known
         if smallest and not (fits and (last_util is None or util < last_util - 1e-9)):
             history.append({"margin": margin, "fits_estimate": False, "max_utilisation": util})
             return None, est, None, history
+        tried.append(cand.params)
         model = _MODELS[_model_key(space, cand)] if ctx is None else ptq_intmodel(cand, ctx)
         rep = synth_xc7s15(Accelerator(model, cand.hw), out / f"synth_attempt{attempt}",
                            timing=False)
@@ -353,18 +357,25 @@ def confirmed_mixed_search(space, *, margin: float, out: Path, attempts: int = 4
         print(f"  margin {margin:.3f}: estimate {est.used}, Yosys {rep.used} "
               f"({worst} {100 * synth_util:.1f} %)", flush=True)
         if synth_util <= SYNTH_LIMIT:
-            confirmed = (cand, est, rep)
+            confirmed = (cand, est, rep, util)
+            if over_util is not None:
+                margin = (util + over_util) / 2
+                continue
             up = raised_margin(rep, est, margin)
-            if raised or up is None or attempt == attempts - 1:
+            if up is None:
                 break
-            margin, raised = up, True
+            margin = up
             continue
-        if confirmed is not None or smallest:
-            break                       # the raised design came out over: keep the first
+        if confirmed is not None:
+            over_util = util if over_util is None else min(over_util, util)
+            margin = (confirmed[3] + over_util) / 2
+            continue
+        if smallest:
+            break
         last_util = util
         margin = aimed_margin(space, rep, est, util, between=attempt < attempts - 2)
     if confirmed is not None:
-        return (*confirmed, history)
+        return (*confirmed[:3], history)
     return None, est, None, history
 
 

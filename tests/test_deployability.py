@@ -195,3 +195,26 @@ def test_raised_margin_ignores_exact_resources():
     assert D.raised_margin(room, est, 0.95) == pytest.approx(0.95 * 7700 / 7200)
     tight = SimpleNamespace(used={"LUT": 7500, "BRAM36": 9.5}, capacity={"LUT": 8000, "BRAM36": 10})
     assert D.raised_margin(tight, est, 0.95) is None      # 93.75 % is within 2 % of the margin
+
+
+def test_confirmation_bisects_between_a_fit_and_an_overflow(near_full, tmp_path, monkeypatch):
+    """Yosys is 10 % under the estimate below 0.945 and 8 % over from there: the smallest design
+    fits with room, the raised margin's design comes out over, and the next margin is halfway
+    between the two estimates; its design (under 0.945) is kept."""
+    fit = D._fit
+
+    def synth(acc, out, timing=False):
+        u = fit(near_full, acc)[1]
+        return SimpleNamespace(used={"LUT": round(8000 * u * (1.08 if u >= 0.945 else 0.9))},
+                               capacity={"LUT": 8000})
+
+    monkeypatch.setattr("flows.xilinx.synth_xc7s15", synth)
+    sens = {"bits.a": {4: 0.3, 6: 0.1, 8: 0.0}, "bits.b": {4: 0.2, 6: 0.1, 8: 0.0},
+            "bits.c": {4: 0.1, 6: 0.05, 8: 0.0}}
+    cand, est, rep, history = D.confirmed_mixed_search(near_full, margin=0.92, out=tmp_path,
+                                                       sensitivity=sens)
+    done = [h for h in history if "synthesis_utilisation" in h]
+    assert done[0]["max_utilisation"] == 0.93 and done[0]["synthesis_utilisation"] <= 1
+    assert done[1]["synthesis_utilisation"] > 1                       # the raised design
+    assert done[2]["margin"] == pytest.approx((0.93 + done[1]["max_utilisation"]) / 2)
+    assert 0.93 < est.used["LUT"] / 8000 < 0.945 and rep.used["LUT"] <= 8000
