@@ -937,7 +937,7 @@ def exact_resources(counts: _Counts, device: str) -> dict:
     r = defaultdict(float)
     for mem in counts.mems:
         d, w = mem["depth"], mem["width"]
-        if mem["block"] and mem["rom"] is not None and device == "xc7s15":
+        if mem["block"] and mem["rom"] is not None:
             # a block ROM's constant bit columns are removed before mapping (opt_mem)
             w = max(1, int(_rom_columns(mem["rom"], w, max(1, len(mem["rom"])))))
         if device == "xc7s15":

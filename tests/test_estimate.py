@@ -56,6 +56,10 @@ def test_block_rom_drops_constant_columns():
                  if c.mems]
     assert E.exact_resources(counts, "xc7s15")["BRAM36"] == 0.5
     assert E._bram_xc7(32, 40) == 1.0
+    # the same on the iCE40 (opt_mem is generic): 32 bits are two EBRs (256 x 16), 40 three;
+    # a UP5K norm table of 17 bits, one of them constant, takes one EBR in Yosys
+    assert E.exact_resources(counts, "ice40up5k")["BRAM"] == 2
+    assert E._bram_ice40(32, 40) == 3
 
 
 def test_bram_rule_picks_the_cheapest_tiling():
