@@ -267,7 +267,7 @@ def test_estimator_against_stored_synthesis(device):
     # Issue 7's target: a median error <= 3 % for LUT and FF (for the UP5K: logic cells).
     # Measured leave-one-out on the 83 XC7S15 designs (67 synthetic with the converter's
     # constants, 11 search-like, 5 trained weighted 5; 35 hierarchical records), with the
-    # absolute-error fit: LUT 2.22 %, FF 2.00 %; on the 32 UP5K designs: LC 2.09 %.
+    # absolute-error fit: LUT 2.22 %, FF 2.00 %; on the 48 UP5K designs: LC 1.91 %.
     limits = {"xc7s15": {"LUT": 3.0, "FF": 3.0}, "ice40up5k": {"LC": 3.0}}[device]
     errors = calibration.error_summary(table, list(limits))
     for name, e in errors.items():
