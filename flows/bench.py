@@ -64,15 +64,17 @@ def simulate(model, hw: dict, *, windows: int = 1, compiled: bool = True):
     if compiled:
         try:
             from sim.compiled import run_stream
+            from sim.limits import CycleLimit
             qi, qo = model.qtype("input"), model.qtype("pred")
-            v = vlog.convert(Accelerator(model, hw), name="intformer_top")
-            limit = 2_000_000 * windows          # the smallest foldings take ~10^5 cycles
+            acc = Accelerator(model, hw)
+            one = CycleLimit.of(acc, 1)
+            v = vlog.convert(acc, name="intformer_top")
             first = run_stream(v, flat[: flat.size // windows], want.shape[1], in_signed=qi.signed,
-                               out_signed=qo.signed, timeout_cycles=limit)
+                               out_signed=qo.signed, limit=one)
             ok = list(first.outputs) == [int(t) for t in want[0]]
             if windows > 1:
                 allr = run_stream(v, flat, n_out, in_signed=qi.signed, out_signed=qo.signed,
-                                  timeout_cycles=limit)
+                                  limit=CycleLimit(one.design, one.cycles, windows))
                 ok = ok and list(allr.outputs) == [int(t) for t in want.reshape(-1)]
             return first.cycles, ok, "verilator"
         except Exception as e:           # no Verilator / compiler: Amaranth's simulator

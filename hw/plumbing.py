@@ -243,6 +243,10 @@ class Demux(Recorded, wiring.Component):
         super().__init__(members)
         self.o = [getattr(self, f"o{k}") for k in range(n)]
 
+    def cycles(self, length: int) -> int:
+        """``length`` elements through the demux with ideal consumers: ``length`` (no latency)."""
+        return length
+
     def split_times(self, arrive) -> list:
         """The edges of ``arrive`` (one per input element) split per output, in order (ideal
         consumers: no latency)."""

@@ -29,6 +29,8 @@ from pathlib import Path
 from flows import tools
 from flows.export import parse_verilog_ports
 
+from .limits import CycleLimit
+
 __all__ = ["StreamResult", "build_stream", "run_stream", "run_cycles", "run_cycles_many",
            "cache_dir"]
 
@@ -89,7 +91,7 @@ int main(int argc, char **argv) {
   for (int k = 0; k < 3; k++) { top->clk = 1; top->eval(); top->clk = 0; top->eval(); }
   top->rst = 0;
   size_t idx = 0; bool have = false; int valid = 0; uint64_t payload = 0;
-  long nout = 0; unsigned long long cyc = 0, last = 0;
+  long nout = 0; unsigned long long cyc = 0, last = 0; bool timed_out = false;
   std::vector<long long> out; out.reserve(n_out);
   auto t0 = std::chrono::steady_clock::now();
   while (nout < n_out) {
@@ -111,11 +113,12 @@ int main(int argc, char **argv) {
       if (OSIGNED && (ov >> (OWIDTH - 1)) & 1) v -= (long long)(OMASK) + 1;
       out.push_back(v); nout++; last = cyc;
     }
-    if (cyc > max_cycles) { fprintf(stderr, "timeout after %llu cycles, %ld outputs\n", cyc, nout); break; }
+    if (nout < n_out && cyc >= max_cycles) { timed_out = true; break; }
   }
   double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   for (long long v : out) fprintf(fo, "%lld\n", v);
   fprintf(fo, "cycles %llu\nwall %.9f\nsimcycles %llu\n", last, dt, cyc);
+  if (timed_out) fprintf(fo, "timeout %llu %ld\n", cyc, nout);
   fclose(fo);
   top->final(); delete top; delete ctx;
   return nout < n_out ? 1 : 0;
@@ -183,15 +186,16 @@ def build_stream(verilog: str, top: str = "intformer_top", *, in_signed=True, ou
     return _build(verilog, _stream_wrapper(top, ports), main, "stream")
 
 
-def run_stream(verilog: str, inputs, n_out: int, *, top="intformer_top", in_signed=True,
-               out_signed=True, in_stall=0.0, out_stall=0.0, seed=1,
-               timeout_cycles=None) -> StreamResult:
-    """Stream ``inputs`` through the Verilog design (see module doc); return outputs and cycles."""
+def run_stream(verilog: str, inputs, n_out: int, *, limit: CycleLimit, top="intformer_top",
+               in_signed=True, out_signed=True, in_stall=0.0, out_stall=0.0,
+               seed=1) -> StreamResult:
+    """Stream ``inputs`` through the Verilog design (see module doc); return outputs and cycles.
+
+    ``limit``: the design's cycle formula and the windows streamed (:class:`sim.limits.CycleLimit`,
+    e.g. ``CycleLimit.of(component, windows)``); past its limit the simulation stops with
+    :class:`sim.limits.SimulationTimeout`."""
     exe, build_s = build_stream(verilog, top, in_signed=in_signed, out_signed=out_signed)
-    n_in = len(inputs)
-    # Only a guard against a design that hangs: generous enough for the most folded
-    # accelerators (~200 cycles per input element).
-    timeout = timeout_cycles or (1000 + 500 * (n_in + n_out)) * (1 + int(10 * max(in_stall, out_stall)))
+    timeout = limit.limit(in_stall, out_stall)
     with tempfile.TemporaryDirectory(prefix="intformer_vl_") as tmp:
         fi, fo = Path(tmp) / "in.txt", Path(tmp) / "out.txt"
         fi.write_text("".join(f"{int(v)}\n" for v in inputs))
@@ -200,6 +204,10 @@ def run_stream(verilog: str, inputs, n_out: int, *, top="intformer_top", in_sign
                                str(int(seed) & 0x7FFFFFFF or 1), str(timeout)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         text = fo.read_text() if fo.exists() else ""
+    for ln in text.split("\n"):
+        if ln.startswith("timeout "):
+            ran, got = map(int, ln.split()[1:3])
+            raise limit.timeout("Verilator", ran, got, n_out, in_stall, out_stall)
     if proc.returncode != 0:
         raise RuntimeError(f"compiled simulation failed ({proc.returncode}): {proc.stdout.strip()}")
     outs, cycles, wall = [], 0, 0.0

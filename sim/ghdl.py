@@ -22,6 +22,8 @@ from pathlib import Path
 
 from flows import tools
 
+from .limits import CycleLimit
+
 __all__ = ["StreamResult", "run_stream", "run_cycles", "parse_entity_ports"]
 
 
@@ -99,6 +101,7 @@ begin
     variable nout : natural := 0;
     variable cyc : natural := 0;
     variable last_cyc : natural := 0;
+    variable timed_out : boolean := false;
     procedure step(variable r : inout unsigned(31 downto 0)) is
     begin
       -- Galois LFSR, taps 32,22,2,1
@@ -137,11 +140,19 @@ begin
         last_cyc := cyc;
       end if;
       exit when nout >= {n_out};
-      if cyc > {timeout} then
-        report "tb_stream: timeout after " & integer'image(cyc) & " cycles, " &
-               integer'image(nout) & " outputs" severity failure;
+      if cyc >= {timeout} then
+        timed_out := true;
+        exit;
       end if;
     end loop;
+    if timed_out then
+      -- the cycle limit: reported to sim/ghdl.py, which says what the design's formula expected
+      write(lo, string'("timeout "));
+      write(lo, cyc);
+      write(lo, string'(" "));
+      write(lo, nout);
+      writeline(fout, lo);
+    end if;
     write(lo, string'("cycles "));
     write(lo, last_cyc);
     writeline(fout, lo);
@@ -152,8 +163,8 @@ end architecture;
 """
 
 
-def run_stream(vhdl: str, inputs, n_out: int, *, in_signed=True, out_signed=True,
-               in_stall=0.0, out_stall=0.0, seed=1, timeout_cycles=None,
+def run_stream(vhdl: str, inputs, n_out: int, *, limit: CycleLimit, in_signed=True,
+               out_signed=True, in_stall=0.0, out_stall=0.0, seed=1,
                std="08", workdir=None) -> StreamResult:
     """Stream ``inputs`` through the VHDL design and collect ``n_out`` outputs.
 
@@ -161,7 +172,9 @@ def run_stream(vhdl: str, inputs, n_out: int, *, in_signed=True, out_signed=True
     withholds valid / the sink withholds ready in a cycle (LFSR-driven,
     reproducible from ``seed``).  Ports are found by name: ``clk``, ``rst``,
     ``i_payload``/``i_valid``/``i_ready``, ``o_payload``/``o_valid``/``o_ready``
-    (see :func:`flows.vhdl.vhdl_port_name`)."""
+    (see :func:`flows.vhdl.vhdl_port_name`).  ``limit``: the design's cycle
+    formula and the windows streamed (:class:`sim.limits.CycleLimit`); past its
+    limit the simulation stops with :class:`sim.limits.SimulationTimeout`."""
     ports = parse_entity_ports(vhdl)
     need = ["clk", "rst", "i_payload", "i_valid", "i_ready", "o_payload", "o_valid", "o_ready"]
     missing = [p for p in need if p not in ports]
@@ -185,8 +198,7 @@ def run_stream(vhdl: str, inputs, n_out: int, *, in_signed=True, out_signed=True
     ivec, ovec = ports["i_payload"][2], ports["o_payload"][2]
     oexpr = "o_payload" if ovec else "(0 => o_payload)"
     from_vec = (f"to_integer(signed({oexpr}))" if out_signed else f"to_integer(unsigned({oexpr}))")
-    n_in = len(inputs)
-    timeout = timeout_cycles or (200 + 50 * (n_in + n_out)) * (1 + int(10 * max(in_stall, out_stall)))
+    timeout = limit.limit(in_stall, out_stall)
     tb = _STREAM_TB.format(
         sigs="\n".join(sigs), entity=entity, pmap=pmap, seed=int(seed) & 0x7FFFFFFF or 1,
         rst="rst", iv="i_valid", ir="i_ready", ip="i_payload", ov="o_valid", ord="o_ready",
@@ -203,6 +215,9 @@ def run_stream(vhdl: str, inputs, n_out: int, *, in_signed=True, out_signed=True
     outs, cycles = [], None
     for ln in lines:
         ln = ln.strip()
+        if ln.startswith("timeout"):
+            ran, got = map(int, ln.split()[1:3])
+            raise limit.timeout("GHDL", ran, got, n_out, in_stall, out_stall)
         if ln.startswith("cycles"):
             cycles = int(ln.split()[1])
         elif ln:

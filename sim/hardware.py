@@ -27,15 +27,19 @@ class SimulatedAccelerator:
         xq = self.model.qtype("input").check(xq, "input windows")
         flat = xq.reshape(-1).tolist()
         n = len(xq)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        acc = Accelerator(self.model, self.hw)
         if self.simulator == "amaranth":
             from .streams import run_stream_block
-            got, self.last_cycles = run_stream_block(Accelerator(self.model, self.hw),
-                                                     {"i": flat}, {"o": n})
+            got, self.last_cycles = run_stream_block(acc, {"i": flat}, {"o": n}, windows=n)
             return np.array(got["o"], dtype=np.int64)
         from amaranth.back import verilog
         from . import compiled
-        text = verilog.convert(Accelerator(self.model, self.hw), name=TOP)
-        res = compiled.run_stream(text, flat, n, top=TOP,
+        from .limits import CycleLimit
+        limit = CycleLimit.of(acc, n, name=f"{TOP} (the accelerator)")
+        text = verilog.convert(acc, name=TOP)
+        res = compiled.run_stream(text, flat, n, top=TOP, limit=limit,
                                   in_signed=self.model.qtype("input").signed,
                                   out_signed=self.model.qtype("pred").signed)
         self.last_cycles = res.cycles

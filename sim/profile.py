@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from amaranth.sim import Simulator
 
+from .limits import CycleLimit
+
 
 def accelerator_ports(acc):
     """(label, input stream, output stream) of every block of an Accelerator, in stream order."""
@@ -32,12 +34,16 @@ def accelerator_ports(acc):
     return out
 
 
-def profile(acc, window, *, max_cycles: int = 1_000_000):
+def profile(acc, window, *, limit: CycleLimit | None = None):
     """Simulate one window (a flat list of input codes) with an ideal source and sink.
 
     Returns ``(prediction, total_cycles, rows)`` where each row is
     ``(label, first_input_edge, last_output_edge, blocked)`` (edges counted from 1;
-    ``blocked`` counts the edges where the block offered an output its consumer did not take)."""
+    ``blocked`` counts the edges where the block offered an output its consumer did not take).
+    Stops with :class:`sim.limits.SimulationTimeout` at the limit of ``limit`` (default: from
+    ``acc.cycles()``, see :mod:`sim.limits`)."""
+    limit = CycleLimit.of(acc, 1) if limit is None else limit
+    max_cycles = limit.limit()
     ports = accelerator_ports(acc)
     first_in = {label: None for label, _, _ in ports}
     blocked = {label: 0 for label, _, _ in ports}   # output offered but not taken
@@ -75,8 +81,8 @@ def profile(acc, window, *, max_cycles: int = 1_000_000):
             if o_valid:                                 # the sink is always ready
                 result["pred"], result["cycles"] = int(o_payload), edge
                 return
-            if edge > max_cycles:
-                raise TimeoutError(f"no prediction after {max_cycles} cycles")
+            if edge >= max_cycles:
+                raise limit.timeout("Amaranth simulation (profile)", edge, 0, 1)
 
     sim.add_testbench(source, background=True)
     sim.add_testbench(sink_and_monitor)

@@ -6,10 +6,13 @@ import random
 
 from amaranth.sim import Simulator
 
+from .limits import CycleLimit
+
 
 def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
-                     stall_out: float = 0.0, seed: int = 0, max_cycles: int = 1_000_000,
-                     vcd: str | None = None, domain_clock: float = 1e-8):
+                     stall_out: float = 0.0, seed: int = 0, windows: int = 1,
+                     limit: CycleLimit | None = None, vcd: str | None = None,
+                     domain_clock: float = 1e-8):
     """Simulate ``dut`` with element streams.
 
     ``inputs`` maps an input-stream attribute name of ``dut`` to the integers to send;
@@ -17,13 +20,22 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
     withholds ``valid`` with probability ``stall_in`` each cycle, a sink withholds ``ready``
     with probability ``stall_out``. Returns ``(received, cycles)`` where ``cycles`` is the
     number of clock edges up to and including the one that transfers the last output.
+
+    The simulation stops with :class:`sim.limits.SimulationTimeout` at the limit
+    ``limit`` gives (default: from ``dut.cycles()`` for ``windows`` windows back to back, or
+    ``dut.cycles(length)`` of the longest input stream for a block whose formula takes the
+    length; see :mod:`sim.limits`).
     """
+    sim = Simulator(dut)                # elaborates dut (also when no limit can be derived)
+    sim.add_clock(domain_clock)
+    inputs = {name: list(values) for name, values in inputs.items()}
+    if limit is None:
+        length = max((len(v) for v in inputs.values()), default=0)
+        limit = CycleLimit.of(dut, windows, length=length)
+    max_cycles = limit.limit(stall_in, stall_out)
     rng = random.Random(seed)
     received = {name: [] for name in outputs}
     last_transfer = {name: 0 for name in outputs}
-
-    sim = Simulator(dut)
-    sim.add_clock(domain_clock)
 
     def make_source(name, values):
         port = getattr(dut, name)
@@ -53,14 +65,14 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
                 if valid and ready:
                     received[name].append(int(payload))
                     last_transfer[name] = edge
-                if edge > max_cycles:
-                    raise TimeoutError(f"{name}: {len(received[name])} of {count} elements after "
-                                       f"{max_cycles} cycles")
+                if len(received[name]) < count and edge >= max_cycles:
+                    raise limit.timeout("Amaranth simulation", edge, len(received[name]), count,
+                                        stall_in, stall_out, what=f"outputs on {name}")
             ctx.set(port.ready, 0)
         return sink
 
     for name, values in inputs.items():
-        sim.add_testbench(make_source(name, list(values)), background=True)
+        sim.add_testbench(make_source(name, values), background=True)
     for name, count in outputs.items():
         sim.add_testbench(make_sink(name, count))
     if vcd:
@@ -72,15 +84,16 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
 
 
 def check_against_reference(dut, inputs, *, stall: float = 0.0, seed: int = 0,
-                            exact_cycles: bool = False) -> int:
-    """Stream ``inputs`` through a single-input block whose ``reference(inputs)`` gives the
-    integer model's result; require equality (and, with ``exact_cycles``, that the simulated
-    cycles equal ``dut.cycles()``). Returns the cycle count."""
+                            exact_cycles: bool = False, windows: int = 1) -> int:
+    """Stream ``inputs`` (``windows`` windows back to back) through a single-input block whose
+    ``reference(inputs)`` gives the integer model's result; require equality (and, with
+    ``exact_cycles``, that the simulated cycles equal ``dut.cycles()``). Returns the cycle
+    count."""
     import numpy as np
     x = np.asarray(inputs).ravel()
     ref = np.asarray(dut.reference(x)).ravel()
     got, cycles = run_stream_block(dut, {"i": x}, {"o": len(ref)}, stall_in=stall,
-                                   stall_out=stall, seed=seed)
+                                   stall_out=stall, seed=seed, windows=windows)
     np.testing.assert_array_equal(np.array(got["o"]), ref)
     if exact_cycles:
         assert cycles == dut.cycles(), f"simulated {cycles} cycles, formula {dut.cycles()}"

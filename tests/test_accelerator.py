@@ -18,7 +18,7 @@ PARALLEL = {"kinds": {"linear": {"pe": 4, "simd": 4}, "attention": {"qk_lanes": 
 
 def simulate(model, windows, hw=None, **stalls):
     received, cycles = run_stream_block(Accelerator(model, hw), {"i": windows.reshape(-1).tolist()},
-                                        {"o": len(windows)}, **stalls)
+                                        {"o": len(windows)}, windows=len(windows), **stalls)
     return np.array(received["o"]), cycles
 
 

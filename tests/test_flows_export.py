@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 
 from flows import tools
 from flows.export import export_hdl, parse_verilog_ports
+from sim.limits import CycleLimit
 
 
 class ToyMac(wiring.Component):
@@ -72,6 +73,11 @@ class ToyMac(wiring.Component):
             with m.Else():
                 m.d.sync += acc.eq(tot)
         return m
+
+    def cycles(self) -> int:
+        """One window of ``n`` inputs (always-valid source, always-ready sink): the inputs on
+        edges 1..n, two pipeline registers, the output register, its transfer: ``n + 3``."""
+        return self.n + 3
 
     def model(self, xs):
         out, acc, D = [], 0, len(self.coeffs)
@@ -140,6 +146,14 @@ def test_amaranth_sim_matches_model():
     print(f"\n[amaranth pysim] {cycles} cycles in {wall:.3f} s = {cycles / wall:,.0f} cycles/s")
 
 
+def test_toy_cycle_formula_is_exact():
+    from sim.streams import run_stream_block
+    toy = ToyMac()
+    xs, expected = _vectors(1)
+    got, cycles = run_stream_block(toy, {"i": xs}, {"o": 1})
+    assert got["o"] == expected and cycles == toy.cycles()
+
+
 def test_export_files(tmp_path):
     toy = ToyMac()
     xs, expected = _vectors(5)
@@ -180,18 +194,20 @@ def test_ghdl_and_verilator_match_model_with_stalls(tmp_path):
     v = res.verilog.read_text()
     vh = res.vhdl.read_text()
     for in_stall, out_stall, seed in ((0.0, 0.0, 1), (0.4, 0.3, 5), (0.1, 0.7, 9)):
+        limit = CycleLimit.of(toy, len(expected))
         c = compiled.run_stream(v, xs, len(expected), in_stall=in_stall, out_stall=out_stall,
-                                seed=seed)
+                                seed=seed, limit=limit)
         g = ghdl.run_stream(vh, xs, len(expected), in_stall=in_stall, out_stall=out_stall,
-                            seed=seed)
+                            seed=seed, limit=limit)
         assert c.outputs == expected
         assert g.outputs == expected
         assert c.cycles == g.cycles        # same LFSR => identical handshakes
     # throughput numbers (printed, not asserted)
     big = xs * 40
     exp_big = toy.model(big)
-    c = compiled.run_stream(v, big, len(exp_big), in_stall=0.2, out_stall=0.2)
-    g = ghdl.run_stream(vh, big, len(exp_big), in_stall=0.2, out_stall=0.2)
+    limit = CycleLimit.of(toy, len(exp_big))
+    c = compiled.run_stream(v, big, len(exp_big), in_stall=0.2, out_stall=0.2, limit=limit)
+    g = ghdl.run_stream(vh, big, len(exp_big), in_stall=0.2, out_stall=0.2, limit=limit)
     assert c.outputs == g.outputs == exp_big
     print(f"\n[verilator] {c.cycles} cycles, {c.cycles_per_s:,.0f} cycles/s (loop), "
           f"build {c.build_s:.1f} s (0 = cached)")

@@ -23,7 +23,7 @@ def test_synthetic_models_two_windows_with_stalls(bits, name):
     v = model.forward(random_inputs(model, 2, seed=bits + 1))
     dut = LayerNorm.from_op(model, name, sqrt_bits=1 + bits % 2, div_bits=1 + bits % 3,
                             weight_storage=["registers", "bram", "lutram"][bits % 3])
-    check_against_reference(dut, v[name.replace("norm", "res")], stall=0.3, seed=bits)
+    check_against_reference(dut, v[name.replace("norm", "res")], stall=0.3, seed=bits, windows=2)
 
 
 @pytest.mark.parametrize("sqrt_bits,div_bits,buffer_storage", [(2, 3, "lutram"), (1, 2, "bram"),
@@ -48,7 +48,7 @@ def test_short_tokens_cycle_recurrence(channels, tokens, banks):
                     10, nb, rb, QType(6, True), channels=channels, tokens=tokens, banks=banks)
     x = rng.integers(xt.qmin, xt.qmax + 1, channels * tokens)
     check_against_reference(dut, x, exact_cycles=True)
-    check_against_reference(dut, np.concatenate([x, x[::-1]]), stall=0.3, seed=2)
+    check_against_reference(dut, np.concatenate([x, x[::-1]]), stall=0.3, seed=2, windows=2)
 
 
 @pytest.mark.parametrize("bits,signed,zp", [(2, True, 0), (2, False, 3), (8, False, 0),

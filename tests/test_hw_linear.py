@@ -18,8 +18,9 @@ SOURCE = {"proj": "input", "l0.q": "embed", "l0.attn_out": "l0.context",
 
 
 def _run(dut, x, n, stall=0.0, seed=0):
+    windows = np.shape(x)[0] if np.ndim(x) == 3 else 1      # (windows, tokens, features)
     got, cycles = run_stream_block(dut, {"i": np.asarray(x).reshape(-1)}, {"o": n},
-                                   stall_in=stall, stall_out=stall, seed=seed)
+                                   stall_in=stall, stall_out=stall, seed=seed, windows=windows)
     return np.array(got["o"]), cycles
 
 

@@ -116,4 +116,4 @@ def test_demux(n, segment, stall):
         assert got[f"o{k}"] == want[k]
     assert sum(map(len, want)) == len(data)
     if stall == 0:
-        assert cycles == len(data)
+        assert cycles == len(data) == dut.cycles(len(data))

@@ -15,8 +15,9 @@ DEFAULT = dict(features=7, window=24, d_model=16, heads=2, layers=1, ffn=64,
 
 
 def _run(dut, x, n, stall, seed):
+    windows = np.shape(x)[0] if np.ndim(x) == 3 else 1      # (windows, length, channels)
     got, cycles = run_stream_block(dut, {"i": np.asarray(x).reshape(-1)}, {"o": n},
-                                   stall_in=stall, stall_out=stall, seed=seed)
+                                   stall_in=stall, stall_out=stall, seed=seed, windows=windows)
     return np.array(got["o"]), cycles
 
 

@@ -22,7 +22,7 @@ def test_synthetic_models_two_windows_with_stalls(bits, heads):
     model = random_intmodel(config(heads=heads), bits=bits, seed=bits + heads)
     v = model.forward(random_inputs(model, 2, seed=bits))
     dut = Softmax.from_op(model, "l0.attn", div_bits=1 + bits % 3, mul=["dsp", "lut"][heads - 1])
-    check_against_reference(dut, v["l0.scores"], stall=0.3, seed=bits)
+    check_against_reference(dut, v["l0.scores"], stall=0.3, seed=bits, windows=2)
 
 
 @pytest.mark.parametrize("div_bits,table_storage,buffer_storage",
@@ -48,7 +48,8 @@ def test_short_rows_cycle_recurrence(row_length, rows, div_bits, banks):
     rng = np.random.default_rng(row_length)
     scores = rng.integers(st.qmin, st.qmax + 1, rows * row_length)
     check_against_reference(dut, scores, exact_cycles=True)
-    check_against_reference(dut, np.concatenate([scores, scores[::-1]]), stall=0.3, seed=1)
+    check_against_reference(dut, np.concatenate([scores, scores[::-1]]), stall=0.3, seed=1,
+                            windows=2)
 
 
 def extreme_rows(st: QType, n: int):

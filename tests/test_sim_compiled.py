@@ -3,6 +3,7 @@ import pytest
 from flows import tools
 from flows.export import export_hdl
 from sim import compiled
+from sim.limits import CycleLimit
 from test_flows_export import ToyMac, _vectors
 
 pytestmark = pytest.mark.skipif(not tools.available("verilator"), reason="verilator missing")
@@ -13,9 +14,11 @@ def test_compiled_stream_cached_and_stalls(tmp_path, monkeypatch):
     toy = ToyMac()
     xs, expected = _vectors(200)
     v = export_hdl(toy, tmp_path / "hdl", vhdl=False).verilog.read_text()
-    r1 = compiled.run_stream(v, xs, len(expected), in_stall=0.5, out_stall=0.5, seed=11)
+    limit = CycleLimit.of(toy, len(expected))
+    r1 = compiled.run_stream(v, xs, len(expected), in_stall=0.5, out_stall=0.5, seed=11,
+                             limit=limit)
     assert r1.outputs == expected
-    r2 = compiled.run_stream(v, xs, len(expected))
+    r2 = compiled.run_stream(v, xs, len(expected), limit=limit)
     assert r2.outputs == expected and r2.build_s == 0.0       # cache hit
     assert r2.cycles < r1.cycles                              # stalls cost cycles
     assert r2.cycles >= len(xs)
