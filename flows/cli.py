@@ -66,9 +66,14 @@ def _add_data_args(p):
     p.add_argument("--max-train-windows", type=int, default=None,
                    help="train on the first N training windows only (quick runs)")
     p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
+    p.add_argument("--dataset", default=None,
+                   help="a public dataset by name instead of --csv (`python -m flows.datasets` lists them)")
     p.add_argument("--time-column", default=None)
     p.add_argument("--features", default=None, help="comma-separated feature columns (with --csv)")
     p.add_argument("--target", default=None, help="target column (with --csv)")
+    p.add_argument("--forecast", choices=["auto", "change", "level"], default="auto",
+                   help="forecast the change from the last value of the target (needs the target "
+                        "among the features) or its level; auto: change when possible")
 
 
 def _add_train_args(p):
@@ -85,12 +90,18 @@ def _add_train_args(p):
 
 def _shape_and_data(a) -> dict:
     """TrainOptions fields of the model shape and the data options (train, demo, search)."""
+    if a.dataset:
+        from .datasets import dataset_options
+        if a.csv:
+            raise ValueError("give --dataset or --csv, not both")
+        return {**_shape_and_data(argparse.Namespace(**{**vars(a), "dataset": None})),
+                **dataset_options(a.dataset)}
     return {"window": a.window, "d_model": a.d_model, "heads": a.heads, "layers": a.layers,
             "ffn": a.ffn, "norm": a.norm, "activation": a.activation, "seed": a.seed,
             "max_train_windows": a.max_train_windows, "csv": a.csv,
             "time_column": a.time_column,
             "feature_columns": a.features.split(",") if a.features else None,
-            "target_column": a.target}
+            "target_column": a.target, "forecast": a.forecast}
 
 
 def _train_options(a):
@@ -173,6 +184,11 @@ def cmd_search(a, progress: Progress) -> int:
     if chosen.get("build") is None:
         print(f"build it with:  intformer build {run} --target {doc['device']}")
     return 0 if ver is None or ver["mismatches"] == 0 else 1
+
+
+def cmd_accuracy(a, progress: Progress) -> int:
+    from .accuracy import main as accuracy_main
+    return accuracy_main(a, _train_options(a), progress=progress)
 
 
 def cmd_bench(a, progress: Progress) -> int:
@@ -267,6 +283,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_data_args(p)
     p.set_defaults(func=cmd_search)
+
+    p = add("accuracy", "benchmark: test RMSE of the float model and of the integer models at "
+            "8, 6, 4 bits with 8-bit input and prediction (4io8) and 4 bits, over several seeds, "
+            "against persistence and a linear model (a table and JSON)",
+            "intformer accuracy --seeds 3 --json runs/accuracy.json")
+    _add_train_args(p)
+    from .accuracy import add_arguments
+    add_arguments(p)
+    p.set_defaults(func=cmd_accuracy)
 
     p = add("bench", "benchmark: cycles per inference, µs, XC7S15 resources, UP5K Fmax and the "
             "speed-up over the published design, for several configurations (a table and JSON); "

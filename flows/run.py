@@ -71,6 +71,14 @@ class TrainOptions:
     time_column: str | None = None
     feature_columns: list | None = None
     target_column: str | None = None
+    forecast: str = "auto"          # "change" when the target is an input feature, else "level"
+
+
+def resolve_forecast(forecast: str, data) -> str:
+    """``"auto"``: forecast the change from the last value when the target is an input feature."""
+    if forecast == "auto":
+        return "change" if data.target_feature is not None else "level"
+    return forecast
 
 
 def load_data(opts: TrainOptions):
@@ -84,37 +92,39 @@ def load_data(opts: TrainOptions):
     return D.load_weather(window=opts.window)
 
 
+def train_config(opts: TrainOptions, data):
+    """The :class:`model.train.TrainConfig` of ``opts`` on ``data``."""
+    from model import train as T
+    from model.qat import QuantConfig
+    from model.transformer import ModelConfig
+    mcfg = ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
+                       heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
+                       activation=opts.activation, forecast=resolve_forecast(opts.forecast, data))
+    qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
+                       default_scheme=opts.scheme)
+    tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed,
+                         max_train_windows=opts.max_train_windows)
+    if opts.epochs is not None:
+        tcfg.epochs = opts.epochs
+    if opts.qat_epochs is not None:
+        tcfg.qat_epochs = opts.qat_epochs
+    return tcfg
+
+
 def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) -> dict:
     """Data -> float -> QAT -> integer model -> metrics, all in ``out``."""
     from model import train as T
-    from model.convert import to_intmodel
-    from model.qat import QuantConfig
-    from model.transformer import ModelConfig
+    from model.convert import to_intmodel_for
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)   # never leave a stale result behind
     t0 = time.perf_counter()
     data = load_data(opts)
-    mcfg = ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
-                       heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
-                       activation=opts.activation)
-    qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
-                       default_scheme=opts.scheme)
-    tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed)
-    if opts.epochs is not None:
-        tcfg.epochs = opts.epochs
-    if opts.qat_epochs is not None:
-        tcfg.qat_epochs = opts.qat_epochs
-    tcfg.max_train_windows = opts.max_train_windows
-    result = T.train_run(tcfg, data, out, verbose=verbose, callback=callback)
+    result = T.train_run(train_config(opts, data), data, out, verbose=verbose, callback=callback)
     t_train = time.perf_counter() - t0
 
-    intmodel = to_intmodel(result.qat_model,
-                           {"mean": data.feature_mean, "std": data.feature_std},
-                           {"mean": data.target_mean, "std": data.target_std},
-                           meta={"source": data.source, "features": list(data.feature_names),
-                                 "target": data.target_name})
+    intmodel = to_intmodel_for(result.qat_model, data)
     intmodel.save(out)
 
     metrics = dict(result.metrics)
@@ -135,7 +145,7 @@ def integer_metrics(intmodel, qat_model, data) -> dict:
     test = data.test
     raw = data.denormalise_features(test.X)
     codes = intmodel.forward(intmodel.quantize_input(raw))["pred"][:, 0]
-    pred = intmodel.dequantize_output(codes)
+    pred = intmodel.dequantize_output(codes, raw)
     truth = data.denormalise_target(test.y)
     rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
     with torch.no_grad():
@@ -165,8 +175,8 @@ def save_predictions(out: Path, result, intmodel, data) -> None:
              times=test.times.astype("datetime64[s]").astype(np.int64),
              truth=data.denormalise_target(test.y),
              persistence=np.asarray(test.last, np.float64),
-             float=data.denormalise_target(T.predict(result.float_model, test.X)),
-             qat=data.denormalise_target(T.predict(result.qat_model, test.X)),
+             float=T.forecast_target(result.float_model, data, test.X, T.predict(result.float_model, test.X)),
+             qat=T.forecast_target(result.qat_model, data, test.X, T.predict(result.qat_model, test.X)),
              int=intmodel.predict(data.denormalise_features(test.X)))
 
 

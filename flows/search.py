@@ -56,7 +56,7 @@ from pathlib import Path
 
 import optuna
 
-from .run import TrainOptions, load_data, write_json_atomic
+from .run import TrainOptions, load_data, resolve_forecast, write_json_atomic
 
 DEVICES = ("xc7s15", "ice40up5k")
 BIT_CHOICES = (4, 6, 8)
@@ -357,7 +357,7 @@ def model_config(opts: TrainOptions, data):
     try:
         return ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
                            heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
-                           activation=opts.activation)
+                           activation=opts.activation, forecast=resolve_forecast(opts.forecast, data))
     except ValueError as e:
         raise SearchError(f"model shape: {e}") from None
 
@@ -467,11 +467,8 @@ class SharedContext:
 
 def to_integer(qat_model, data):
     """The integer model of a trained QAT model (as `intformer train` converts it)."""
-    from model.convert import to_intmodel
-    return to_intmodel(qat_model, {"mean": data.feature_mean, "std": data.feature_std},
-                       {"mean": data.target_mean, "std": data.target_std},
-                       meta={"source": data.source, "features": list(data.feature_names),
-                             "target": data.target_name})
+    from model.convert import to_intmodel_for
+    return to_intmodel_for(qat_model, data)
 
 
 def integer_rmse(intmodel, data, split: str = "val") -> float:

@@ -21,8 +21,13 @@ from .transformer import Forecaster
 
 @torch.no_grad()
 def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
-                meta: dict | None = None) -> IntModel:
-    """Integer model of a calibrated QAT ``model`` (observers must have seen data)."""
+                meta: dict | None = None, change_feature: int | None = None) -> IntModel:
+    """Integer model of a calibrated QAT ``model`` (observers must have seen data).
+    ``change_feature``: the input feature a change forecast adds its output to (required
+    exactly when the model forecasts the change)."""
+    if (model.config.forecast == "change") != (change_feature is not None):
+        raise ValueError("a change forecast needs change_feature (the target's input feature), "
+                         "a level forecast none")
     cfg = model.config
     icfg = cfg.intmodel_config()
     qp: dict[str, QuantParams] = {n: fq.qparams() for n, fq in model.fake_quants().items()}
@@ -95,4 +100,14 @@ def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
 
     meta = dict(meta or {})
     meta["quant_params"] = {n: p.to_dict() for n, p in qp.items()}
-    return IntModel(icfg, tensors, ops, constants, input_norm, target_norm, meta)
+    return IntModel(icfg, tensors, ops, constants, input_norm, target_norm, meta, change_feature)
+
+
+def to_intmodel_for(model: Forecaster, data) -> IntModel:
+    """The integer model of a QAT ``model`` trained on ``data`` (a :class:`model.data.Dataset`):
+    its normalisation, its target column for a change forecast, and where it came from."""
+    return to_intmodel(model, {"mean": data.feature_mean, "std": data.feature_std},
+                       {"mean": data.target_mean, "std": data.target_std},
+                       meta={"source": data.source, "features": list(data.feature_names),
+                             "target": data.target_name},
+                       change_feature=data.target_feature if model.config.forecast == "change" else None)

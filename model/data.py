@@ -122,6 +122,22 @@ class Dataset:
     def n_features(self) -> int:
         return len(self.feature_names)
 
+    @property
+    def target_feature(self) -> int | None:
+        """Index of the target among the input features, or None when it is not one."""
+        names = list(self.feature_names)
+        return names.index(self.target_name) if self.target_name in names else None
+
+    def last_target(self, X: np.ndarray) -> np.ndarray:
+        """Raw target value at the last step of normalised windows ``X`` (N, L, F): the value
+        a change forecast starts from (needs the target among the features)."""
+        f = self.target_feature
+        if f is None:
+            raise DataError(f"the target {self.target_name!r} is not an input feature, so a window "
+                            f"holds no last value to forecast the change from; add it to the features "
+                            f"or forecast the level")
+        return np.asarray(X, np.float64)[..., -1, f] * self.feature_std[f] + self.feature_mean[f]
+
     def split(self, name: str) -> Split:
         if name not in ("train", "val", "test"):
             raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'")

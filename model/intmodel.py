@@ -7,7 +7,9 @@ parameters, the hardware generator builds one block per operator. Arithmetic com
 
 File format (version 1), loadable with NumPy alone: a directory holding
 ``intmodel.json`` (format, version, config, tensors with their ``QType`` and real scale,
-operators with their integer parameters, input/target normalisation) and ``intmodel.npz``
+operators with their integer parameters, input/target normalisation, and ``forecast``:
+``{"kind": "change", "feature": i}`` when the output is a change from input feature ``i``'s
+last value; absent for the target itself) and ``intmodel.npz``
 (every array: weights, biases, tables, constants), keyed ``"<op output>.<array name>"`` or
 ``"const.<tensor name>"``.
 """
@@ -127,8 +129,14 @@ class IntModel:
 
     def __init__(self, config: dict, tensors: dict[str, TensorInfo], ops: list[Op],
                  constants: dict[str, np.ndarray], input_norm: dict, target_norm: dict,
-                 meta: dict | None = None):
+                 meta: dict | None = None, change_feature: int | None = None):
         self.config = check_config(config)
+        # Forecasts of the change: the prediction is the output plus the last value of this
+        # input feature (the target's own column), added on the host where the output is
+        # de-normalised. None: the output is the target itself.
+        if change_feature is not None and not 0 <= int(change_feature) < self.config["features"]:
+            raise ModelFileError(f"change_feature {change_feature} is not an input feature index")
+        self.change_feature = None if change_feature is None else int(change_feature)
         self.tensors = tensors
         self.ops = ops
         self.constants = {k: np.asarray(v, np.int64) for k, v in constants.items()}
@@ -167,15 +175,21 @@ class IntModel:
         z = (x - self.input_norm["mean"]) / self.input_norm["std"]
         return intops.saturate(np.round(z / t.scale) + t.qtype.zero_point, t.qtype)
 
-    def dequantize_output(self, q) -> np.ndarray:
-        """Integer prediction codes -> target in its own units."""
+    def dequantize_output(self, q, windows=None) -> np.ndarray:
+        """Integer prediction codes -> target in its own units. A change forecast needs the raw
+        ``windows`` (N, L, F) the codes were computed from: their last value is added."""
         t = self.tensors["pred"]
-        z = t.scale * (np.asarray(q, np.float64) - t.qtype.zero_point)
-        return z * self.target_norm["std"] + self.target_norm["mean"]
+        z = t.scale * (np.asarray(q, np.float64) - t.qtype.zero_point) * self.target_norm["std"]
+        if self.change_feature is None:
+            return z + self.target_norm["mean"]
+        if windows is None:
+            raise ValueError("this model forecasts the change from the last value: pass the raw "
+                             "windows the codes were computed from")
+        return z + np.asarray(windows, np.float64)[..., -1, self.change_feature]
 
     def predict(self, x) -> np.ndarray:
         """Raw windows (N, L, F) -> predictions (N,) in target units."""
-        return self.dequantize_output(self.forward(self.quantize_input(x))["pred"][..., 0])
+        return self.dequantize_output(self.forward(self.quantize_input(x))["pred"][..., 0], x)
 
     # -- the integer forward pass -----------------------------------------------------------
     def forward(self, xq) -> dict[str, np.ndarray]:
@@ -231,6 +245,8 @@ class IntModel:
                "ops": ops,
                "input_norm": {k: v.tolist() for k, v in self.input_norm.items()},
                "target_norm": self.target_norm, "meta": self.meta}
+        if self.change_feature is not None:
+            doc["forecast"] = {"kind": "change", "feature": self.change_feature}
         # Write both files under temporary names, then rename: no half-written model.
         _atomic_write(directory / "intmodel.npz", lambda f: np.savez(f, **arrays), binary=True)
         _atomic_write(directory / "intmodel.json", lambda f: json.dump(doc, f, indent=1))
@@ -263,8 +279,10 @@ class IntModel:
                     raise ModelFileError(f"{jpath}: operator {o['output']!r} is not {spec.output!r}")
                 ops.append(Op(spec, o["params"], {n: arrays[f"{spec.output}.{n}"] for n in o["arrays"]}))
             constants = {k[len("const."):]: v for k, v in arrays.items() if k.startswith("const.")}
+            forecast = doc.get("forecast", {"kind": "level"})
             return cls(doc["config"], tensors, ops, constants, doc["input_norm"],
-                       doc["target_norm"], doc.get("meta"))
+                       doc["target_norm"], doc.get("meta"),
+                       forecast["feature"] if forecast["kind"] == "change" else None)
         except (KeyError, TypeError, ValueError) as e:
             if isinstance(e, ModelFileError):
                 raise

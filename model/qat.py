@@ -390,6 +390,27 @@ class QLinear(nn.Linear):
         return nn.functional.linear(x, w, b)
 
 
+def integer_softmax(scores: torch.Tensor, scores_qp: QuantParams, attn_bits: int) -> torch.Tensor:
+    """Softmax of fake-quantised ``scores`` over the last axis, valued as the integer model
+    computes it (:func:`model.intops.softmax`, the one definition) and differentiated as the
+    float softmax fake-quantised to the same format (straight-through).
+
+    The integer softmax (table exponential, one reciprocal per row) differs from a rounded
+    float softmax by one code on a fraction of a percent of probabilities; every context
+    element sums a row of them, so without this the fake-quantised model drifts from the
+    integer one by a few output codes on a large share of windows."""
+    from . import intops
+    out_qp = fixed_softmax_qparams(attn_bits)
+    approx = fake_quantize(torch.softmax(scores, dim=-1), out_qp)
+    s_type = scores_qp.qtype()
+    exp_bits, recip_bits = intops.softmax_precision(attn_bits)
+    table = intops.softmax_exp_table(scores_qp.scale, s_type, exp_bits)
+    codes = quantize(scores, scores_qp).numpy()
+    probs = intops.softmax(codes, s_type, table, exp_bits, recip_bits, out_qp.qtype())
+    exact = torch.from_numpy(probs).to(scores.dtype) * out_qp.scale
+    return approx + (exact - approx).detach()
+
+
 # --------------------------------------------------------------------------------------------
 # whole-model helpers
 

@@ -43,12 +43,13 @@ import torch
 from torch import nn
 from torch.nn import functional as Fn
 
-from .qat import FakeQuant, QLinear, QuantConfig, fake_quants, quant_params
+from .qat import FakeQuant, QLinear, QuantConfig, fake_quants, integer_softmax, quant_params
 
 __all__ = ["ModelConfig", "Forecaster", "Norm", "sinusoidal_pe", "quant_point_names", "build_model"]
 
 NORMS = ("batchnorm", "layernorm")
 ACTIVATIONS = ("relu", "gelu")
+FORECASTS = ("change", "level")
 
 
 @dataclass
@@ -65,6 +66,9 @@ class ModelConfig:
     activation: str = "relu"
     norm_eps: float = 1e-5
     bn_momentum: float = 0.1
+    # "change": the network forecasts target(t+h) - target(t), the last observed value of the
+    # target (an input feature) is added outside the network; "level": the target itself.
+    forecast: str = "change"
 
     def __post_init__(self):
         if self.ffn is None:
@@ -79,6 +83,8 @@ class ModelConfig:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if self.forecast not in FORECASTS:
+            raise ValueError(f"forecast must be one of {FORECASTS}, got {self.forecast!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,7 +95,7 @@ class ModelConfig:
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown ModelConfig fields {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{"forecast": "level", **d})   # runs saved before "change" forecast the level
 
     def intmodel_config(self) -> dict:
         """The dict :func:`model.intmodel.check_config` expects."""
@@ -192,7 +198,11 @@ class EncoderLayer(nn.Module):
         kh = k.view(B, L, H, dh).transpose(1, 2)
         vh = v.view(B, L, H, dh).transpose(1, 2)
         scores = f[p + "scores"](torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(dh)))
-        attn = f[p + "attn"](torch.softmax(scores, dim=-1))
+        s_fq, a_fq = f[p + "scores"], f[p + "attn"]
+        if s_fq.quantising and a_fq.quantising:
+            attn = integer_softmax(scores, s_fq.qparams(), a_fq.bits)
+        else:
+            attn = a_fq(torch.softmax(scores, dim=-1))
         ctx = torch.matmul(attn, vh).transpose(1, 2).reshape(B, L, d)
         ctx = f[p + "context"](ctx)
         ao = f[p + "attn_out"](self.o(ctx, f[p + "context"]))

@@ -37,7 +37,8 @@ def test_integer_model_agrees_with_fake_quant(cfg, bits, within_1, tmp_path):
     with torch.no_grad():
         qat_codes = quantize(model(x), model.fake_quants()["pred"].qparams()).numpy()
     F = cfg.features
-    im = to_intmodel(model, {"mean": np.zeros(F), "std": np.ones(F)}, {"mean": 0.0, "std": 1.0})
+    im = to_intmodel(model, {"mean": np.zeros(F), "std": np.ones(F)}, {"mean": 0.0, "std": 1.0},
+                     change_feature=0)
     im.save(tmp_path)
     im = IntModel.load(tmp_path)                 # through the file format
     codes = im.forward(im.quantize_input(x.numpy()))["pred"][:, 0]

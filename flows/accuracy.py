@@ -1,0 +1,162 @@
+"""`intformer accuracy`: how much the integer models lose against the float model (a benchmark).
+
+For each seed the float model is trained once; from it the QAT model of every width is
+fine-tuned, converted to the integer model and scored on the test split:
+
+* ``"8"``, ``"6"``: every tensor at that width;
+* ``"4io8"``: every weight and hidden activation at 4 bits, the input and the prediction at 8;
+* ``"4"``: every tensor at 4 bits.
+
+Baselines on the same test windows: persistence (the next value is the last one) and a linear
+model (ridge regression on the flattened window, its strength chosen on the validation split).
+The table and ``--json`` give, per width, the mean / min / max test RMSE over the seeds, the
+ratio of the mean to the float model's mean, and how often the integer model equals the
+fake-quantised one (exactly, within one output code).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .run import TrainOptions, integer_metrics, load_data, train_config, write_json_atomic
+
+#: Width name -> (default bits, per-tensor overrides).
+WIDTHS = {
+    "8": (8, {}),
+    "6": (6, {}),
+    "4io8": (4, {"input": 8, "pred": 8}),
+    "4": (4, {}),
+}
+
+
+def ridge_rmse(data, lambdas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)) -> dict:
+    """Test RMSE (target units) of ridge regression on the flattened normalised window, the
+    strength chosen by validation RMSE (the intercept is not penalised)."""
+    def design(split):
+        X = split.X.reshape(len(split), -1).astype(np.float64)
+        return np.hstack([X, np.ones((len(X), 1))])
+
+    Xt, Xv, Xs = design(data.train), design(data.val), design(data.test)
+    yt = data.train.y.astype(np.float64)
+    gram, rhs = Xt.T @ Xt, Xt.T @ yt
+    best = None
+    for lam in lambdas:
+        pen = lam * np.eye(len(gram))
+        pen[-1, -1] = 0.0
+        w = np.linalg.solve(gram + pen, rhs)
+        val = _rmse(data.denormalise_target(Xv @ w), data.denormalise_target(data.val.y))
+        if best is None or val < best[0]:
+            best = (val, lam, w)
+    val, lam, w = best
+    return {"rmse": _rmse(data.denormalise_target(Xs @ w), data.denormalise_target(data.test.y)),
+            "val_rmse": val, "lambda": lam}
+
+
+def _rmse(pred, truth) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2)))
+
+
+def run_accuracy(opts: TrainOptions, seeds: int = 3, widths=tuple(WIDTHS), progress=print) -> dict:
+    """Train and score every width for ``seeds`` seeds; the JSON document of the benchmark."""
+    from model import train as T
+    from model.convert import to_intmodel_for
+
+    unknown = [w for w in widths if w not in WIDTHS]
+    if unknown:
+        raise ValueError(f"unknown widths {unknown}; use some of {list(WIDTHS)}")
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    data = load_data(opts)
+    progress(data.summary())
+    per_seed = []
+    for k in range(seeds):
+        seed = opts.seed + k
+        t0 = time.perf_counter()
+        base = train_config(replace(opts, seed=seed), data)
+        fmodel = T.train_float(base, data)
+        row = {"seed": seed, "float": T.evaluate(fmodel, data, "test")["rmse"], "widths": {}}
+        progress(f"seed {seed}: float test RMSE {row['float']:.3f} ({time.perf_counter() - t0:.0f} s)")
+        for name in widths:
+            bits, overrides = WIDTHS[name]
+            cfg = train_config(replace(opts, seed=seed, bits=bits, bits_map={**overrides, **(opts.bits_map or {})}), data)
+            t1 = time.perf_counter()
+            qmodel = T.train_qat(cfg, data, fmodel)
+            m = integer_metrics(to_intmodel_for(qmodel, data), qmodel, data)
+            row["widths"][name] = {"rmse": m["int"]["test"]["rmse"],
+                                   "qat_rmse": T.evaluate(qmodel, data, "test")["rmse"],
+                                   **{k2: m["int_vs_qat"][k2] for k2 in ("exact", "within_1_lsb", "max_lsb")}}
+            progress(f"seed {seed}: {name:>4s} integer test RMSE {row['widths'][name]['rmse']:.3f} "
+                     f"({time.perf_counter() - t1:.0f} s)")
+        per_seed.append(row)
+
+    float_rmse = float(np.mean([r["float"] for r in per_seed]))
+    doc = {
+        "dataset": data.source, "target": data.target_name, "features": list(data.feature_names),
+        "windows": {s: len(data.split(s)) for s in ("train", "val", "test")},
+        "forecast": base.model.forecast, "seeds": [r["seed"] for r in per_seed],
+        "float_rmse": float_rmse,
+        "float_rmse_min": float(min(r["float"] for r in per_seed)),
+        "float_rmse_max": float(max(r["float"] for r in per_seed)),
+        "persistence_rmse": T.persistence_metrics(data, "test")["rmse"],
+        "linear_rmse": ridge_rmse(data)["rmse"],
+        "widths": {},
+        "per_seed": per_seed,
+    }
+    for name in widths:
+        vals = [r["widths"][name] for r in per_seed]
+        rm = [v["rmse"] for v in vals]
+        doc["widths"][name] = {
+            "rmse_mean": float(np.mean(rm)), "rmse_min": float(min(rm)), "rmse_max": float(max(rm)),
+            "ratio_to_float": float(np.mean(rm)) / float_rmse,
+            "qat_rmse_mean": float(np.mean([v["qat_rmse"] for v in vals])),
+            "exact": float(np.mean([v["exact"] for v in vals])),
+            "within_1_lsb": float(np.mean([v["within_1_lsb"] for v in vals])),
+            "max_lsb": int(max(v["max_lsb"] for v in vals)),
+        }
+    return doc
+
+
+def format_table(doc: dict) -> str:
+    """The benchmark's table (Markdown)."""
+    n = len(doc["seeds"])
+    lines = [f"{doc['dataset']}: target {doc['target']}, {len(doc['features'])} feature(s), "
+             f"forecast {doc['forecast']}, test windows {doc['windows']['test']}, {n} seed(s)",
+             "",
+             "| model | test RMSE mean | min | max | × float | integer = QAT | within 1 code |",
+             "|---|---|---|---|---|---|---|",
+             f"| float | {doc['float_rmse']:.3f} | {doc['float_rmse_min']:.3f} | "
+             f"{doc['float_rmse_max']:.3f} | 1.000 | | |"]
+    for name, w in doc["widths"].items():
+        lines.append(f"| integer {name} | {w['rmse_mean']:.3f} | {w['rmse_min']:.3f} | {w['rmse_max']:.3f} "
+                     f"| {w['ratio_to_float']:.3f} | {100 * w['exact']:.1f} % | {100 * w['within_1_lsb']:.1f} % |")
+    for name, key in (("persistence", "persistence_rmse"), ("linear (ridge)", "linear_rmse")):
+        lines.append(f"| {name} | {doc[key]:.3f} | | | {doc[key] / doc['float_rmse']:.3f} | | |")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", type=int, default=3, help="seeds (float model trained once per seed)")
+    p.add_argument("--widths", default=",".join(WIDTHS),
+                   help=f"comma-separated widths to score, of {','.join(WIDTHS)}")
+    p.add_argument("--json", default=None, help="write the figures to this JSON file")
+
+
+def main(a, opts: TrainOptions, progress=print) -> int:
+    doc = run_accuracy(opts, a.seeds, tuple(w for w in a.widths.split(",") if w), progress)
+    print(format_table(doc))
+    if a.json:
+        path = Path(a.json)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, doc)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":   # a plain JSON dump of a stored result, as a table
+    import sys
+    print(format_table(json.loads(Path(sys.argv[1]).read_text())))
