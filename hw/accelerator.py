@@ -112,7 +112,10 @@ class Accelerator(wiring.Component):
     def _plan(self):
         """Blocks in stream order; residual branches as ("residual", fork, body, fifo, add)."""
         m, c = self.model, self.model.config
-        window = c["window"] * c["d_model"]
+        # A residual FIFO holds a whole window, and at least 3 elements: below that it cannot
+        # take one element per cycle, back-pressures the fork and so the body, which the
+        # composed schedule (stage_times) does not model (window 2, d_model 1 has 2 elements).
+        window = max(c["window"] * c["d_model"], 3)
         stages = [("proj", self._block("linear", "proj")), ("embed", self._block("add", "embed"))]
         x = "embed"
         for i in range(c["layers"]):
