@@ -23,6 +23,8 @@ The buffers are split into lanes (channel c lives in lane ``c % lanes`` at word
 """
 from __future__ import annotations
 
+from collections import deque
+
 import numpy as np
 from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import wiring
@@ -144,53 +146,75 @@ class AttentionCore(Recorded, wiring.Component):
 
     # -- timing -------------------------------------------------------------------------------
     def cycles(self) -> int:
-        """Cycles for one window (always-valid sources, always-ready sink).
+        """Cycles for one window (always-valid sources, always-ready sink): the last edge of
+        :meth:`output_times` with the three windows offered at edges 1 .. L*d.
 
-        Load L*d elements (the three streams in parallel: edge L*d); scores are issued from
-        edge L*d + 1, ``S = dh / qk_lanes`` edges per score, so the last score of row r reaches
-        the softmax at ``L*d + (r+1)*L*S + SCORE_LATENCY``; :meth:`Softmax.row_times` gives the
-        edge of each row's last probability; with ``pv_lanes < dh`` a probability is consumed
-        every ``Sv = dh / pv_lanes`` edges, so a row ends no earlier than ``L*Sv`` after the
-        previous one; the last context element leaves ``dh + 5`` edges after the last
-        probability (copy, dh issues, multiply, queue). Checked equal to simulation in the
-        tests; assumes ``dh + 4 <= L*Sv`` (output registers free in time) and that the softmax
-        keeps up with the scores (its banks never fill).
-        """
-        L, d, H, dh = self.tokens, self.d_model, self.heads, self.dh
-        S, Sv = dh // self.qk_lanes, dh // self.pv_lanes
-        arrive = [L * d + (r + 1) * L * S + self.SCORE_LATENCY for r in range(L * H)]
-        if Sv == 1:
-            last_p = self.softmax.row_times(arrive)
-            return last_p[-1] + dh + self.out_latency - 1
-        # PV-limited: one probability every Sv edges; a row of L probabilities takes L*Sv.
-        last_p = self.softmax.row_times(arrive)
-        t = -10 ** 9
-        for r in range(L * H):
-            t = max(t + L * Sv, last_p[r] - L + 1 + L * Sv - 1)
-        return t + dh + self.out_latency - 1
-
-    def row_ends(self, loaded: int) -> list:
-        """Per row (token-major, heads inner), the edge of its last probability issue, given
-        the edge ``loaded`` at which the last of the three input windows is complete (the core
-        starts scoring the edge after; :meth:`cycles` is ``row_ends(L*d)[-1] + dh + 5``)."""
-        L, H, dh = self.tokens, self.heads, self.dh
-        S, Sv = dh // self.qk_lanes, dh // self.pv_lanes
-        arrive = [loaded + (r + 1) * L * S + self.SCORE_LATENCY for r in range(L * H)]
-        last_p = self.softmax.row_times(arrive)
-        if Sv == 1:
-            return last_p
-        ends, t = [], -10 ** 9
-        for r in range(L * H):
-            t = max(t + L * Sv, last_p[r] - L + 1 + L * Sv - 1)
-            ends.append(t)
-        return ends
+        When nothing waits this is: load L*d elements (edge L*d); scores issued from edge
+        L*d + 1, ``S = dh / qk_lanes`` edges per score, reaching the softmax
+        ``SCORE_LATENCY`` edges after their last step; the softmax's stages; one probability
+        every ``Sv = dh / pv_lanes`` edges; the last context element ``dh - 1 + out_latency``
+        edges after the last probability's last step. Short rows make stages wait for one
+        another (the divider, the softmax banks, the finished row's output registers, the
+        credit queues); the edge by edge model takes all of that into account."""
+        ideal = range(1, self.tokens * self.d_model + 1)
+        return self.output_times(ideal, ideal, ideal)[-1]
 
     def output_times(self, q, k, v) -> list:
-        """Per-element output edges given the edges of the q, k and v input elements (ideal
-        sink): the core waits for all three windows, then row r's dh context elements leave
-        one per edge from ``row_ends[r] + 6``."""
-        loaded = max(q[-1], k[-1], v[-1])
-        return [e + self.out_latency + j for e in self.row_ends(loaded) for j in range(self.dh)]
+        """Per-element output edges given the edges from which the q, k and v input elements
+        are offered (ideal sink), for one window.
+
+        The inputs of one window are never held back (a free slot takes a whole window), so
+        the scores start the edge after the last of the three windows is complete. From there
+        the control of :meth:`elaborate` is followed edge by edge (score issue and its credit
+        queue, :class:`hw.softmax.SoftmaxTiming`, the probability consumer, the finished row
+        handed to the output stage, its credit queue): exact whatever waits for what."""
+        from .softmax import QueueTiming, SoftmaxTiming
+        L, d, H, dh = self.tokens, self.d_model, self.heads, self.dh
+        S, Sv = dh // self.qk_lanes, dh // self.pv_lanes
+        n_scores, n_out = L * H * L, L * d
+        sq = QueueTiming(self.SCORE_LATENCY + 1, self.SCORE_LATENCY - 1)
+        sm = SoftmaxTiming(self.softmax)
+        oq = QueueTiming(4, self.out_latency - 5)
+        ss = scores = 0                   # score side: step, scores issued
+        cs = cj = oc = 0                  # context side: step, probability in row, channel out
+        out_busy = done_pending = False
+        done = deque()                    # edges at which a finished row reaches the output stage
+        out = []
+        e = max(q[-1], k[-1], v[-1])      # the edge the last input element is stored
+        while len(out) < n_out:
+            e += 1
+            # the cycle before edge e: conditions from registers
+            go = scores < n_scores and sq.can_issue()
+            last_step = ss == S - 1
+            sq_take = sq.valid() and sm.in_ready()
+            take_p = sm.out_valid() and cs == 0 and (cj != L - 1 or not (out_busy or done_pending))
+            issue = take_p or cs != 0
+            ogo = out_busy and oq.can_issue()
+            take_o = oq.valid()
+            # edge e
+            if go:
+                ss = 0 if last_step else ss + 1
+                scores += int(last_step)
+            sq.edge(e, go and last_step, sq_take)
+            sm.edge(e, sq_take, take_p)
+            if take_p and cj == L - 1:
+                done_pending = True
+            if issue:
+                if cs == Sv - 1:
+                    if cj == L - 1:       # the row's last step: done3 three edges later
+                        done.append(e + 3)
+                    cj = (cj + 1) % L
+                cs = (cs + 1) % Sv
+            if done and done[0] == e:
+                done.popleft()
+                out_busy, done_pending = True, False
+            if ogo:
+                oc = (oc + 1) % dh
+                out_busy = out_busy and oc != 0
+            oq.edge(e, ogo, take_o)
+            if take_o:
+                out.append(e)
+        return out
 
     # -- hardware -----------------------------------------------------------------------------
     def elaborate(self, platform):

@@ -21,6 +21,7 @@ so a stalled sink never loses an element and ``i.ready`` never depends on ``o.re
 """
 from __future__ import annotations
 
+from collections import deque
 
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Shape, Signal, unsigned
@@ -115,6 +116,94 @@ class CreditQueue(wiring.Component):
         return m
 
 
+class QueueTiming:
+    """Edge-by-edge model of a :class:`CreditQueue` behind a pipeline of fixed ``latency``
+    (issue edge -> write edge): what its handshakes do, without the data. The timing models
+    of the blocks built on credit queues (:class:`SoftmaxTiming`, the attention core's) drive
+    it with the same decisions as the hardware, so their schedules are exact in every case,
+    back-pressure included.
+
+    Per edge: :meth:`can_issue` and :meth:`valid` are the registered conditions of the cycle
+    before the edge; :meth:`edge` then applies the edge's issue and take."""
+
+    def __init__(self, depth: int, latency: int):
+        self.depth, self.latency = depth, latency
+        self.count = 0                    # issued, not yet taken (the credit counter)
+        self.level = 0                    # written, not yet taken (the FIFO's level)
+        self.writes = deque()             # edges of the pending writes
+
+    def can_issue(self) -> bool:
+        return self.count < self.depth
+
+    def valid(self) -> bool:
+        return self.level > 0
+
+    def edge(self, e: int, issue: bool, take: bool) -> None:
+        self.count += int(issue) - int(take)
+        if issue:
+            self.writes.append(e + self.latency)
+        while self.writes and self.writes[0] == e:
+            self.writes.popleft()
+            self.level += 1
+        self.level -= int(take)
+
+
+class SoftmaxTiming:
+    """Edge-by-edge model of the control of a :class:`Softmax` (bank tags, stage counters,
+    divider, output queue): ``in_ready()`` / ``out_valid()`` for the cycle before an edge,
+    then ``edge(e, take_in, take_out)``. Mirrors :meth:`Softmax.elaborate` statement for
+    statement (a bank tag written by two stages at one edge takes the later statement's)."""
+
+    def __init__(self, sm: "Softmax"):
+        self.N, self.B, self.D = sm.row_length, sm.banks, sm.div_cycles
+        self.tag = [0] * self.B
+        self.p0 = self.j0 = self.p1 = self.j1 = self.p2 = self.p3 = self.j3 = 0
+        self.busy, self.cnt = False, 0
+        self.summed = deque()             # (edge, bank): the sum of a row is stored (tag 3)
+        self.queue = QueueTiming(sm.OUT_LATENCY + 2, sm.OUT_LATENCY - 1)
+
+    def in_ready(self) -> bool:
+        return self.tag[self.p0] == 0
+
+    def out_valid(self) -> bool:
+        return self.queue.valid()
+
+    def edge(self, e: int, take_in: bool, take_out: bool) -> None:
+        N, B, tag = self.N, self.B, self.tag
+        go1 = tag[self.p1] == 1
+        last = self.busy and self.cnt == 1
+        start = not self.busy and tag[self.p2] == 3
+        go3 = tag[self.p3] == 4 and self.queue.can_issue()
+        new = {}
+        if take_in:                                       # stage 0: ingest
+            if self.j0 == N - 1:
+                self.j0, new[self.p0], self.p0 = 0, 1, (self.p0 + 1) % B
+            else:
+                self.j0 += 1
+        if go1:                                           # stage 1: exponentials, sum
+            if self.j1 == N - 1:
+                self.summed.append((e + Softmax.SUM_LATENCY, self.p1))
+                self.j1, new[self.p1], self.p1 = 0, 2, (self.p1 + 1) % B
+            else:
+                self.j1 += 1
+        while self.summed and self.summed[0][0] == e:
+            new[self.summed.popleft()[1]] = 3
+        if self.busy:                                     # stage 2: the divider
+            self.cnt -= 1
+            if last:
+                self.busy, new[self.p2], self.p2 = False, 4, (self.p2 + 1) % B
+        elif start:
+            self.busy, self.cnt = True, self.D
+        if go3:                                           # stage 3: output
+            if self.j3 == N - 1:
+                self.j3, new[self.p3], self.p3 = 0, 0, (self.p3 + 1) % B
+            else:
+                self.j3 += 1
+        self.queue.edge(e, go3, take_out)
+        for b, t in new.items():
+            tag[b] = t
+
+
 class Softmax(wiring.Component):
     """intops.softmax over consecutive rows of ``row_length`` scores (``rows`` rows per window).
 
@@ -184,25 +273,20 @@ class Softmax(wiring.Component):
         """Edges a division occupies after its start edge."""
         return self.recip.iterations
 
-    def row_times(self, ingest_end):
-        """Exact schedule from the edges at which each row's last score arrives (source never
-        slower than the block wants): returns the edges at which each row's last probability
-        is transferred (sink always ready). Per row r (``F`` = last output issue, B banks):
-        ingest waits for bank r-B to be freed; stage 1 issues N reads; the divider starts
-        ``SUM_LATENCY + 1`` edges after the last read and ends ``D`` edges later; stage 3 issues
-        N reads and the last output leaves ``OUT_LATENCY`` edges after the last issue."""
-        N, B, D = self.row_length, self.banks, self.div_cycles
-        t1_e = dv_e = t3_e = -10 ** 9
-        free, out = [], []
-        ie = -10 ** 9
-        for r, arrive in enumerate(ingest_end):
-            start = max(ie + 1, free[r - B] + 1 if r >= B else 1)
-            ie = max(start + N - 1, arrive)
-            t1_e = max(t1_e + 1, ie + 1) + N - 1
-            dv_e = max(dv_e + 1, t1_e + self.SUM_LATENCY + 1) + D
-            t3_e = max(t3_e + 1, dv_e + 1) + N - 1
-            free.append(t3_e)
-            out.append(t3_e + self.OUT_LATENCY)
+    def output_times(self, arrive) -> list:
+        """Per-element output edges given the edges from which the input elements are offered
+        (each stays offered until taken), ideal sink: :class:`SoftmaxTiming` edge by edge."""
+        t = SoftmaxTiming(self)
+        out, n, e = [], 0, 0
+        total = len(arrive)
+        while len(out) < total:
+            e += 1
+            take_in = n < total and arrive[n] <= e and t.in_ready()
+            take_out = t.out_valid()
+            t.edge(e, take_in, take_out)
+            n += int(take_in)
+            if take_out:
+                out.append(e)
         return out
 
     def cycles(self) -> int:
@@ -211,10 +295,9 @@ class Softmax(wiring.Component):
         When the divider keeps up (``D + 1 <= N`` and ``D + 4 <= N + 1`` with 4 banks) this is
         ``(rows + 2) * N + D + 7``: N edges per row through ingest, plus one row each for the
         exponential and output passes, the division ``D = ceil(qbits / div_bits)`` and 7 edges of
-        hand-over and pipeline latency. Otherwise the slowest stage sets the pace; the
-        recurrence in :meth:`row_times` is exact in every case."""
-        N = self.row_length
-        return self.row_times([(r + 1) * N for r in range(self.rows)])[-1]
+        hand-over and pipeline latency. Otherwise the slowest stage sets the pace; the edge by
+        edge model of :meth:`output_times` is exact in every case."""
+        return self.output_times(range(1, self.rows * self.row_length + 1))[-1]
 
     # -- hardware -----------------------------------------------------------------------------
     def elaborate(self, platform):

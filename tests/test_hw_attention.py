@@ -73,6 +73,25 @@ def test_core_acc_storage(acc_storage, heads, pv_lanes, bits, stall):
         assert dut.output_times(ideal, ideal, ideal)[-1] == dut.cycles()
 
 
+@pytest.mark.parametrize("L,heads,dh,qk_lanes,pv_lanes,div_bits,banks,acc_storage", [
+    (3, 1, 2, 2, 2, 6, 4, "registers"),    # a row's end waits for the output registers
+    (2, 2, 4, 4, 4, 6, 4, "registers"),    # ... and for the previous row's output (was 59, is 71)
+    (3, 1, 1, 1, 1, 6, 4, "registers"),
+    (3, 2, 4, 2, 2, 3, 4, "bram"),
+    (5, 2, 4, 4, 4, 3, 2, "registers"),    # two softmax banks fill, the scores wait
+])
+def test_core_cycles_short_rows(L, heads, dh, qk_lanes, pv_lanes, div_bits, banks, acc_storage):
+    """Rows shorter than the core's pipelines: its stages wait for one another (the finished
+    row's output registers, the divider, the softmax banks, the credit queues). The closed
+    form assumed that none of them waits and was short by up to 25 cycles (found by
+    tests/test_fuzz_model.py); ``cycles()`` now follows the control edge by edge."""
+    model = random_intmodel(config(L=L, d=heads * dh, heads=heads), bits=4, seed=L + dh)
+    v = model.forward(random_inputs(model, 1, seed=2))
+    dut = AttentionCore.from_op(model, "l0.context", qk_lanes=qk_lanes, pv_lanes=pv_lanes,
+                                div_bits=div_bits, softmax_banks=banks, acc_storage=acc_storage)
+    run_core(dut, v["l0.q"], v["l0.k"], v["l0.v"], v["l0.context"], exact_cycles=True)
+
+
 def test_core_acc_storage_needs_two_steps():
     model = random_intmodel(config(), bits=8, seed=1)
     with pytest.raises(ValueError, match="acc_storage"):
