@@ -39,22 +39,34 @@ CONSTANT_STYLES = ("converter", "fixed-shift")
 
 
 def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
-                    asymmetric: bool = True, constant_style: str = "converter") -> IntModel:
+                    asymmetric: bool = True, constant_style: str = "converter",
+                    qtypes: dict | None = None) -> IntModel:
     """A random integer model. ``bits`` is one width for every tensor or a dict name -> width
     (missing names take ``bits.get("default", 8)``). With ``asymmetric`` some activations get
     unsigned types with non-zero zero points, to exercise that path. ``constant_style`` is one of
-    :data:`CONSTANT_STYLES`."""
+    :data:`CONSTANT_STYLES`.
+
+    ``qtypes`` (name -> :class:`QType` or its dict) fixes the whole type of a tensor (width,
+    scheme, zero point) instead: any activation, ``"pe"``, ``"input"`` or ``"<linear>.weight"``.
+    A softmax output must stay unsigned with zero point 0. The other parameters are drawn as
+    without the override (the same random stream), so overriding one type changes no others."""
     if constant_style not in CONSTANT_STYLES:
         raise ValueError(f"constant_style must be one of {CONSTANT_STYLES}, got {constant_style!r}")
     c = check_config(config)
     rng = np.random.default_rng(seed)
     width = (lambda n: bits.get(n, bits.get("default", 8))) if isinstance(bits, dict) else (lambda n: bits)
+    fixed = {n: q if isinstance(q, QType) else QType.from_dict(q) for n, q in (qtypes or {}).items()}
+    known = {"input", "pe"} | {s.output for s in graph_spec(c)} | {
+        s.output + ".weight" for s in graph_spec(c) if s.kind == "linear"}
+    if set(fixed) - known:
+        raise ValueError(f"qtypes names unknown tensors {sorted(set(fixed) - known)}")
     L, F, d = c["window"], c["features"], c["d_model"]
 
     tensors, std = {}, {}
 
     def declare(name, shape, signed=True):
         q = _qtype(width(name), signed or not asymmetric, rng)
+        q = fixed.get(name, q)
         tensors[name] = TensorInfo(name, tuple(shape), q, float(rng.uniform(0.01, 0.1)))
         return q
 
@@ -81,6 +93,12 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
         if spec.kind == "softmax":
             b = width(name)
             out = QType(b, False, 0)
+            if name in fixed:
+                if fixed[name].signed or fixed[name].zero_point:
+                    raise ValueError(f"the softmax output {name!r} is unsigned with zero point 0, "
+                                     f"got {fixed[name]}")
+                out = fixed[name]
+                b = out.bits
             tensors[name] = TensorInfo(name, spec.shape, out, 1.0 / (1 << b))
             st = tensors[spec.inputs[0]]
             exp_bits, recip_bits = intops.softmax_precision(b)
@@ -97,6 +115,7 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
         if spec.kind == "linear":
             wt = QType(width(name + ".weight"), True, 0) if not asymmetric or rng.integers(0, 3) \
                 else QType(width(name + ".weight"), False, int(rng.integers(0, 1 << width(name + ".weight"))))
+            wt = fixed.get(name + ".weight", wt)
             fan_in = spec.dims["in"]
             a["weight"] = rng.integers(wt.qmin, wt.qmax + 1, size=(spec.dims["out"], fan_in))
             lim = intops.bias_bound(fan_in, ins[0], wt)
