@@ -48,8 +48,8 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
 
     ``qtypes`` (name -> :class:`QType` or its dict) fixes the whole type of a tensor (width,
     scheme, zero point) instead: any activation, ``"pe"``, ``"input"`` or ``"<linear>.weight"``.
-    A softmax output must stay unsigned with zero point 0. The other parameters are drawn as
-    without the override (the same random stream), so overriding one type changes no others."""
+    A softmax output must stay unsigned with zero point 0. (Without ``qtypes`` a seed builds
+    the same model as before the option existed.)"""
     if constant_style not in CONSTANT_STYLES:
         raise ValueError(f"constant_style must be one of {CONSTANT_STYLES}, got {constant_style!r}")
     c = check_config(config)
