@@ -82,6 +82,9 @@ def _add_train_args(p):
     p.add_argument("--bits-map", default=None,
                    help="mixed precision: NAME=BITS,... (tensor names or patterns like '*.weight')")
     p.add_argument("--scheme", choices=["adaptive", "symmetric", "asymmetric"], default="adaptive")
+    p.add_argument("--ranges", choices=["learned", "observed"], default="learned",
+                   help="quantisation ranges: learned step sizes from MSE-optimal clipping (default) "
+                        "or min/max observers")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="maximum float epochs")
     p.add_argument("--qat-epochs", type=int, default=None)
@@ -107,7 +110,7 @@ def _shape_and_data(a) -> dict:
 def _train_options(a):
     from .run import TrainOptions
     return TrainOptions(**_shape_and_data(a), bits=a.bits, bits_map=_parse_bits_map(a.bits_map),
-                        scheme=a.scheme, epochs=a.epochs, qat_epochs=a.qat_epochs)
+                        scheme=a.scheme, ranges=a.ranges, epochs=a.epochs, qat_epochs=a.qat_epochs)
 
 
 def cmd_train(a, progress: Progress) -> int:

@@ -72,6 +72,7 @@ class TrainOptions:
     feature_columns: list | None = None
     target_column: str | None = None
     forecast: str = "auto"          # "change" when the target is an input feature, else "level"
+    ranges: str = "learned"         # quantisation ranges: "learned" (LSQ) or "observed" (min/max)
 
 
 def resolve_forecast(forecast: str, data) -> str:
@@ -101,7 +102,7 @@ def train_config(opts: TrainOptions, data):
                        heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
                        activation=opts.activation, forecast=resolve_forecast(opts.forecast, data))
     qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
-                       default_scheme=opts.scheme)
+                       default_scheme=opts.scheme, learn_ranges=opts.ranges == "learned")
     tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed,
                          max_train_windows=opts.max_train_windows)
     if opts.epochs is not None:

@@ -85,10 +85,15 @@ __all__ = [
     "fake_quants",
     "set_observing",
     "set_quantising",
+    "set_collecting",
+    "init_learned_ranges",
+    "range_parameters",
     "quant_params",
 ]
 
 SCHEMES = ("symmetric", "asymmetric", "adaptive")
+#: Values kept per calibration batch and tensor for the MSE-optimal initial range.
+SAMPLES_PER_BATCH = 4096
 OBSERVERS = ("ema", "minmax", "current")
 BIAS_BITS = 32
 
@@ -111,6 +116,10 @@ class QuantConfig:
     observers: dict[str, str] = field(default_factory=dict)
     ema_momentum: float = 0.01
     adaptive_tau: float = 0.25
+    # Learned step sizes (LSQ / LSQ+): after calibration every range starts at the clipping
+    # that minimises the quantisation MSE on the calibration data and is then trained with
+    # the weights. False: min/max observers (EMA for activations) set the ranges.
+    learn_ranges: bool = True
 
     def __post_init__(self):
         check_bits(self.default_bits, "default_bits")
@@ -159,7 +168,7 @@ class QuantConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "QuantConfig":
-        return cls(**d)
+        return cls(**{"learn_ranges": False, **d})   # runs saved before learned ranges
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +279,31 @@ class _FakeQuantSTE(torch.autograd.Function):
         return grad * inside, None, None, None, None
 
 
+class _LearnedFakeQuant(torch.autograd.Function):
+    """The forward of :class:`_FakeQuantSTE` (the same operations, so the same values) with
+    LSQ gradients for the step size and LSQ+ gradients for the zero point."""
+
+    @staticmethod
+    def forward(ctx, x, scale, zp, qmin, qmax):
+        s, z = float(scale.detach()), float(round(float(zp.detach())))
+        q = x / s
+        q.round_().add_(z)
+        inside = q.ge(qmin).logical_and_(q.le(qmax))
+        q.clamp_(qmin, qmax).sub_(z)
+        ctx.save_for_backward(x, q, inside)
+        ctx.s = s
+        return q.mul(s)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, q, inside = ctx.saved_tensors
+        s = ctx.s
+        # d out / d s: (q - z) - x/s inside the range (the rounding error), (q - z) outside.
+        d_scale = (grad * torch.where(inside, q - x / s, q)).sum()
+        d_zp = (grad * (~inside)).sum() * -s
+        return grad * inside, d_scale.reshape(()), d_zp.reshape(()), None, None
+
+
 def fake_quantize(x: torch.Tensor, qp: QuantParams) -> torch.Tensor:
     """Quantise-dequantise with the clipped straight-through estimator."""
     return _FakeQuantSTE.apply(x, qp.scale, float(qp.zero_point), float(qp.qmin), float(qp.qmax))
@@ -310,7 +344,8 @@ class FakeQuant(nn.Module):
     Both are off after construction (float model)."""
 
     def __init__(self, name: str, bits: int = 8, scheme: str = "adaptive", observer: str = "ema",
-                 momentum: float = 0.01, tau: float = 0.25, fixed_softmax: bool = False):
+                 momentum: float = 0.01, tau: float = 0.25, fixed_softmax: bool = False,
+                 learn: bool = False):
         super().__init__()
         self.name = name
         self.bits = check_bits(bits, f"bit-width of {name!r}")
@@ -328,16 +363,34 @@ class FakeQuant(nn.Module):
         self.register_buffer("lo", torch.zeros((), dtype=torch.float32))
         self.register_buffer("hi", torch.zeros((), dtype=torch.float32))
         self.register_buffer("n_obs", torch.zeros((), dtype=torch.int64))
+        self.learn = bool(learn) and not self.fixed_softmax
+        self.collecting = False
+        self._samples: list[torch.Tensor] = []
+        if self.learn:
+            # Learned step size and zero point, valid once ``learned`` is set (init_learned).
+            self.log_scale = nn.Parameter(torch.zeros(()))
+            self.zero_point = nn.Parameter(torch.zeros(()))
+            self.register_buffer("learned", torch.zeros((), dtype=torch.bool))
+            self.register_buffer("asymmetric", torch.zeros((), dtype=torch.bool))
 
     def extra_repr(self) -> str:
         if self.fixed_softmax:
             return f"{self.name!r}, bits={self.bits}, fixed softmax format"
         return f"{self.name!r}, bits={self.bits}, scheme={self.scheme}, observer={self.observer}"
 
+    @property
+    def is_learned(self) -> bool:
+        return self.learn and bool(self.learned)
+
     @torch.no_grad()
     def observe(self, x: torch.Tensor) -> None:
-        if self.fixed_softmax or x.numel() == 0:
+        if self.fixed_softmax or x.numel() == 0 or self.is_learned:
             return
+        if self.collecting:   # a subsample of the values, for the MSE-optimal initial range
+            flat = x.detach().reshape(-1).to(torch.float32)
+            if flat.numel() > SAMPLES_PER_BATCH:
+                flat = flat[torch.randint(flat.numel(), (SAMPLES_PER_BATCH,))]
+            self._samples.append(flat.clone())
         lo, hi = x.detach().min().to(torch.float32), x.detach().max().to(torch.float32)
         n = int(self.n_obs)
         if self.observer == "current" or n == 0:
@@ -361,13 +414,55 @@ class FakeQuant(nn.Module):
             return fixed_softmax_qparams(self.bits)
         if not self.calibrated:
             raise RuntimeError(f"tensor {self.name!r} has no observed range: calibrate before quantising")
+        if self.is_learned:
+            scale, zp = (t.detach() for t in self._learned_scale_zp())
+            scheme = "asymmetric" if bool(self.asymmetric) else "symmetric"
+            qt = QType(self.bits, scheme == "symmetric", int(zp) if scheme == "asymmetric" else 0)
+            return QuantParams(self.bits, scheme, float(scale), qt.zero_point,
+                               float(scale) * (qt.qmin - qt.zero_point), float(scale) * (qt.qmax - qt.zero_point))
         return compute_qparams(float(self.lo), float(self.hi), self.bits, self.scheme, self.tau)
+
+    def _learned_scale_zp(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step size (float32, > 0) and the zero point (an integer in the unsigned range for
+        an asymmetric tensor, 0 for a symmetric one; straight-through rounded)."""
+        scale = self.log_scale.exp()
+        if not bool(self.asymmetric):
+            return scale, torch.zeros((), device=scale.device)
+        z = self.zero_point
+        return scale, z + (z.detach().round().clamp(0, (1 << self.bits) - 1) - z.detach())
+
+    @torch.no_grad()
+    def init_learned(self) -> None:
+        """Start the learned range at the clipping of the observed range that minimises the
+        quantisation MSE of the calibration values (the tensor itself for a constant)."""
+        if not self.learn:
+            return
+        samples = torch.cat(self._samples) if self._samples else None
+        self._samples, self.collecting = [], False
+        if samples is None or samples.numel() == 0:
+            raise RuntimeError(f"tensor {self.name!r} saw no data to initialise its range")
+        lo, hi = float(self.lo), float(self.hi)
+        best = None
+        for c in np.linspace(0.2, 1.0, 41):
+            qp = compute_qparams(c * lo, c * hi, self.bits, self.scheme, self.tau)
+            err = float(torch.mean((fake_quantize(samples, qp) - samples) ** 2))
+            if best is None or err < best[0] - 1e-12 * abs(best[0]):
+                best = (err, qp)
+        qp = best[1]
+        self.log_scale.copy_(torch.log(torch.tensor(qp.scale, dtype=torch.float32)))
+        self.zero_point.copy_(torch.tensor(float(qp.zero_point)))
+        self.asymmetric.fill_(qp.scheme == "asymmetric")
+        self.learned.fill_(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observer == "current" or self.observing:
             self.observe(x)
         if not self.quantising:
             return x
+        if self.is_learned:
+            qt = self.qparams().qtype()
+            scale, zp = self._learned_scale_zp()
+            return _LearnedFakeQuant.apply(x, scale, zp, float(qt.qmin), float(qt.qmax))
         return fake_quantize(x, self.qparams())
 
 
@@ -380,7 +475,8 @@ class QLinear(nn.Linear):
         self.name = name
         wname = f"{name}.weight"
         self.wq = FakeQuant(wname, quant.bits_for(wname), quant.scheme_for(wname),
-                            quant.observer_for(wname, constant=True), quant.ema_momentum, quant.adaptive_tau)
+                            quant.observer_for(wname, constant=True), quant.ema_momentum, quant.adaptive_tau,
+                            learn=quant.learn_ranges)
 
     def forward(self, x: torch.Tensor, x_fq: FakeQuant | None = None) -> torch.Tensor:
         w = self.wq(self.weight)
@@ -423,6 +519,39 @@ def fake_quants(model: nn.Module) -> dict[str, FakeQuant]:
 def set_observing(model: nn.Module, flag: bool = True) -> None:
     for m in fake_quants(model).values():
         m.observing = bool(flag)
+
+
+def set_collecting(model: nn.Module, flag: bool = True) -> None:
+    """Keep a subsample of every observed tensor (for :func:`init_learned_ranges`)."""
+    for m in fake_quants(model).values():
+        m.collecting = bool(flag) and m.learn
+        if not flag:
+            m._samples = []
+
+
+def init_learned_ranges(model: nn.Module) -> None:
+    """Every learned range starts at its MSE-optimal clipping (after calibration)."""
+    for m in fake_quants(model).values():
+        if m.learn and not m.is_learned:
+            if m.observer == "current" and not m._samples:
+                m.collecting = True   # a constant (weight, positional encoding): itself
+                src = _constant_of(model, m)
+                m.observe(src)
+            m.init_learned()
+
+
+def _constant_of(model: nn.Module, fq: "FakeQuant") -> torch.Tensor:
+    for mod in model.modules():
+        if isinstance(mod, QLinear) and mod.wq is fq:
+            return mod.weight.detach()
+    if fq.name == "pe" and hasattr(model, "pe"):
+        return model.pe
+    raise RuntimeError(f"no constant tensor found for {fq.name!r}")
+
+
+def range_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The learned step sizes and zero points (trained with their own learning rate)."""
+    return [p for m in fake_quants(model).values() if m.learn for p in (m.log_scale, m.zero_point)]
 
 
 def set_quantising(model: nn.Module, flag: bool = True) -> None:

@@ -35,7 +35,8 @@ import torch
 from torch import nn
 
 from .data import Dataset, Split
-from .qat import QuantConfig, quant_params, set_observing, set_quantising
+from .qat import (FakeQuant, QuantConfig, init_learned_ranges, quant_params, range_parameters, set_collecting,
+                  set_observing, set_quantising)
 from .transformer import Forecaster, ModelConfig
 
 __all__ = [
@@ -67,6 +68,7 @@ class TrainConfig:
     lr_decay: float = 0.5  # multiply the LR by this after lr_decay_patience epochs without improvement
     lr_decay_patience: int = 4
     qat_lr: float = 2e-4
+    qat_range_lr: float = 1e-3  # learned step sizes (log scale) and zero points
     qat_epochs: int = 12
     qat_patience: int = 4
     calib_batches: int = 32
@@ -194,9 +196,15 @@ def _val_loss(model, Xv, yv) -> float:
 
 
 def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_decay, grad_clip, gen,
-         phase, history, emit, lr_decay=1.0, lr_decay_patience=0, on_epoch_start=None, on_train_end=None):
-    """Generic early-stopping loop; returns the best validation loss (best state restored)."""
-    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+         phase, history, emit, lr_decay=1.0, lr_decay_patience=0, on_epoch_start=None, on_train_end=None,
+         range_lr=None):
+    """Generic early-stopping loop; returns the best validation loss (best state restored).
+    ``range_lr``: learning rate of the learned quantisation ranges (None: not trained)."""
+    ranges = {id(p) for p in range_parameters(model)}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in ranges]}]
+    if range_lr is not None and ranges:
+        groups.append({"params": range_parameters(model), "lr": range_lr, "weight_decay": 0.0})
+    opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
     loss_fn = nn.MSELoss()
     best = _val_loss(model, Xv, yv)
     best_state = copy.deepcopy(model.state_dict())
@@ -287,6 +295,7 @@ def calibrate(model: Forecaster, X, batches: int = 32, batch_size: int = 128, se
     """Observe ranges on float activations (quantisation off, eval-mode BN)."""
     set_quantising(model, False)
     set_observing(model, True)
+    set_collecting(model, True)
     model.eval()
     X = torch.as_tensor(np.asarray(X, np.float32))
     gen = torch.Generator().manual_seed(seed)
@@ -295,6 +304,8 @@ def calibrate(model: Forecaster, X, batches: int = 32, batch_size: int = 128, se
             break
         model(X[idx])
     set_observing(model, False)
+    init_learned_ranges(model)
+    set_collecting(model, False)
 
 
 def train_qat(config: TrainConfig, data: Dataset, float_model: Forecaster, *, history=None, emit=None) -> Forecaster:
@@ -306,7 +317,15 @@ def train_qat(config: TrainConfig, data: Dataset, float_model: Forecaster, *, hi
     torch.manual_seed(config.seed + 1)
     # rebuilt from config.quant (so bit-widths/schemes may differ from the float model's)
     model = Forecaster(config.model, config.quant)
-    model.load_state_dict(float_model.state_dict())
+    # The network's weights; the quantisers (which may be learned in one and observed in the
+    # other) are calibrated afresh below.
+    quantiser_keys = {f"{n}.{k}" for n, m in model.named_modules() if isinstance(m, FakeQuant)
+                      for k in ("log_scale", "zero_point", "learned", "asymmetric")}
+    state = {k: v for k, v in float_model.state_dict().items() if k not in quantiser_keys}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if set(missing) - quantiser_keys or unexpected:
+        raise ValueError(f"the float model does not match the QAT model's shape: missing "
+                         f"{sorted(set(missing) - quantiser_keys)}, unexpected {sorted(unexpected)}")
     Xt, yt, Xv, yv = _train_val(config, data)
     calibrate(model, Xt, config.calib_batches, config.batch_size, config.seed)
     set_quantising(model, True)
@@ -324,7 +343,7 @@ def train_qat(config: TrainConfig, data: Dataset, float_model: Forecaster, *, hi
          batch_size=config.batch_size, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
          lr_decay=config.lr_decay, lr_decay_patience=config.lr_decay_patience,
          gen=gen, phase="qat", history=history if history is not None else [], emit=emit,
-         on_epoch_start=start, on_train_end=end)
+         on_epoch_start=start, on_train_end=end, range_lr=config.qat_range_lr)
     set_observing(model, False)
     model.eval()
     return model

@@ -200,7 +200,7 @@ class EncoderLayer(nn.Module):
         scores = f[p + "scores"](torch.matmul(qh, kh.transpose(-1, -2)) * (1.0 / math.sqrt(dh)))
         s_fq, a_fq = f[p + "scores"], f[p + "attn"]
         if s_fq.quantising and a_fq.quantising:
-            attn = integer_softmax(scores, s_fq.qparams(), a_fq.bits)
+            attn = a_fq(integer_softmax(scores, s_fq.qparams(), a_fq.bits))   # on its grid already
         else:
             attn = a_fq(torch.softmax(scores, dim=-1))
         ctx = torch.matmul(attn, vh).transpose(1, 2).reshape(B, L, d)
@@ -238,7 +238,7 @@ class Forecaster(nn.Module):
                 raise ValueError(f"{n!r} has the fixed softmax format (unsigned, scale 2^-bits); only its bits can be set")
             fqs[n] = FakeQuant(n, quant.bits_for(n), "adaptive" if is_attn else quant.scheme_for(n),
                                quant.observer_for(n, constant=(n == "pe")), quant.ema_momentum,
-                               quant.adaptive_tau, fixed_softmax=is_attn)
+                               quant.adaptive_tau, fixed_softmax=is_attn, learn=quant.learn_ranges)
         self.fq = nn.ModuleDict({_key(n): m for n, m in fqs.items()})
         self._fqs = fqs  # plain dict for lookup by tensor name (modules registered above)
         self.proj = QLinear(cfg.features, cfg.d_model, "proj", quant)

@@ -16,6 +16,9 @@ from model.qat import (
     fake_quants,
     quant_params,
     quantize,
+    init_learned_ranges,
+    range_parameters,
+    set_collecting,
     set_observing,
     set_quantising,
 )
@@ -177,8 +180,10 @@ def _calibrated_model(cfg=None, quant=None):
     x = torch.randn(64, m.config.window, m.config.features)
     m.eval()
     set_observing(m, True)
+    set_collecting(m, True)
     m(x)
     set_observing(m, False)
+    init_learned_ranges(m)
     set_quantising(m, True)
     return m, x
 
@@ -235,9 +240,17 @@ def test_qat_matches_float_closely_and_grads_flow():
     m.train()
     m.set_freeze_bn(True)
     m(x).pow(2).mean().backward()
+    ranges = {id(p) for p in range_parameters(m)}
     for n, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+        if id(p) not in ranges:
+            assert p.grad is not None and torch.isfinite(p.grad).all(), n
     assert m.proj.weight.grad.abs().sum() > 0
+    # every learned step size gets a gradient; zero points of asymmetric tensors too
+    for fq in fake_quants(m).values():
+        if fq.learn:
+            assert fq.log_scale.grad is not None and torch.isfinite(fq.log_scale.grad), fq.name
+            if fq.qparams().scheme == "asymmetric":
+                assert fq.zero_point.grad is not None, fq.name
 
 
 def test_batchnorm_fold_matches_eval():
