@@ -1,4 +1,5 @@
-# Two entry points: `make demo` (the main job) and `make test` (the test suite).
+# Two entry points: `make demo` (the main job) and `make test` (the test suite; `make test-fast`
+# for the edit loop).
 # Each bootstraps a local virtualenv with pinned packages and, when run as root, the
 # Debian packages the flows need (GHDL for the VHDL simulation).
 PYTHON ?= python3
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= runs/demo
 
-.PHONY: demo test bench system-deps clean
+.PHONY: demo test test-fast bench system-deps clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ demo: $(STAMP) system-deps
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest -q
+
+# The edit loop: no synthesis, no place-and-route, no slow tests (README, "Tests").
+test-fast: $(STAMP) system-deps
+	$(BIN)/python -m pytest -q -m "not yosys and not nextpnr and not slow"
 
 bench: $(STAMP) system-deps
 	$(BIN)/intformer bench

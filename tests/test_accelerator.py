@@ -69,6 +69,7 @@ def test_cycle_count_is_deterministic_and_backpressure_only_delays():
     assert c1 == c2 and c3 >= c1
 
 
+@pytest.mark.slow
 def test_default_model_on_real_test_windows(quick_run):
     run, _ = quick_run
     model = IntModel.load(run)

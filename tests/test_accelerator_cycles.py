@@ -41,8 +41,8 @@ def check_block_schedules(acc):
 
 
 @pytest.mark.parametrize("config, hw, bits", [
-    (DEFAULT, "xc7s15", 8),
-    (DEFAULT, "xc7s15", 4),
+    pytest.param(DEFAULT, "xc7s15", 8, marks=pytest.mark.slow),     # the default model:
+    pytest.param(DEFAULT, "xc7s15", 4, marks=pytest.mark.slow),     # seconds of simulation
     (SMALL, None, 8),
     (dict(SMALL, norm="layernorm", activation="gelu"), None, 8),
     (dict(SMALL, heads=2), None, 8),

@@ -93,6 +93,7 @@ def test_change_forecast_needs_the_target_among_the_features(tmp_path):
         T.train_float(cfg, d)
 
 
+@pytest.mark.slow
 def test_learned_ranges_beat_observers_at_4_bits(data):
     """A short 4-bit QAT run from one float model on a fixed slice: the learned ranges end at a
     lower validation loss than min/max observers."""
@@ -107,6 +108,7 @@ def test_learned_ranges_beat_observers_at_4_bits(data):
     assert losses["learned"] < losses["observed"], losses
 
 
+@pytest.mark.slow
 def test_benchmark_document(data):
     opts = TrainOptions(epochs=1, qat_epochs=1, max_train_windows=300)
     doc = run_accuracy(opts, seeds=2, widths=("8", "4io8"), progress=lambda m: None)

@@ -159,6 +159,7 @@ def test_dsp_takes_the_registered_sum_of_its_product():
 
 
 @pytest.mark.slow
+@pytest.mark.yosys
 def test_yosys_puts_the_registered_sum_in_the_dsp(tmp_path):
     """The premise of the rule above, on Yosys itself: no carry chain and no flip-flop is left
     beside the DSP48E1 when the product's sum is registered."""
@@ -275,6 +276,7 @@ def test_estimator_against_stored_synthesis(device):
 
 
 @pytest.mark.slow
+@pytest.mark.yosys
 def test_fresh_synthesis_matches_the_estimate(tmp_path):
     """One design synthesised now (not from the stored data): the exact resources agree and the
     logic estimate is close, so the stored calibration still describes the hardware."""

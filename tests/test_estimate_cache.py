@@ -36,7 +36,8 @@ def _blocks_of(param: str, layers: int) -> set:
     return {f"{layer}_res2_body0" if group == "ffn_in" else f"{layer}_res2_body1"}
 
 
-@pytest.mark.parametrize("device, stride", [("xc7s15", 1), ("ice40up5k", 3)])
+@pytest.mark.parametrize("device, stride", [pytest.param("xc7s15", 1, marks=pytest.mark.slow),
+                                            ("ice40up5k", 3)])
 def test_cached_estimates_equal_uncached_along_a_coordinate_descent(device, stride):
     """deployability's coordinate descent (every change kept): each design differs from the
     previous one in one knob or one group's widths; the cached estimate is the uncached one,

@@ -184,6 +184,8 @@ def test_export_failure_leaves_nothing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.ghdl
+@pytest.mark.verilator
 @pytest.mark.skipif(not (tools.available("ghdl") and tools.available("verilator")),
                     reason="ghdl/verilator missing")
 def test_ghdl_and_verilator_match_model_with_stalls(tmp_path):

@@ -7,6 +7,8 @@ pytestmark = pytest.mark.skipif(not (tools.available("yosys") and tools.availabl
                                 reason="yowasp tools missing")
 
 
+@pytest.mark.yosys
+@pytest.mark.nextpnr
 def test_up5k_bitstream(tmp_path):
     rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24)
     print("\n[up5k]", rep.summary(), {k: round(v, 2) for k, v in rep.times.items()})
@@ -23,6 +25,9 @@ def test_too_many_io_rejected(tmp_path):
         ice40.synth_up5k(toy, tmp_path)
 
 
+@pytest.mark.slow
+@pytest.mark.yosys
+@pytest.mark.nextpnr
 def test_up5k_preset_fits_at_16_mhz(tmp_path):
     """The default-shaped model at 4 bits with the UP5K preset passes nextpnr place and route
     on the UP5K (every resource within the device) at Fmax >= 16 MHz (one P&R run, ~2 min)."""

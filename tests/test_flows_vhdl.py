@@ -17,8 +17,9 @@ from amaranth.sim import Simulator
 from flows import tools, vhdl
 from sim import compiled, ghdl
 
-pytestmark = pytest.mark.skipif(not (tools.available("ghdl") and tools.available("verilator")),
-                                reason="ghdl or verilator not installed")
+pytestmark = [pytest.mark.ghdl, pytest.mark.verilator,
+              pytest.mark.skipif(not (tools.available("ghdl") and tools.available("verilator")),
+                                 reason="ghdl or verilator not installed")]
 
 MAXW = 24
 

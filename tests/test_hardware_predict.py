@@ -10,7 +10,7 @@ SMALL = dict(features=3, window=4, d_model=4, heads=1, layers=1, ffn=8, norm="ba
              activation="relu")
 
 
-@pytest.mark.parametrize("simulator", ["amaranth", "verilator"])
+@pytest.mark.parametrize("simulator", ["amaranth", pytest.param("verilator", marks=[pytest.mark.verilator, pytest.mark.slow])])
 def test_predict_matches_integer_model(simulator):
     model = random_intmodel(SMALL, bits=6, seed=4)
     raw = np.random.default_rng(0).normal(0, 1, size=(5, 4, 3))
@@ -28,6 +28,8 @@ def test_predict_rejects_bad_input():
         SimulatedAccelerator(model, simulator="vcs")
 
 
+@pytest.mark.slow
+@pytest.mark.verilator
 def test_trained_model_on_real_windows_in_verilator(quick_run):
     run, _ = quick_run
     model = IntModel.load(run)

@@ -10,6 +10,9 @@ LUTRAM = ("RAM32M", "RAM64M", "RAM32X1D", "RAM64X1D", "RAM128X1D", "RAM256X1S", 
           "RAM64X1S", "RAM128X1S")
 
 
+pytestmark = pytest.mark.yosys
+
+
 def count(cells, names):
     return sum(cells.get(n, 0) for n in names)
 

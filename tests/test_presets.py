@@ -22,6 +22,7 @@ CYCLES = {
 }
 
 
+@pytest.mark.slow          # the default model in Amaranth: 3,000 to 45,000 cycles each
 @pytest.mark.parametrize("target,bits", sorted(CYCLES))
 def test_preset_cycles_and_bit_exact(target, bits):
     model = random_intmodel(DEFAULT, bits=bits)

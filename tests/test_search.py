@@ -172,6 +172,7 @@ def test_unknown_device_is_refused(tmp_path, capsys):
         S.search(S.SearchOptions(device="xc7a35t", out=tmp_path))
 
 
+@pytest.mark.slow
 def test_tiny_search_end_to_end(tmp_path, capsys):
     """Three trials (the 8- and 4-bit presets, one sampled) with the real estimator and
     training; the chosen design is a run directory the other stages accept."""
@@ -212,6 +213,7 @@ def test_tiny_search_end_to_end(tmp_path, capsys):
     assert np.array_equal(model.forward(tw["inputs"][:20])["pred"][:, 0], tw["outputs"][:20])
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study(tmp_path):
     """Two worker processes, each running two trials of the real objective (estimate, QAT,
     integer model, cycles) on one SQLite study."""

@@ -6,7 +6,8 @@ from sim import compiled
 from sim.limits import CycleLimit
 from test_flows_export import ToyMac, _vectors
 
-pytestmark = pytest.mark.skipif(not tools.available("verilator"), reason="verilator missing")
+pytestmark = [pytest.mark.verilator,
+              pytest.mark.skipif(not tools.available("verilator"), reason="verilator missing")]
 
 
 def test_compiled_stream_cached_and_stalls(tmp_path, monkeypatch):

@@ -70,6 +70,7 @@ def test_shape_mismatch_message(data):
         train_run(TrainConfig(model=ModelConfig(window=12), epochs=1), data, None)
 
 
+@pytest.mark.slow
 def test_qat_mixed_precision_and_frozen_observers(short_run, data):
     from model.qat import QuantConfig, fake_quants
     from model.train import train_qat

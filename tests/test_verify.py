@@ -9,6 +9,9 @@ from flows import tools
 from flows.build import verify
 
 
+@pytest.mark.slow
+@pytest.mark.verilator
+@pytest.mark.ghdl
 @pytest.mark.skipif(not tools.available("ghdl"), reason="GHDL missing: `make test` installs it as root "
                                                          "(apt-get install ghdl)")
 def test_four_executors_agree_on_real_test_windows(quick_run):
