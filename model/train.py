@@ -313,6 +313,11 @@ def train_qat(config: TrainConfig, data: Dataset, float_model: Forecaster, *, hi
 
     The QAT model is a new ``Forecaster(config.model, config.quant)`` initialised from
     ``float_model``'s weights; ``float_model`` is not modified."""
+    with _threads(config.threads):
+        return _train_qat(config, data, float_model, history, emit)
+
+
+def _train_qat(config, data, float_model, history, emit) -> Forecaster:
     emit = emit or (lambda e: None)
     torch.manual_seed(config.seed + 1)
     # rebuilt from config.quant (so bit-widths/schemes may differ from the float model's)
