@@ -47,4 +47,4 @@ class SimulatedAccelerator:
 
     def predict(self, windows) -> np.ndarray:
         """Raw windows (N, L, F) in the data's units -> predictions in the target's units."""
-        return self.model.dequantize_output(self.predict_codes(self.model.quantize_input(windows)))
+        return self.model.dequantize_output(self.predict_codes(self.model.quantize_input(windows)), windows)
