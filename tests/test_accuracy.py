@@ -119,6 +119,8 @@ def test_benchmark_document(data):
         assert set(w) >= {"rmse_mean", "rmse_min", "rmse_max", "ratio_to_float"}
         assert w["rmse_min"] <= w["rmse_mean"] <= w["rmse_max"]
         assert w["ratio_to_float"] == pytest.approx(w["rmse_mean"] / doc["float_rmse"])
+    for w in doc["widths"].values():
+        assert 0.0 <= w["exact"] <= w["within_1_lsb"] <= 1.0
     json.dumps(doc)
     assert "| integer 4io8 |" in format_table(doc)
     assert set(WIDTHS) == {"8", "6", "4io8", "4"}
