@@ -101,6 +101,7 @@ def test_hw_config_validation():
     assert cfg.knobs("linear", "proj") == {"pe": 2}
 
 
+@pytest.mark.slow          # the default-shaped model in Amaranth
 def test_gelu_model_builds_with_the_xc7s15_preset():
     # The preset's "*.ffn_*" pattern also matches the GELU table between the FFN linears:
     # only the knobs a block takes may reach it.

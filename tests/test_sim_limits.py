@@ -94,9 +94,8 @@ def test_profile_limit_of_a_hanging_accelerator():
 
 @pytest.mark.verilator
 @pytest.mark.skipif(not tools.available("verilator"), reason="verilator missing")
-def test_verilator_limit_says_design_outputs_and_formula(tmp_path, monkeypatch):
+def test_verilator_limit_says_design_outputs_and_formula():
     from sim import compiled
-    monkeypatch.setenv("INTFORMER_CACHE", str(tmp_path / "cache"))
     stuck = Stuck()
     lim = CycleLimit.of(stuck, 2)
     with pytest.raises(SimulationTimeout) as e:
