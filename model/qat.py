@@ -365,6 +365,9 @@ class FakeQuant(nn.Module):
         self.register_buffer("n_obs", torch.zeros((), dtype=torch.int64))
         self.learn = bool(learn) and not self.fixed_softmax
         self.collecting = False
+        # Integer codes this tensor takes its value from (set by the integer-valued forward of
+        # the model for one call); the gradient is still that of the fake quantiser.
+        self.target: torch.Tensor | None = None
         self._samples: list[torch.Tensor] = []
         if self.learn:
             # Learned step size and zero point, valid once ``learned`` is set (init_learned).
@@ -459,11 +462,16 @@ class FakeQuant(nn.Module):
             self.observe(x)
         if not self.quantising:
             return x
+        qp = self.qparams()
         if self.is_learned:
-            qt = self.qparams().qtype()
             scale, zp = self._learned_scale_zp()
-            return _LearnedFakeQuant.apply(x, scale, zp, float(qt.qmin), float(qt.qmax))
-        return fake_quantize(x, self.qparams())
+            out = _LearnedFakeQuant.apply(x, scale, zp, float(qp.qmin), float(qp.qmax))
+        else:
+            out = fake_quantize(x, qp)
+        if self.target is not None:
+            value = (self.target.reshape(out.shape).to(out.dtype) - qp.zero_point) * qp.scale
+            out = out + (value - out).detach()
+        return out
 
 
 class QLinear(nn.Linear):

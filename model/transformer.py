@@ -39,11 +39,12 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as Fn
 
-from .qat import FakeQuant, QLinear, QuantConfig, fake_quants, integer_softmax, quant_params
+from .qat import FakeQuant, QLinear, QuantConfig, fake_quants, integer_softmax, quant_params, quantize
 
 __all__ = ["ModelConfig", "Forecaster", "Norm", "sinusoidal_pe", "quant_point_names", "build_model"]
 
@@ -255,6 +256,38 @@ class Forecaster(nn.Module):
         cfg, f = self.config, self._fqs
         if x.dim() != 3 or x.shape[1:] != (cfg.window, cfg.features):
             raise ValueError(f"expected input (B, {cfg.window}, {cfg.features}), got {tuple(x.shape)}")
+        fqs = f.values()
+        if all(m.quantising for m in fqs) and not any(m.observing for m in fqs):
+            return self._integer_valued_forward(x)
+        return self._forward(x)
+
+    def _integer_valued_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The quantised forward whose every tensor has the integer model's value.
+
+        The model is converted as it stands (``model.convert``: the multipliers, tables and
+        roundings of the integer model) and run on the input's codes; each fake quantiser
+        then returns those codes' value, with its own straight-through gradient. So what QAT
+        trains, early-stops and reports is the integer model, not an approximation of it
+        (float requantisation differs from the fixed-point one by a code on ~0.1 % of values,
+        enough to move a fine 8-bit output by a code on ~10 % of windows)."""
+        from .convert import to_intmodel
+        f = self._fqs
+        n_in = self.config.features
+        change = 0 if self.config.forecast == "change" else None
+        intmodel = to_intmodel(self, {"mean": np.zeros(n_in), "std": np.ones(n_in)},
+                               {"mean": 0.0, "std": 1.0}, change_feature=change)
+        codes = intmodel.forward(quantize(x, f["input"].qparams()).numpy())
+        try:
+            for name, fq in f.items():
+                if name in codes:
+                    fq.target = torch.from_numpy(codes[name])
+            return self._forward(x)
+        finally:
+            for fq in f.values():
+                fq.target = None
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg, f = self.config, self._fqs
         x = f["input"](x)
         proj = f["proj"](self.proj(x, f["input"]))
         pe = f["pe"](self.pe)
