@@ -128,3 +128,19 @@ def test_benchmark_document(data):
 
 def test_ridge_baseline_beats_persistence_on_the_default_data(data):
     assert ridge_rmse(data)["rmse"] < T.persistence_metrics(data, "test")["rmse"]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_quantised_forward_is_the_integer_model(data, bits):
+    """The QAT model's quantised forward has the integer model's values (its gradients are the
+    fake quantisers'): on the same input codes, the same output codes."""
+    from model.qat import quantize
+    cfg = train_config(TrainOptions(bits=bits, epochs=1, qat_epochs=1, max_train_windows=300), data)
+    qm = T.train_qat(cfg, data, T.train_float(cfg, data))
+    im = to_intmodel_for(qm, data)
+    X = torch.as_tensor(data.test.X[:300])
+    fqs = qm.fake_quants()
+    with torch.no_grad():
+        qat_codes = quantize(qm(X), fqs["pred"].qparams()).numpy()
+    int_codes = im.forward(quantize(X, fqs["input"].qparams()).numpy())["pred"][:, 0]
+    np.testing.assert_array_equal(qat_codes, int_codes)
