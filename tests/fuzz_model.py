@@ -2,7 +2,7 @@
 Amaranth and compared with the integer reference bit for bit, with ``Accelerator.cycles()``
 exact.
 
-Every example draws (hypothesis):
+Every example draws (from hypothesis, or from a seeded generator for long runs):
 
 * a shape: features 1-12, window 2-64, d_model (heads x head width), heads, layers 1-3, FFN
   width, batch-norm / layer-norm, ReLU / GELU; its simulated size is bounded by a cycle
@@ -21,10 +21,12 @@ Every example draws (hypothesis):
   ``lutram`` / ``registers``), attention lanes, softmax / layer-norm serial widths and banks,
   fused Q/K/V, context accumulators in memory, FIFO storage;
 
-and checks, in Amaranth's simulator: one random window alone (the output and the latency,
-which must equal ``Accelerator.cycles()``), then the extreme windows (all qmin, all qmax,
-alternating qmin / qmax both ways, all zero point) and more random ones back to back under
-random stalls on both sides.
+and simulates it in Amaranth (one simulation): a random window alone, whose latency must
+equal ``Accelerator.cycles()``, then more random windows and the extreme ones (all qmin, all
+qmax, alternating qmin / qmax both ways, all zero point) back to back under random stalls on
+both sides. Every element every block streams out, for every window, must equal the integer
+reference's tensor (``IntModel.forward``), not only the prediction: a synthetic model's
+prediction is often the same for all windows, which would hide a wrong block upstream.
 
 The suite runs a few examples with hypothesis (``tests/test_fuzz_model.py``); many more::
 
@@ -285,7 +287,8 @@ def perturb(draw, model) -> list:
             if draw.bool(name + " scales"):
                 a["scales"] = _ints(draw, M_MAX, d, name + " scales")
             if draw.bool(name + " offsets"):
-                a["offsets"] = _ints(draw, 1 << draw.int(0, 24, name + " offset bits"), d, name + " offsets")
+                lim = 1 << draw.int(0, 24, name + " offset bits")
+                a["offsets"] = _ints(draw, lim, d, name + " offsets")
             if draw.bool(name + " new shift"):
                 p["shift"] = draw.int(0, intops.MAX_SHIFT, name + " shift")
             if op.kind == "layernorm" and draw.bool(name + " precision"):
@@ -409,21 +412,27 @@ def describe(model, hw: dict) -> str:
 
 
 def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
-             stall_out: float = 0.0, seed: int = 0):
+             stall_out: float = 0.0, seed: int = 0, watch: bool = True):
     """One simulation of the accelerator ``acc`` (one elaboration, which costs about as much
     as the cycles of a small design): window ``first`` alone, always-valid source and
     always-ready sink, then, once its prediction is out, the windows ``rest`` back to back
     with random stalls on both sides. Returns ``(prediction of first, its latency, predictions
-    of rest)``; the latency counts the edges up to and including the one that transfers the
-    prediction, as :func:`sim.streams.run_stream_block` does. A hang fails: each phase stops
-    at its :class:`sim.limits.CycleLimit` from ``acc.cycles()``."""
+    of rest, streams)``; the latency counts the edges up to and including the one that
+    transfers the prediction, as :func:`sim.streams.run_stream_block` does. With ``watch``,
+    ``streams`` maps every block's label (:func:`sim.profile.accelerator_ports`) to the values
+    its output stream carried, all windows in order. A hang fails: each phase stops at its
+    :class:`sim.limits.CycleLimit` from ``acc.cycles()``."""
     import random
 
     from amaranth.sim import Simulator
     from sim.limits import CycleLimit
+    from sim.profile import accelerator_ports
     rng = random.Random(seed)
     cycles = acc.cycles()
     got, state = [], {"latency": None}
+    ports = accelerator_ports(acc) if watch else []
+    streams = {label: [] for label, _, _ in ports}
+    watched = [s for _, _, po in ports for s in (po.valid, po.ready, po.payload)]
     sim = Simulator(acc)
     sim.add_clock(1e-8)
 
@@ -445,8 +454,12 @@ def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
         while len(got) < 1 + len(rest):
             ready = not (got and rng.random() < stall_out)
             ctx.set(acc.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(acc.o.valid, acc.o.payload)
+            _, _, valid, payload, *vals = await ctx.tick().sample(acc.o.valid, acc.o.payload,
+                                                                  *watched)
             edge += 1
+            for n, label in enumerate(streams):
+                if vals[3 * n] and vals[3 * n + 1]:
+                    streams[label].append(int(vals[3 * n + 2]))
             if valid and ready:
                 got.append(int(payload))
                 if len(got) == 1:
@@ -463,7 +476,31 @@ def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
     sim.add_testbench(source, background=True)
     sim.add_testbench(sink)
     sim.run()
-    return got[0], state["latency"], got[1:]
+    return got[0], state["latency"], got[1:], streams
+
+
+def stream_tensors(model) -> dict:
+    """Which reference tensor each block's output stream carries, by the labels of
+    :func:`sim.profile.accelerator_ports` (a fused Q/K/V linear: q, k and v of each token)."""
+    c = model.config
+    out = {n: n for n in ("proj", "embed", "pooled", "pred")}
+    for i in range(c["layers"]):
+        p = f"l{i}."
+        out.update({f"{p}res1/proj_{n}": p + n for n in "qkv"})
+        out[f"{p}res1/proj_qkv"] = (p + "q", p + "k", p + "v")
+        out.update({f"{p}res1/core": p + "context", f"{p}res1/out_proj": p + "attn_out"})
+        ffn = (["ffn_hidden", "ffn_out"] if c["activation"] == "relu"
+               else ["ffn_pre", "ffn_hidden", "ffn_out"])
+        out.update({f"{p}res2/body{k}": p + n for k, n in enumerate(ffn)})
+        out.update({p + n: p + n for n in ("res1", "norm1", "res2", "norm2")})
+    return out
+
+
+def expected_stream(values: dict, tensor) -> list:
+    """The element stream of ``tensor`` (a name, or names whose rows are concatenated token by
+    token) over the windows of ``model.forward``'s ``values``, one window after the other."""
+    names = (tensor,) if isinstance(tensor, str) else tensor
+    return np.concatenate([values[n] for n in names], axis=-1).reshape(-1).tolist()
 
 
 def transfer_edges(acc, window) -> dict:
@@ -539,9 +576,11 @@ def _final_run() -> bool:
 def check_model(model, hw: dict, random_windows: np.ndarray, *, stall_in: float = 0.0,
                 stall_out: float = 0.0, seed: int = 0, stats: Stats | None = None,
                 diagnose: bool = False) -> int:
-    """Simulate ``model`` on ``hw``: the first random window alone (result and latency against
-    ``cycles()``), then the rest of the random windows and the extreme windows back to back
-    under stalls; every result must equal the integer reference. Returns ``cycles()``."""
+    """Simulate ``model`` on ``hw`` (:func:`simulate`): the first random window alone, then
+    the other random windows and the extreme ones back to back under stalls. Every element
+    every block streams out, for every window, must equal the integer reference's tensor
+    (so the prediction too), and the latency of the first window ``cycles()``. Returns
+    ``cycles()``."""
     acc = Accelerator(model, hw)
     try:
         cycles = acc.cycles()
@@ -551,20 +590,31 @@ def check_model(model, hw: dict, random_windows: np.ndarray, *, stall_in: float 
         raise
     first = random_windows[0]
     rest = np.concatenate([random_windows[1:], extreme_windows(model)])
-    got0, simulated, got = simulate(acc, first, rest, stall_in=stall_in, stall_out=stall_out,
-                                    seed=seed)
-    expected = model.forward(first)["pred"][0]
-    assert got0 == expected, f"window 0: hardware {got0}, reference {expected}"
+    got0, simulated, got, streams = simulate(acc, first, rest, stall_in=stall_in,
+                                             stall_out=stall_out, seed=seed)
+    windows = np.concatenate([first[None], rest])
+    names = ([f"random {k}" for k in range(len(random_windows))]
+             + ["all qmin", "all qmax", "alternating qmin, qmax", "alternating qmax, qmin",
+                "all zero point"])
+    values = model.forward(windows)
+    # Every block's output stream, in stream order: the first that differs is the culprit.
+    tensors = stream_tensors(model)
+    for label, stream in streams.items():
+        want = expected_stream(values, tensors[label])
+        bad = next((k for k, (g, e) in enumerate(zip(stream, want)) if g != e), None)
+        if bad is not None or len(stream) != len(want):
+            per = len(want) // len(windows)
+            where = (f"window {names[bad // per]!r}, element {bad % per} of {per}: hardware "
+                     f"{stream[bad]}, reference {want[bad]}" if bad is not None else
+                     f"{len(stream)} elements, reference {len(want)}")
+            raise AssertionError(f"{label} ({tensors[label]}): {where}")
+    expected = values["pred"][:, 0].tolist()
+    assert [got0] + got == expected, f"predictions: hardware {[got0] + got}, reference {expected}"
     if simulated != cycles:
         where = (schedule_divergence(Accelerator(model, hw), first)
                  if diagnose or _final_run() else "")
         raise AssertionError(f"simulated {simulated} cycles, Accelerator.cycles() {cycles}; "
                              f"{where}")
-    expected = model.forward(rest)["pred"][:, 0]
-    bad = [i for i, (g, e) in enumerate(zip(got, expected)) if g != e]
-    assert not bad, (f"windows {bad} of {len(rest)} (random then qmin, qmax, alternating x2, "
-                     f"zero point): hardware {[got[i] for i in bad]}, reference "
-                     f"{[int(expected[i]) for i in bad]}")
     if stats is not None:
         stats.configurations += 1
         stats.windows += len(random_windows) + len(extreme_windows(model))
@@ -622,7 +672,8 @@ def run_random(args, stats: Stats) -> None:
             stats.failures.append((i, "drawing", f"{type(e).__name__}: {e}"))
             print(f"[{i}] FAILED to draw: {type(e).__name__}: {e}", flush=True)
             continue
-        what = describe(case["model"], case["hw"])
+        what = describe(case["model"], case["hw"]) + (
+            f"; perturbed {', '.join(case['perturbed'])}" if case["perturbed"] else "")
         if args.only is not None:
             for label, value in draw.log:
                 print(f"  {label}: {value}")
