@@ -3,7 +3,8 @@ integer parameters at the edges of their contracts and hardware knobs, simulated
 random and extreme windows; every output equals the integer reference and the latency of one
 window equals ``Accelerator.cycles()``.
 
-A few examples here, reproducible (derandomized, no example database); many more with
+A few examples here, reproducible (derandomized, no example database; the longer ones marked
+slow, out of ``make test-fast``); many more with
 ``.venv/bin/python -m tests.fuzz_model --examples N``."""
 import zlib
 
@@ -22,6 +23,7 @@ from model.synthetic import random_inputs, random_intmodel
 BUDGET = 800
 
 
+@pytest.mark.slow                       # ~50 s: 8 models simulated
 @fuzz_settings(max_examples=8)
 @given(st.data())
 def test_random_models_are_bit_exact_with_exact_cycles(data):
@@ -41,7 +43,9 @@ CORNERS = {
 }
 
 
-@pytest.mark.parametrize("corner", CORNERS)
+@pytest.mark.parametrize("corner", [
+    pytest.param(name, marks=pytest.mark.slow) if name in ("window-64-d-1", "three-layers-d-2")
+    else name for name in CORNERS])     # the slow two: 15-25 s of simulation each
 def test_corner_shapes(corner):
     """One example per corner (seconds of simulation each): every other choice drawn
     uniformly from a fixed seed. (Hypothesis would start from its simplest draws: 2 bits,
