@@ -99,6 +99,8 @@ def run_accuracy(opts: TrainOptions, seeds: int = 3, widths=tuple(WIDTHS), progr
         "dataset": data.source, "target": data.target_name, "features": list(data.feature_names),
         "windows": {s: len(data.split(s)) for s in ("train", "val", "test")},
         "forecast": base.model.forecast, "seeds": [r["seed"] for r in per_seed],
+        "options": {k: getattr(opts, k) for k in ("ranges", "scheme", "bits_map", "qat_lr", "qat_epochs",
+                                                  "distill", "qat_bn")},
         "float_rmse": float_rmse,
         "float_rmse_min": float(min(r["float"] for r in per_seed)),
         "float_rmse_max": float(max(r["float"] for r in per_seed)),

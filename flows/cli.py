@@ -88,6 +88,12 @@ def _add_train_args(p):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="maximum float epochs")
     p.add_argument("--qat-epochs", type=int, default=None)
+    p.add_argument("--qat-lr", type=float, default=None, help="QAT learning rate (default 2e-4)")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight in [0, 1] of the float model's output in the QAT loss (default 0)")
+    p.add_argument("--qat-bn", choices=["frozen", "train"], default="frozen",
+                   help="batch-norm statistics during QAT: frozen at the float model's (default) "
+                        "or re-estimated on the quantised activations")
     _add_data_args(p)
 
 
@@ -110,7 +116,8 @@ def _shape_and_data(a) -> dict:
 def _train_options(a):
     from .run import TrainOptions
     return TrainOptions(**_shape_and_data(a), bits=a.bits, bits_map=_parse_bits_map(a.bits_map),
-                        scheme=a.scheme, ranges=a.ranges, epochs=a.epochs, qat_epochs=a.qat_epochs)
+                        scheme=a.scheme, ranges=a.ranges, epochs=a.epochs, qat_epochs=a.qat_epochs,
+                        qat_lr=a.qat_lr, distill=a.distill, qat_bn=a.qat_bn)
 
 
 def cmd_train(a, progress: Progress) -> int:

@@ -73,6 +73,9 @@ class TrainOptions:
     target_column: str | None = None
     forecast: str = "auto"          # "change" when the target is an input feature, else "level"
     ranges: str = "learned"         # quantisation ranges: "learned" (LSQ) or "observed" (min/max)
+    qat_lr: float | None = None     # QAT learning rate (None: TrainConfig's)
+    distill: float = 0.0            # weight of the float model's output in the QAT loss
+    qat_bn: str = "frozen"          # batch-norm statistics during QAT: "frozen" or "train" (re-estimated)
 
 
 def resolve_forecast(forecast: str, data) -> str:
@@ -109,6 +112,11 @@ def train_config(opts: TrainOptions, data):
         tcfg.epochs = opts.epochs
     if opts.qat_epochs is not None:
         tcfg.qat_epochs = opts.qat_epochs
+    if opts.qat_lr is not None:
+        tcfg.qat_lr = opts.qat_lr
+    tcfg.qat_distill = opts.distill
+    tcfg.qat_freeze_bn = opts.qat_bn == "frozen"
+    tcfg.__post_init__()
     return tcfg
 
 

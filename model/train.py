@@ -73,6 +73,8 @@ class TrainConfig:
     qat_patience: int = 4
     calib_batches: int = 32
     qat_freeze_bn: bool = True
+    # Distillation: the QAT loss is (1 - w) * MSE(target) + w * MSE(float model's output).
+    qat_distill: float = 0.0
     freeze_observers_after: int | None = None
     grad_clip: float | None = 1.0
     max_train_windows: int | None = None  # quick runs: N training windows evenly spaced in time
@@ -92,6 +94,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{k} must be >= 0")
         if self.lr <= 0 or self.qat_lr <= 0:
             raise ValueError("learning rates must be > 0")
+        if not 0.0 <= self.qat_distill <= 1.0:
+            raise ValueError(f"TrainConfig.qat_distill is a weight in [0, 1], got {self.qat_distill}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -197,9 +201,11 @@ def _val_loss(model, Xv, yv) -> float:
 
 def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_decay, grad_clip, gen,
          phase, history, emit, lr_decay=1.0, lr_decay_patience=0, on_epoch_start=None, on_train_end=None,
-         range_lr=None):
+         range_lr=None, teacher=None, distill=0.0):
     """Generic early-stopping loop; returns the best validation loss (best state restored).
-    ``range_lr``: learning rate of the learned quantisation ranges (None: not trained)."""
+    ``range_lr``: learning rate of the learned quantisation ranges (None: not trained).
+    ``teacher``: outputs for ``Xt`` the loss also pulls towards, with weight ``distill``
+    (validation and early stopping stay on the true targets)."""
     ranges = {id(p) for p in range_parameters(model)}
     groups = [{"params": [p for p in model.parameters() if id(p) not in ranges]}]
     if range_lr is not None and ranges:
@@ -219,7 +225,10 @@ def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_deca
         for idx in _batches(len(Xt), batch_size, gen):
             xb, yb = Xt[idx], yt[idx]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), yb)
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            if teacher is not None and distill > 0.0:
+                loss = (1.0 - distill) * loss + distill * loss_fn(out, teacher[idx])
             loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -332,6 +341,9 @@ def _train_qat(config, data, float_model, history, emit) -> Forecaster:
         raise ValueError(f"the float model does not match the QAT model's shape: missing "
                          f"{sorted(set(missing) - quantiser_keys)}, unexpected {sorted(unexpected)}")
     Xt, yt, Xv, yv = _train_val(config, data)
+    teacher = None
+    if config.qat_distill > 0.0:
+        teacher = torch.as_tensor(predict(float_model, Xt), dtype=yt.dtype).reshape(yt.shape)
     calibrate(model, Xt, config.calib_batches, config.batch_size, config.seed)
     set_quantising(model, True)
     model.set_freeze_bn(config.qat_freeze_bn)
@@ -348,7 +360,8 @@ def _train_qat(config, data, float_model, history, emit) -> Forecaster:
          batch_size=config.batch_size, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
          lr_decay=config.lr_decay, lr_decay_patience=config.lr_decay_patience,
          gen=gen, phase="qat", history=history if history is not None else [], emit=emit,
-         on_epoch_start=start, on_train_end=end, range_lr=config.qat_range_lr)
+         on_epoch_start=start, on_train_end=end, range_lr=config.qat_range_lr,
+         teacher=teacher, distill=config.qat_distill)
     set_observing(model, False)
     model.eval()
     return model

@@ -99,3 +99,30 @@ def test_variant_architecture_trains(data):
     qp = res.qat_model.quant_params()
     assert "l1.ffn_pre" in qp and "l1.ffn_pre.bias" in qp and qp["l1.ffn_pre.bias"]["min"] <= qp["l1.ffn_pre.bias"]["max"]
     assert np.isfinite(res.metrics["qat"]["test"]["rmse"])
+
+
+def test_distillation_pulls_towards_the_float_model(data):
+    """With weight 1 the QAT loss is the distance to the float model's outputs, which an 8-bit
+    copy of that model starts close to; the loss on the targets is the forecast error."""
+    from model.train import train_float, train_qat
+    base = TrainConfig(epochs=2, qat_epochs=1, calib_batches=2, max_train_windows=300, seed=5)
+    fmodel = train_float(base, data)
+    losses = {}
+    for weight in (0.0, 1.0):
+        history = []
+        train_qat(TrainConfig(**{**base.to_dict(), "qat_distill": weight}), data, fmodel, history=history)
+        losses[weight] = next(h["train_loss"] for h in history if h["epoch"] == 1)
+    assert losses[1.0] < 0.5 * losses[0.0]
+
+
+@pytest.mark.parametrize("weight", [-0.1, 1.5])
+def test_distillation_weight_is_checked(weight):
+    with pytest.raises(ValueError, match="qat_distill"):
+        TrainConfig(qat_distill=weight)
+
+
+def test_qat_options_reach_the_training_config(data):
+    from flows.run import TrainOptions, train_config
+    cfg = train_config(TrainOptions(qat_lr=1e-3, distill=0.25, qat_bn="train"), data)
+    assert (cfg.qat_lr, cfg.qat_distill, cfg.qat_freeze_bn) == (1e-3, 0.25, False)
+    assert train_config(TrainOptions(), data).qat_freeze_bn
