@@ -29,12 +29,13 @@ system-deps:
 demo: $(STAMP) system-deps
 	$(BIN)/intformer demo --out $(OUT)
 
+# Tests run on every core (pytest-xdist): the suite is many independent simulations.
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto
 
 # The edit loop: no synthesis, no place-and-route, no slow tests (README, "Tests").
 test-fast: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q -m "not yosys and not nextpnr and not slow"
+	$(BIN)/python -m pytest -q -n auto -m "not yosys and not nextpnr and not slow"
 
 bench: $(STAMP) system-deps
 	$(BIN)/intformer bench
