@@ -51,7 +51,7 @@ def _model(shape, bits, seed=0):
 def _inputs(model, windows, seed=1):
     from model.synthetic import random_inputs
     x = np.asarray(random_inputs(model, windows, seed=seed))
-    return x, np.asarray(model.forward(x)["pred"]).reshape(windows, -1)
+    return x, model.forward(x)["pred"].numpy().reshape(windows, -1)
 
 
 def simulate(model, hw: dict, *, windows: int = 1, compiled: bool = True):

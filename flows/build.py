@@ -166,7 +166,7 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
         progress(f"verify: {name}: {len(idx)} windows, {len(bad)} mismatches ({seconds:.1f} s)")
 
     t0 = time.perf_counter()
-    reference = model.forward(inputs)["pred"][:, 0]
+    reference = model.forward(inputs)["pred"][:, 0].numpy()
     if not np.array_equal(reference, tw["outputs"]):
         raise RunError("test_windows.npz does not match the integer model: rerun `intformer train`")
     executors["intmodel"] = {"windows": len(inputs), "mismatches": 0,

@@ -153,7 +153,7 @@ def integer_metrics(intmodel, qat_model, data) -> dict:
 
     test = data.test
     raw = data.denormalise_features(test.X)
-    codes = intmodel.forward(intmodel.quantize_input(raw))["pred"][:, 0]
+    codes = intmodel.forward(intmodel.quantize_input(raw))["pred"][:, 0].numpy()
     pred = intmodel.dequantize_output(codes, raw)
     truth = data.denormalise_target(test.y)
     rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
@@ -171,7 +171,7 @@ def save_test_windows(out: Path, intmodel, data) -> None:
     test = data.test
     xq = intmodel.quantize_input(data.denormalise_features(test.X))
     codes = intmodel.forward(xq)["pred"][:, 0]
-    np.savez(out / "test_windows.npz", inputs=xq, outputs=codes,
+    np.savez(out / "test_windows.npz", inputs=xq.numpy(), outputs=codes.numpy(),
              truth=data.denormalise_target(test.y), times=test.times.astype("datetime64[s]").astype(np.int64),
              last=test.last)
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np
 from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -135,9 +134,9 @@ class AttentionCore(Recorded, wiring.Component):
     def reference(self, q, k, v):
         """intops reference of one or more windows (…, L, d) -> context (…, L, d)."""
         L, d, H = self.tokens, self.d_model, self.heads
-        q, k, v = (np.asarray(t).reshape(-1, L, d) for t in (q, k, v))
+        q, k, v = (intops.as_int(t).reshape(-1, L, d) for t in (q, k, v))
         acc = intops.matmul_acc(split_heads(q, H), self.q_type,
-                                np.swapaxes(split_heads(k, H), -1, -2), self.k_type)
+                                split_heads(k, H).transpose(-1, -2), self.k_type)
         s = intops.requantize(acc, self.score_multiplier, self.score_shift, self.score_type)
         p = self.softmax.reference(s).reshape(s.shape)
         acc = intops.matmul_acc(p, self.attn_type, split_heads(v, H), self.v_type)

@@ -71,7 +71,7 @@ class Add(Recorded, _OneElementPerCycle, wiring.Component):
         self.mul = check_mul(mul)
         self.const_b = None
         if const_b is not None:
-            table = b_type.check(np.asarray(const_b).reshape(-1), "add constant operand")
+            table = b_type.check(np.asarray(const_b).reshape(-1), "add constant operand").numpy()
             if length is None:
                 length = table.size
             if length != table.size:
@@ -225,7 +225,7 @@ class LutActivation(Recorded, _OneElementPerCycle, wiring.Component):
     @checked_init
     def __init__(self, x_type: QType, table, out_type: QType, storage=Storage.LUTRAM):
         self.x_type, self.out_type = x_type, out_type
-        table = out_type.check(np.asarray(table).reshape(-1), "activation table")
+        table = out_type.check(np.asarray(table).reshape(-1), "activation table").numpy()
         n = x_type.qmax - x_type.qmin + 1
         if table.size != n:
             raise ValueError(f"activation table needs {n} entries, got {table.size}")

@@ -142,7 +142,7 @@ class LayerNorm(Recorded, wiring.Component):
                    channels=d, tokens=L, **knobs)
 
     def reference(self, x):
-        return intops.layernorm(np.asarray(x).reshape(-1, self.channels), self.x_type,
+        return intops.layernorm(intops.as_int(x).reshape(-1, self.channels), self.x_type,
                                 self.scales, self.offsets, self.shift, self.norm_bits,
                                 self.recip_bits, self.out_type)
 

@@ -58,7 +58,7 @@ class Linear(Recorded, wiring.Component):
             raise ValueError(f"weight must be a 2-D (Out, In) array with Out a multiple of "
                              f"{len(wtypes)}, got shape {w.shape}")
         seg = w.shape[0] // len(wtypes)
-        w = np.concatenate([t.check(w[i * seg:(i + 1) * seg], "linear weight")
+        w = np.concatenate([t.check(w[i * seg:(i + 1) * seg], "linear weight").numpy()
                             for i, t in enumerate(wtypes)])
         self.n_out, self.n_in = (int(s) for s in w.shape)
         if not isinstance(pe, int) or not isinstance(simd, int) or pe < 1 or simd < 1:

@@ -264,8 +264,8 @@ class Softmax(wiring.Component):
                    row_length=L, **knobs)
 
     def reference(self, scores):
-        return intops.softmax(np.asarray(scores).reshape(-1, self.row_length), self.score_type,
-                              np.asarray(self.table), self.exp_bits, self.recip_bits, self.out_type)
+        return intops.softmax(intops.as_int(scores).reshape(-1, self.row_length), self.score_type,
+                              self.table, self.exp_bits, self.recip_bits, self.out_type)
 
     # -- timing -------------------------------------------------------------------------------
     @property

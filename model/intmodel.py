@@ -3,7 +3,8 @@
 The graph is a fixed sequence of operators derived from the model configuration
 (:func:`graph_spec`); the QAT converter and the synthetic-model generator fill in the integer
 parameters, the hardware generator builds one block per operator. Arithmetic comes only from
-:mod:`model.intops`.
+:mod:`model.intops`: the forward pass runs on PyTorch ``int64`` tensors, batched, on the CPU or
+a CUDA device (``device=``); parameters stay NumPy arrays, as the file holds them.
 
 File format (version 1), loadable with NumPy alone: a directory holding
 ``intmodel.json`` (format, version, config, tensors with their ``QType`` and real scale,
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from . import intops
 from .intops import QType
@@ -166,19 +168,25 @@ class IntModel:
         raise KeyError(output)
 
     # -- boundary: the only float arithmetic ----------------------------------------------
-    def quantize_input(self, x) -> np.ndarray:
-        """Raw features (..., L, F) -> integer input codes (normalise, scale, round half to even)."""
+    def quantize_input(self, x) -> torch.Tensor:
+        """Raw features (..., L, F) -> integer input codes (normalise, scale, round half to
+        even), an ``int64`` tensor on the CPU."""
         x = np.asarray(x, dtype=np.float64)
         if not np.isfinite(x).all():
             raise ValueError("input contains NaN or infinity")
         t = self.tensors["input"]
         z = (x - self.input_norm["mean"]) / self.input_norm["std"]
-        return intops.saturate(np.round(z / t.scale) + t.qtype.zero_point, t.qtype)
+        # Clamped while still float so that no value is out of int64's range when cast;
+        # on the integers that remain this is intops.saturate.
+        q = np.clip(np.round(z / t.scale) + t.qtype.zero_point, t.qtype.qmin, t.qtype.qmax)
+        return torch.from_numpy(q.astype(np.int64))
 
     def dequantize_output(self, q, windows=None) -> np.ndarray:
         """Integer prediction codes -> target in its own units. A change forecast needs the raw
         ``windows`` (N, L, F) the codes were computed from: their last value is added."""
         t = self.tensors["pred"]
+        if isinstance(q, torch.Tensor):
+            q = q.cpu().numpy()
         z = t.scale * (np.asarray(q, np.float64) - t.qtype.zero_point) * self.target_norm["std"]
         if self.change_feature is None:
             return z + self.target_norm["mean"]
@@ -187,20 +195,23 @@ class IntModel:
                              "windows the codes were computed from")
         return z + np.asarray(windows, np.float64)[..., -1, self.change_feature]
 
-    def predict(self, x) -> np.ndarray:
-        """Raw windows (N, L, F) -> predictions (N,) in target units."""
-        return self.dequantize_output(self.forward(self.quantize_input(x))["pred"][..., 0], x)
+    def predict(self, x, device=None) -> np.ndarray:
+        """Raw windows (N, L, F) -> predictions (N,) in target units (NumPy ``float64``); the
+        integer forward pass runs on ``device``."""
+        codes = self.forward(self.quantize_input(x), device=device)["pred"][..., 0]
+        return self.dequantize_output(codes, x)
 
     # -- the integer forward pass -----------------------------------------------------------
-    def forward(self, xq) -> dict[str, np.ndarray]:
-        """Integer input codes (..., L, F) -> every tensor of the graph (integer arrays)."""
-        v = {"input": self.qtype("input").check(xq, "input")}
-        v.update(self.constants)
+    def forward(self, xq, device=None) -> dict[str, torch.Tensor]:
+        """Integer input codes (..., L, F) -> every tensor of the graph (``int64`` tensors on
+        ``device``: by default the input tensor's, the CPU for anything else)."""
+        v = {"input": self.qtype("input").check(xq, "input", device)}
+        v.update({k: intops.as_int(c, v["input"].device) for k, c in self.constants.items()})
         for op in self.ops:
             v[op.output] = self._run(op, v)
         return v
 
-    def _run(self, op: Op, v: dict) -> np.ndarray:
+    def _run(self, op: Op, v: dict) -> torch.Tensor:
         s, p, a = op.spec, op.params, op.arrays
         ins = [v[n] for n in s.inputs]
         types = [self.qtype(n) for n in s.inputs]
@@ -212,7 +223,7 @@ class IntModel:
             return intops.add(ins[0], types[0], ins[1], types[1], p["ma"], p["mb"], p["shift"], out)
         if s.kind == "scores":
             q, k = (split_heads(t, s.dims["heads"]) for t in ins)
-            acc = intops.matmul_acc(q, types[0], np.swapaxes(k, -1, -2), types[1])
+            acc = intops.matmul_acc(q, types[0], k.transpose(-1, -2), types[1])
             return intops.requantize(acc, p["multiplier"], p["shift"], out)
         if s.kind == "softmax":
             return intops.softmax(ins[0], types[0], a["exp_table"], p["exp_bits"], p["recip_bits"], out)
@@ -289,16 +300,16 @@ class IntModel:
             raise ModelFileError(f"{directory}: malformed integer model ({type(e).__name__}: {e})") from None
 
 
-def split_heads(x, heads: int):
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(..., L, d) -> (..., H, L, d/H)."""
     *lead, L, d = x.shape
-    return np.swapaxes(x.reshape(*lead, L, heads, d // heads), -3, -2)
+    return x.reshape(*lead, L, heads, d // heads).transpose(-3, -2)
 
 
-def merge_heads(x):
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """(..., H, L, dh) -> (..., L, H*dh)."""
     *lead, H, L, dh = x.shape
-    return np.swapaxes(x, -3, -2).reshape(*lead, L, H * dh)
+    return x.transpose(-3, -2).reshape(*lead, L, H * dh)
 
 
 def _atomic_write(path: Path, write, binary: bool = False):

@@ -1,8 +1,16 @@
 """The integer arithmetic of intformer: the single definition every executor must reproduce.
 
-Every operator of the integer-only model is defined here, once, on NumPy ``int64`` arrays.
-The Amaranth hardware (``hw/``), the compiled RTL simulation and the exported HDL are checked
-against these functions bit for bit; nothing else in the project may re-implement them.
+Every operator of the integer-only model is defined here, once, on PyTorch ``int64`` tensors,
+batched over any leading axes and on any device (CPU, CUDA). The Amaranth hardware (``hw/``),
+the compiled RTL simulation and the exported HDL are checked against these functions bit for
+bit; nothing else in the project may re-implement them.
+
+Operators take tensors or anything integer-valued :func:`as_int` accepts (NumPy arrays, lists,
+Python ints) and return ``int64`` tensors on the device of their first operand; parameters
+(weights, tables, per-channel constants) follow that device. No operator uses floating point:
+the functions that turn real factors into integers (:func:`quantize_multiplier`,
+:func:`softmax_exp_table`, ...) run once, when a model is converted, and return Python or NumPy
+integers. The bound functions (``*_bound``) take and return Python ints.
 
 Conventions
 -----------
@@ -24,6 +32,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 MIN_BITS = 2
 MAX_BITS = 8
@@ -37,6 +46,21 @@ LN_SD_FRAC_BITS = 4
 
 class RangeError(ValueError):
     """An integer operand lies outside the range its type declares."""
+
+
+def as_int(x, device=None, name: str = "operand") -> torch.Tensor:
+    """``x`` as an ``int64`` tensor (on ``device``; by default a tensor's own device, else the
+    CPU). Integer tensors, NumPy integer arrays, Python ints and lists of them are accepted;
+    anything else (floats, booleans) is a :class:`RangeError`, since silently truncating a
+    float would hide a missed quantisation."""
+    if isinstance(x, torch.Tensor):
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise RangeError(f"{name} must be an integer tensor, got dtype {x.dtype}")
+        return x.to(device=device if device is not None else x.device, dtype=torch.int64)
+    a = np.asarray(x)
+    if a.dtype.kind not in "iu":
+        raise RangeError(f"{name} must be an integer array, got dtype {a.dtype}")
+    return torch.from_numpy(a.astype(np.int64)).to(device or "cpu")
 
 
 def check_bits(bits: int, what: str = "bit-width") -> int:
@@ -75,14 +99,14 @@ class QType:
         """Largest ``abs(q - zero_point)`` a value of this type can have."""
         return max(self.zero_point - self.qmin, self.qmax - self.zero_point)
 
-    def check(self, q: np.ndarray, name: str = "tensor") -> np.ndarray:
-        q = np.asarray(q)
-        if q.dtype.kind not in "iu":
-            raise RangeError(f"{name} must be an integer array, got dtype {q.dtype}")
-        q = q.astype(np.int64)
-        if q.size and (q.min() < self.qmin or q.max() > self.qmax):
-            raise RangeError(f"{name} has values in [{q.min()}, {q.max()}] outside "
-                             f"[{self.qmin}, {self.qmax}] of {self}")
+    def check(self, q, name: str = "tensor", device=None) -> torch.Tensor:
+        """``q`` as an ``int64`` tensor (:func:`as_int`) after checking it lies in the range."""
+        q = as_int(q, device, name)
+        if q.numel():
+            lo, hi = (int(v) for v in torch.aminmax(q))
+            if lo < self.qmin or hi > self.qmax:
+                raise RangeError(f"{name} has values in [{lo}, {hi}] outside "
+                                 f"[{self.qmin}, {self.qmax}] of {self}")
         return q
 
     def to_dict(self) -> dict:
@@ -108,8 +132,12 @@ def unsigned_bits(bound: int) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def rounding_shift(x, shift: int):
-    """``x / 2**shift`` rounded half towards +infinity (``shift >= 0``)."""
-    x = np.asarray(x, dtype=np.int64)
+    """``x / 2**shift`` rounded half towards +infinity (``shift >= 0``).
+
+    A Python int stays a Python int (exact at any size: the bound functions use it), anything
+    else becomes an ``int64`` tensor."""
+    if not isinstance(x, int):
+        x = as_int(x)
     if shift < 0:
         raise ValueError(f"shift must be >= 0, got {shift}")
     if shift == 0:
@@ -117,10 +145,10 @@ def rounding_shift(x, shift: int):
     return (x + (1 << (shift - 1))) >> shift
 
 
-def saturate(x, qtype: QType, relu: bool = False):
+def saturate(x, qtype: QType, relu: bool = False) -> torch.Tensor:
     """Clamp to ``qtype``'s range; with ``relu`` the lower bound is the zero point (real 0)."""
     lo = qtype.zero_point if relu else qtype.qmin
-    return np.clip(np.asarray(x, dtype=np.int64), lo, qtype.qmax)
+    return torch.clamp(as_int(x), lo, qtype.qmax)
 
 
 def quantize_multiplier(real: float, mult_bits: int = MULT_BITS) -> tuple[int, int]:
@@ -165,13 +193,13 @@ def quantize_affine(gains, offsets) -> tuple[np.ndarray, np.ndarray, int]:
             np.round(np.asarray(offsets, np.float64) * (1 << shift)).astype(np.int64), shift)
 
 
-def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False):
+def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False) -> torch.Tensor:
     """``saturate(zero_point + rounding_shift(acc * multiplier, shift))``.
 
     ``multiplier`` may be a scalar or an array broadcast against ``acc`` (per channel).
     """
-    acc = np.asarray(acc, dtype=np.int64)
-    prod = acc * np.asarray(multiplier, dtype=np.int64)
+    acc = as_int(acc)
+    prod = acc * as_int(multiplier, acc.device)
     return saturate(out.zero_point + rounding_shift(prod, shift), out, relu)
 
 
@@ -190,34 +218,42 @@ def dot_acc_bound(fan_in: int, a: QType, b: QType, with_bias: bool = False) -> i
     return bound + (bias_bound(fan_in, a, b) if with_bias else 0)
 
 
-def linear_acc(x, x_type: QType, w, w_type: QType, bias=None):
+def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact ``a @ b`` of ``int64`` tensors (batched like ``torch.matmul``). CUDA has no integer
+    matrix product, so there the products are summed explicitly; both are exact."""
+    if a.device.type == "cpu":
+        return a @ b
+    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+
+
+def linear_acc(x, x_type: QType, w, w_type: QType, bias=None) -> torch.Tensor:
     """Accumulator of a linear layer: ``(x - zx) @ (w - zw).T + bias``.
 
     ``x`` has shape (..., In), ``w`` (Out, In), ``bias`` (Out,) or None.
     """
     x = x_type.check(x, "linear input")
-    w = w_type.check(w, "linear weight")
-    acc = (x - x_type.zero_point) @ (w - w_type.zero_point).T
+    w = w_type.check(w, "linear weight", x.device)
+    acc = int_matmul(x - x_type.zero_point, (w - w_type.zero_point).T)
     if bias is not None:
-        bias = np.asarray(bias, dtype=np.int64)
+        bias = as_int(bias, x.device, "bias")
         lim = bias_bound(w.shape[1], x_type, w_type)
-        if np.abs(bias).max(initial=0) > lim:
+        if bias.numel() and int(bias.abs().max()) > lim:
             raise RangeError(f"bias exceeds its bound {lim}")
         acc = acc + bias
     return acc
 
 
 def linear(x, x_type: QType, w, w_type: QType, bias, multiplier: int, shift: int, out: QType,
-           relu: bool = False):
+           relu: bool = False) -> torch.Tensor:
     """Linear layer with fused bias, requantisation and optional ReLU."""
     return requantize(linear_acc(x, x_type, w, w_type, bias), multiplier, shift, out, relu)
 
 
-def matmul_acc(a, a_type: QType, b, b_type: QType):
+def matmul_acc(a, a_type: QType, b, b_type: QType) -> torch.Tensor:
     """``(a - za) @ (b - zb)`` for activations: a (..., M, K), b (..., K, N)."""
     a = a_type.check(a, "matmul left operand")
-    b = b_type.check(b, "matmul right operand")
-    return (a - a_type.zero_point) @ (b - b_type.zero_point)
+    b = b_type.check(b, "matmul right operand", a.device)
+    return int_matmul(a - a_type.zero_point, b - b_type.zero_point)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,10 +264,11 @@ def add_acc_bound(a: QType, ma: int, b: QType, mb: int) -> int:
     return a.max_offset * abs(ma) + b.max_offset * abs(mb)
 
 
-def add(a, a_type: QType, b, b_type: QType, ma: int, mb: int, shift: int, out: QType):
+def add(a, a_type: QType, b, b_type: QType, ma: int, mb: int, shift: int,
+        out: QType) -> torch.Tensor:
     """Sum of two differently scaled tensors: ``(a-za)*ma + (b-zb)*mb`` requantised."""
     a = a_type.check(a, "add left operand")
-    b = b_type.check(b, "add right operand")
+    b = b_type.check(b, "add right operand", a.device)
     acc = (a - a_type.zero_point) * ma + (b - b_type.zero_point) * mb
     return saturate(out.zero_point + rounding_shift(acc, shift), out)
 
@@ -241,18 +278,18 @@ def affine_acc_bound(x_type: QType, scales, offsets) -> int:
                + np.abs(np.asarray(offsets)).max(initial=0))
 
 
-def affine(x, x_type: QType, scales, offsets, shift: int, out: QType):
+def affine(x, x_type: QType, scales, offsets, shift: int, out: QType) -> torch.Tensor:
     """Per-channel affine on the last axis (batch-norm at inference):
     ``(x - zx) * scales[c] + offsets[c]`` requantised with a common shift."""
     x = x_type.check(x, "affine input")
-    acc = (x - x_type.zero_point) * np.asarray(scales, np.int64) + np.asarray(offsets, np.int64)
+    acc = (x - x_type.zero_point) * as_int(scales, x.device) + as_int(offsets, x.device)
     return saturate(out.zero_point + rounding_shift(acc, shift), out)
 
 
-def lut_activation(x, x_type: QType, table, out: QType):
+def lut_activation(x, x_type: QType, table, out: QType) -> torch.Tensor:
     """Element-wise function as a table over every input code: ``table[x - qmin]``."""
     x = x_type.check(x, "activation input")
-    table = out.check(np.asarray(table), "activation table")
+    table = out.check(table, "activation table", x.device)
     if table.shape != (x_type.qmax - x_type.qmin + 1,):
         raise ValueError(f"activation table needs {x_type.qmax - x_type.qmin + 1} entries")
     return table[x - x_type.qmin]
@@ -278,7 +315,8 @@ def softmax_exp_table(score_scale: float, score_type: QType, exp_bits: int) -> n
     return table
 
 
-def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int, out: QType):
+def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int,
+            out: QType) -> torch.Tensor:
     """Integer softmax over the last axis.
 
     1. ``k = max(row) - s`` (>= 0), clipped to the table length;  ``e = exp_table[k]``
@@ -288,16 +326,16 @@ def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int
        of ``2**-out.bits`` (``out`` is unsigned with zero point 0).
     """
     s = score_type.check(scores, "softmax input")
-    table = np.asarray(exp_table, dtype=np.int64)
-    if table[0] != (1 << exp_bits):
+    table = as_int(exp_table, s.device, "exp_table")
+    if int(table[0]) != (1 << exp_bits):
         raise ValueError("exp_table[0] must equal 2**exp_bits")
     if out.signed or out.zero_point != 0:
         raise ValueError("the softmax output is unsigned with zero point 0")
     if recip_bits < exp_bits + out.bits:
         raise ValueError("recip_bits must be at least exp_bits + out.bits")
-    k = np.minimum(s.max(axis=-1, keepdims=True) - s, len(table) - 1)
+    k = torch.clamp(s.amax(dim=-1, keepdim=True) - s, max=len(table) - 1)
     e = table[k]
-    total = e.sum(axis=-1, keepdims=True)
+    total = e.sum(dim=-1, keepdim=True)
     recip = (1 << recip_bits) // total
     return saturate(rounding_shift(e * recip, recip_bits - out.bits), out)
 
@@ -306,12 +344,27 @@ def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int
 # Integer layer-norm
 # ---------------------------------------------------------------------------------------------
 
-def isqrt(x):
-    """Floor of the square root of non-negative integers (element-wise)."""
-    x = np.asarray(x, dtype=np.int64)
-    if x.size and x.min() < 0:
+def isqrt(x) -> torch.Tensor:
+    """Floor of the square root of non-negative integers (element-wise).
+
+    Digit by digit (two bits of the radicand per step, from the highest power of four present):
+    exact on all of ``int64``, integer operations only."""
+    x = as_int(x, name="isqrt operand")
+    root = torch.zeros_like(x)
+    if not x.numel():
+        return root
+    lo, hi = (int(v) for v in torch.aminmax(x))
+    if lo < 0:
         raise RangeError("isqrt of a negative number")
-    return np.vectorize(math.isqrt, otypes=[np.int64])(x) if x.ndim else np.int64(math.isqrt(int(x)))
+    rest = x.clone()
+    bit = 1 << ((hi.bit_length() - 1) & ~1) if hi else 0
+    while bit:
+        trial = root + bit
+        take = rest >= trial
+        rest = torch.where(take, rest - trial, rest)
+        root = torch.where(take, (root >> 1) + bit, root >> 1)
+        bit >>= 2
+    return root
 
 
 def layernorm(x, x_type: QType, scales, offsets, shift: int, norm_bits: int, recip_bits: int,
@@ -329,12 +382,12 @@ def layernorm(x, x_type: QType, scales, offsets, shift: int, norm_bits: int, rec
     x = x_type.check(x, "layer-norm input")
     n = x.shape[-1]
     xc = x - x_type.zero_point
-    dev = n * xc - xc.sum(axis=-1, keepdims=True)
-    var_n = ((dev * dev).sum(axis=-1, keepdims=True) << (2 * LN_SD_FRAC_BITS)) // n
-    sd = np.maximum(isqrt(var_n), 1)
+    dev = n * xc - xc.sum(dim=-1, keepdim=True)
+    var_n = ((dev * dev).sum(dim=-1, keepdim=True) << (2 * LN_SD_FRAC_BITS)) // n
+    sd = torch.clamp(isqrt(var_n), min=1)
     recip = (1 << recip_bits) // sd
     z = rounding_shift(dev * recip, recip_bits - norm_bits - LN_SD_FRAC_BITS)
-    acc = z * np.asarray(scales, np.int64) + np.asarray(offsets, np.int64)
+    acc = z * as_int(scales, x.device) + as_int(offsets, x.device)
     return saturate(out.zero_point + rounding_shift(acc, shift), out)
 
 
@@ -354,11 +407,11 @@ def layernorm_bounds(n: int, x_type: QType, norm_bits: int, recip_bits: int) -> 
 # Pooling
 # ---------------------------------------------------------------------------------------------
 
-def mean_pool(x, x_type: QType, multiplier: int, shift: int, out: QType):
+def mean_pool(x, x_type: QType, multiplier: int, shift: int, out: QType) -> torch.Tensor:
     """Mean over the time axis (second to last): ``sum_t (x - zx)`` requantised
     (``multiplier / 2**shift`` includes the 1/L and the scale ratio)."""
     x = x_type.check(x, "pooling input")
-    acc = (x - x_type.zero_point).sum(axis=-2)
+    acc = (x - x_type.zero_point).sum(dim=-2)
     return requantize(acc, multiplier, shift, out)
 
 

@@ -155,7 +155,8 @@ def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,
             codes = np.arange(xq.qmin, xq.qmax + 1)
             xr = (codes - xq.zero_point) / max(std[spec.inputs[0]], 1.0)
             gelu = 0.5 * xr * (1 + np.tanh(math.sqrt(2 / math.pi) * (xr + 0.044715 * xr ** 3)))
-            a["table"] = intops.saturate(np.round(gelu * target_std(out)) + out.zero_point, out)
+            a["table"] = intops.saturate(np.round(gelu * target_std(out)).astype(np.int64)
+                                         + out.zero_point, out).numpy()
         elif spec.kind == "mean_pool":
             acc_std = spec.dims["length"] * std[spec.inputs[0]]
             m, s = _mult(target_std(out) / acc_std * 2)

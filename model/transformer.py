@@ -276,11 +276,11 @@ class Forecaster(nn.Module):
         change = 0 if self.config.forecast == "change" else None
         intmodel = to_intmodel(self, {"mean": np.zeros(n_in), "std": np.ones(n_in)},
                                {"mean": 0.0, "std": 1.0}, change_feature=change)
-        codes = intmodel.forward(quantize(x, f["input"].qparams()).numpy())
+        codes = intmodel.forward(quantize(x, f["input"].qparams()))
         try:
             for name, fq in f.items():
                 if name in codes:
-                    fq.target = torch.from_numpy(codes[name])
+                    fq.target = codes[name]
             return self._forward(x)
         finally:
             for fq in f.values():

@@ -24,7 +24,7 @@ class SimulatedAccelerator:
 
     def predict_codes(self, xq) -> np.ndarray:
         """Integer input windows (N, L, F) -> integer prediction codes (N,)."""
-        xq = self.model.qtype("input").check(xq, "input windows")
+        xq = self.model.qtype("input").check(xq, "input windows").numpy()
         flat = xq.reshape(-1).tolist()
         n = len(xq)
         if n == 0:

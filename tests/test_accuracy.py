@@ -66,7 +66,7 @@ def test_change_forecast_round_trips_and_adds_the_last_value(data, tmp_path):
     im.save(tmp_path)
     back = IntModel.load(tmp_path)
     raw = data.denormalise_features(data.test.X[:50])
-    codes = back.forward(back.quantize_input(raw))["pred"][:, 0]
+    codes = back.forward(back.quantize_input(raw))["pred"][:, 0].numpy()
     t = back.tensors["pred"]
     delta = t.scale * (codes - t.qtype.zero_point) * data.target_std
     np.testing.assert_allclose(back.predict(raw), raw[:, -1, im.change_feature] + delta)
@@ -142,5 +142,5 @@ def test_quantised_forward_is_the_integer_model(data, bits):
     fqs = qm.fake_quants()
     with torch.no_grad():
         qat_codes = quantize(qm(X), fqs["pred"].qparams()).numpy()
-    int_codes = im.forward(quantize(X, fqs["input"].qparams()).numpy())["pred"][:, 0]
+    int_codes = im.forward(quantize(X, fqs["input"].qparams()))["pred"][:, 0].numpy()
     np.testing.assert_array_equal(qat_codes, int_codes)

@@ -41,7 +41,7 @@ def test_integer_model_agrees_with_fake_quant(cfg, bits, within_1, tmp_path):
                      change_feature=0)
     im.save(tmp_path)
     im = IntModel.load(tmp_path)                 # through the file format
-    codes = im.forward(im.quantize_input(x.numpy()))["pred"][:, 0]
+    codes = im.forward(im.quantize_input(x.numpy()))["pred"][:, 0].numpy()
     diff = np.abs(codes - qat_codes)
     # The rest differ by the rounding of the fixed-point multipliers (and, with layer-norm, of
     # the integer square root) propagated to the output; these models are calibrated, untrained.

@@ -18,7 +18,7 @@ def config(L=5, d=4, heads=1):
 def run_core(dut, q, k, v, ref, *, stall=0.0, seed=0, exact_cycles=False):
     windows = np.shape(q)[0] if np.ndim(q) == 3 else 1      # (windows, tokens, d_model)
     got, cycles = run_stream_block(dut, {"q": np.ravel(q), "k": np.ravel(k), "v": np.ravel(v)},
-                                   {"o": np.size(ref)}, stall_in=stall, stall_out=stall, seed=seed,
+                                   {"o": np.asarray(ref).size}, stall_in=stall, stall_out=stall, seed=seed,
                                    windows=windows)
     np.testing.assert_array_equal(np.array(got["o"]), np.ravel(ref))
     if exact_cycles:
@@ -69,7 +69,7 @@ def test_core_acc_storage(acc_storage, heads, pv_lanes, bits, stall):
                                     acc_storage=acc_storage)
         run_core(dut, v["l0.q"][0], v["l0.k"][0], v["l0.v"][0], v["l0.context"][0],
                  exact_cycles=True)
-        ideal = list(range(1, v["l0.q"][0].size + 1))
+        ideal = list(range(1, v["l0.q"][0].numel() + 1))
         assert dut.output_times(ideal, ideal, ideal)[-1] == dut.cycles()
 
 
@@ -158,6 +158,6 @@ def test_attention_composed(bits, heads, stall):
     model = random_intmodel(config(heads=heads), bits=bits, seed=bits)
     v = model.forward(random_inputs(model, 2, seed=bits))
     dut = Attention(model, 0, qkv_knobs={"pe": 2}, out_knobs={"simd": 2}, qk_lanes=2)
-    got, _ = run_stream_block(dut, {"i": v["embed"].ravel()}, {"o": v["l0.attn_out"].size},
+    got, _ = run_stream_block(dut, {"i": v["embed"].ravel()}, {"o": v["l0.attn_out"].numel()},
                               stall_in=stall, stall_out=stall, seed=bits, windows=2)
     np.testing.assert_array_equal(np.array(got["o"]), v["l0.attn_out"].ravel())

@@ -34,10 +34,10 @@ def test_add_residual_from_model(bits, seed, stall, storage):
     model, v = _model(bits, seed)
     dut = Add.from_op(model, "l0.res1", b_storage=storage)
     a, b = v["embed"], v["l0.attn_out"]                  # two windows back to back
-    got, cycles = _run(dut, {"a": a.reshape(-1), "b": b.reshape(-1)}, a.size, stall, seed)
+    got, cycles = _run(dut, {"a": a.reshape(-1), "b": b.reshape(-1)}, a.numel(), stall, seed)
     assert (got == v["l0.res1"].reshape(-1)).all()
     if stall == 0:
-        assert cycles == dut.cycles(a.size)
+        assert cycles == dut.cycles(a.numel())
 
 
 @pytest.mark.parametrize("bits,seed,stall,storage", [
@@ -47,17 +47,17 @@ def test_add_positional_constant(bits, seed, stall, storage):
     dut = Add.from_op(model, "embed", b_storage=storage)
     assert not hasattr(dut, "b")
     a = v["proj"]                                        # 2 windows: the ROM wraps
-    got, cycles = _run(dut, {"a": a.reshape(-1)}, a.size, stall, seed)
+    got, cycles = _run(dut, {"a": a.reshape(-1)}, a.numel(), stall, seed)
     assert (got == v["embed"].reshape(-1)).all()
     if stall == 0:
-        assert cycles == dut.cycles(a.size)
+        assert cycles == dut.cycles(a.numel())
 
 
 def test_add_default_dims_cycles():
     model, v = _model(8, 5, DEFAULT)
     dut = Add.from_op(model, "embed")
     a = v["proj"][0]
-    got, cycles = _run(dut, {"a": a.reshape(-1)}, a.size, 0.0, 0)
+    got, cycles = _run(dut, {"a": a.reshape(-1)}, a.numel(), 0.0, 0)
     assert (got == v["embed"][0].reshape(-1)).all()
     assert cycles == dut.cycles() == 24 * 16 + 5
 
@@ -88,10 +88,10 @@ def test_affine_from_model(bits, seed, stall, storage):
     model, v = _model(bits, seed)
     dut = Affine.from_op(model, "l0.norm1", storage=storage)
     x = v["l0.res1"]
-    got, cycles = _run(dut, {"i": x.reshape(-1)}, x.size, stall, seed)
+    got, cycles = _run(dut, {"i": x.reshape(-1)}, x.numel(), stall, seed)
     assert (got == v["l0.norm1"].reshape(-1)).all()
     if stall == 0:
-        assert cycles == dut.cycles(x.size)
+        assert cycles == dut.cycles(x.numel())
 
 
 @pytest.mark.parametrize("xt,ot", [(QType(8, False, 255), QType(8, False, 0)),
@@ -116,10 +116,10 @@ def test_lut_from_model(bits, seed, stall, storage):
     model, v = _model(bits, seed)
     dut = LutActivation.from_op(model, "l0.ffn_hidden", storage=storage)
     x = v["l0.ffn_pre"]
-    got, cycles = _run(dut, {"i": x.reshape(-1)}, x.size, stall, seed)
+    got, cycles = _run(dut, {"i": x.reshape(-1)}, x.numel(), stall, seed)
     assert (got == v["l0.ffn_hidden"].reshape(-1)).all()
     if stall == 0:
-        assert cycles == dut.cycles(x.size)
+        assert cycles == dut.cycles(x.numel())
 
 
 @pytest.mark.parametrize("xt", [QType(8, True), QType(8, False, 7), QType(2, True), QType(3, False, 7)])

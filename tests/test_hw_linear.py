@@ -40,7 +40,7 @@ def test_linear_from_model_with_stalls(name, pe, simd, bits, seed, wst, bst):
     n_win = 2 if name != "pred" else 3
     v = model.forward(random_inputs(model, n_win, seed=seed + 10))
     dut = Linear.from_op(model, name, pe=pe, simd=simd, weight_storage=wst, buffer_storage=bst)
-    got, _ = _run(dut, v[SOURCE[name]], v[name].size, stall=0.3, seed=seed)
+    got, _ = _run(dut, v[SOURCE[name]], v[name].numel(), stall=0.3, seed=seed)
     assert (got == v[name].reshape(-1)).all()
 
 
@@ -54,7 +54,7 @@ def test_linear_cycle_formula_sweep(name):
     for pe in [d for d in range(1, n_out + 1) if n_out % d == 0]:
         for simd in [d for d in range(1, n_in + 1) if n_in % d == 0]:
             dut = Linear.from_op(model, name, pe=pe, simd=simd)
-            got, cycles = _run(dut, x, y.size)
+            got, cycles = _run(dut, x, y.numel())
             assert (got == y.reshape(-1)).all(), (pe, simd)
             assert cycles == dut.cycles(), (pe, simd)
 
@@ -68,7 +68,7 @@ def test_linear_default_dims(name, pe, simd, expected):
     model = random_intmodel(DEFAULT, bits=8, seed=3)
     v = model.forward(random_inputs(model, 1, seed=4))
     dut = Linear.from_op(model, name, pe=pe, simd=simd)
-    got, cycles = _run(dut, v[SOURCE[name]][0], v[name][0].size)
+    got, cycles = _run(dut, v[SOURCE[name]][0], v[name][0].numel())
     assert (got == v[name][0].reshape(-1)).all()
     assert cycles == dut.cycles() == expected
 
@@ -108,7 +108,7 @@ def test_linear_extremes(xt, wt, ot, relu, pe, simd, mul, rq):
                      weight_storage="registers", buffer_storage="lutram", mul=mul,
                      requant_mul=rq)
         want = intops.linear(x, xt, w, wt, bias, mult, shift, ot, relu)
-        got, _ = _run(dut, x, want.size, stall=0.3, seed=mult & 7)
+        got, _ = _run(dut, x, want.numel(), stall=0.3, seed=mult & 7)
         assert (got == want.reshape(-1)).all()
 
 
@@ -156,7 +156,7 @@ def test_fused_qkv_linear(pe, simd, bits, seed, rq, bst):
     dut = fused()
     got, cycles = _run(dut, v["embed"][0], want[0].size)
     assert (got == want[0].reshape(-1)).all()
-    assert cycles == dut.cycles() == dut.output_times(list(range(1, v["embed"][0].size + 1)))[-1]
+    assert cycles == dut.cycles() == dut.output_times(list(range(1, v["embed"][0].numel() + 1)))[-1]
 
 
 def test_fused_rejects_unfusable_operators():

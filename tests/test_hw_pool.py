@@ -28,7 +28,7 @@ def test_mean_pool_from_model(bits, seed, stall, storage):
     model = random_intmodel(SMALL, bits=bits, seed=seed)
     v = model.forward(random_inputs(model, 3, seed=seed))      # 3 windows back to back
     dut = MeanPool.from_op(model, "pooled", buffer_storage=storage)
-    got, cycles = _run(dut, v["l0.norm2"], v["pooled"].size, stall, seed)
+    got, cycles = _run(dut, v["l0.norm2"], v["pooled"].numel(), stall, seed)
     assert (got == v["pooled"].reshape(-1)).all()
     if stall == 0:
         # Windows follow each other without a bubble: 3 windows cost 2 windows of input more.
@@ -59,7 +59,7 @@ def test_mean_pool_extremes(xt, ot, length, channels, mult, shift, stall, rq):
     want = intops.mean_pool(x, xt, mult, shift, ot)
     dut = MeanPool(xt, mult, shift, ot, length=length, channels=channels, buffer_storage="registers",
                    requant_mul=rq)
-    got, cycles = _run(dut, x, want.size, stall, 3)
+    got, cycles = _run(dut, x, want.numel(), stall, 3)
     assert (got == want.reshape(-1)).all()
     if stall == 0:
         assert cycles == dut.cycles() + 2 * length * channels
