@@ -475,7 +475,10 @@ class Attention(Recorded, wiring.Component):
             raise
         if self.qkv_fused:
             self.fork = None
-            self.demux = Demux(qshape(model.qtype(p + "q")), 3, self.proj[0].n_out // 3)
+            # The fused stream holds each of q, k and v (union shape); each output narrows to
+            # its own operator's shape, which holds every value its segment carries.
+            self.demux = Demux(self.proj[0].out_shape, 3, self.proj[0].n_out // 3,
+                               [qshape(model.qtype(p + n)) for n in "qkv"])
         else:
             self.fork = Fork(qshape(model.qtype(self.x_name)), 3)
         self.layer_index = layer_index

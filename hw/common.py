@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import enum
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -63,6 +63,14 @@ class Recorded:
 def qshape(qtype: QType):
     """Amaranth shape of the integer codes of a quantised tensor."""
     return signed(qtype.bits) if qtype.signed else unsigned(qtype.bits)
+
+
+def union_shape(qtypes) -> Shape:
+    """The smallest shape that holds the codes of every type in ``qtypes`` (e.g. signed 5 bits
+    for signed and unsigned 4-bit codes): the stream of a linear that computes several
+    operators, whose consumers narrow each element back to its own operator's shape."""
+    qtypes = list(qtypes)
+    return Shape.cast(range(min(t.qmin for t in qtypes), max(t.qmax for t in qtypes) + 1))
 
 
 def element_stream(qtype: QType) -> stream.Signature:

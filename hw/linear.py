@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import numpy as np
 from amaranth import Array, Module, Mux, Signal, signed, unsigned
-from amaranth.lib import wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
 from hw.common import (Buffer, Recorded, Rom, Storage, check_lane_mul, check_mul, const,
                        element_stream, mul, mul_const, pack_words, packing, qshape, rounding_shift,
-                       saturate, tree_sum, unpack_products)
+                       saturate, tree_sum, union_shape, unpack_products)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -96,12 +96,12 @@ class Linear(Recorded, wiring.Component):
             raise ValueError(f"{len(self.requants)} requantisation segments must divide the "
                              f"{self.n_out} outputs")
         for mu, sh, qt in self.requants:
-            if qshape(qt) != qshape(out_type):
-                raise ValueError("fused segments need output types of one shape, got "
-                                 f"{qt} and {out_type}")
             if not 0 <= sh <= intops.MAX_SHIFT:
                 raise ValueError(f"shift must be in [0, {intops.MAX_SHIFT}], got {sh}")
-        super().__init__({"i": In(element_stream(in_type)), "o": Out(element_stream(out_type))})
+        # Segments of different types (adaptive schemes pick one per tensor) share a stream
+        # wide enough for each; the consumer narrows every element back to its own shape.
+        self.out_shape = union_shape(qt for _, _, qt in self.requants)
+        super().__init__({"i": In(element_stream(in_type)), "o": Out(stream.Signature(self.out_shape))})
 
     @classmethod
     def from_op(cls, model, output_name: str, **knobs):
@@ -255,7 +255,7 @@ class Linear(Recorded, wiring.Component):
             bank = Buffer(qshape(it), 2 * K, self.buffer_storage)
             m.submodules[f"bank{j}"] = bank
             banks.append(bank)
-        m.submodules.q = q = OutputQueue(qshape(ot), self.queue_depth(), pe, self.buffer_storage)
+        m.submodules.q = q = OutputQueue(self.out_shape, self.queue_depth(), pe, self.buffer_storage)
 
         # ---- loader: element-serial input into the half h_w of the double buffer
         full = Signal(2)                  # half h holds a complete token not yet fully read

@@ -231,15 +231,19 @@ class Demux(Recorded, wiring.Component):
     consecutive runs of ``segment`` elements go to o0, o1, ..., o{n-1}, then o0 again (the
     outputs of a fused linear to the operators it computes). No storage and no latency: an
     element is transferred at the edge its output takes it (``i.ready`` is that output's
-    ``ready``)."""
+    ``ready``). ``out_shapes``: each output's shape (default ``shape``); an element is
+    converted to it as Amaranth assigns, so it must hold every value its output receives."""
 
     @checked_init
-    def __init__(self, shape, n: int, segment: int):
+    def __init__(self, shape, n: int, segment: int, out_shapes=None):
         if n < 1 or segment < 1:
             raise ValueError(f"a demux needs n >= 1 outputs and segments >= 1, got {n}, {segment}")
-        self.shape, self.n, self.segment = shape, n, segment
+        out_shapes = [shape] * n if out_shapes is None else list(out_shapes)
+        if len(out_shapes) != n:
+            raise ValueError(f"a demux of {n} outputs needs {n} output shapes, got {len(out_shapes)}")
+        self.shape, self.n, self.segment, self.out_shapes = shape, n, segment, out_shapes
         members = {"i": In(stream.Signature(shape))}
-        members.update({f"o{k}": Out(stream.Signature(shape)) for k in range(n)})
+        members.update({f"o{k}": Out(stream.Signature(s)) for k, s in enumerate(out_shapes)})
         super().__init__(members)
         self.o = [getattr(self, f"o{k}") for k in range(n)]
 

@@ -329,9 +329,8 @@ def hw_configs(draw, model) -> dict:
                        "b_storage": draw.choice(STORAGES, "embed pe storage")}
     for i in range(c["layers"]):
         p = f"l{i}."
-        # Q, K and V fused into one linear: one output shape (the three segments share it).
-        shapes_qkv = {(model.qtype(p + n).bits, model.qtype(p + n).signed) for n in "qkv"}
-        fused = len(shapes_qkv) == 1 and draw.bool(p + "qkv_fused")
+        # Q, K and V fused into one linear (of any three types: the stream takes their union).
+        fused = draw.bool(p + "qkv_fused")
         linear(p + "q", 3 * d if fused else d, d)
         pv = draw.choice(divisors(dh), p + "pv_lanes")
         att = {"qk_lanes": draw.choice(divisors(dh), p + "qk_lanes"),

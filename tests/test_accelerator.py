@@ -4,6 +4,8 @@ import pytest
 
 from flows.run import load_test_windows
 from hw.accelerator import Accelerator, HwConfig
+from hw.common import union_shape
+from model.intops import QType
 from model.intmodel import IntModel
 from model.synthetic import random_inputs, random_intmodel
 from sim.streams import run_stream_block
@@ -113,6 +115,26 @@ def test_gelu_model_builds_with_the_xc7s15_preset():
     acc = Accelerator(model, preset("xc7s15", 8))
     received, cycles = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 1})
     assert received["o"] == model.forward(windows)["pred"][:, 0].tolist()
+    assert cycles == acc.cycles()
+
+
+@pytest.mark.parametrize("qkv", [
+    (QType(4, True), QType(4, False, 9), QType(4, False, 3)),      # a trained 4-bit model's mix
+    (QType(8, False, 200), QType(3, True), QType(6, False, 0)),    # widths differ too
+])
+def test_fused_qkv_of_different_types(qkv):
+    """Adaptive schemes give Q, K and V their own types: the fused linear streams their union
+    (signed 5 bits for signed and unsigned 4-bit codes) and the demux narrows each back."""
+    model = random_intmodel({**SMALL, "heads": 2, "d_model": 8, "ffn": 16}, bits=4, seed=7,
+                            qtypes=dict(zip(("l0.q", "l0.k", "l0.v"), qkv)))
+    windows = random_inputs(model, 3, seed=8)
+    hw = {"kinds": {"attention": {"qkv_fused": True}}}
+    got, _ = simulate(model, windows, hw, stall_in=0.3, stall_out=0.5, seed=9)
+    assert got.tolist() == model.forward(windows)["pred"][:, 0].tolist()
+    acc = Accelerator(model, hw)
+    fused = acc.stages[2][1]["body"][0].proj[0]
+    assert fused.out_shape == union_shape(qkv)
+    _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
     assert cycles == acc.cycles()
 
 

@@ -88,3 +88,13 @@ def test_packed_products_at_the_rails(bits, g):
     sim.add_testbench(tb)
     sim.run()
     assert not bad, bad[:3]
+
+
+def test_union_shape_holds_every_type():
+    from amaranth import signed, unsigned
+    from hw.common import union_shape
+    from model.intops import QType
+    assert union_shape([QType(4, True)] * 3) == signed(4)
+    assert union_shape([QType(4, False, 9), QType(4, False, 0)]) == unsigned(4)
+    assert union_shape([QType(4, True), QType(4, False, 9)]) == signed(5)
+    assert union_shape([QType(8, False, 200), QType(3, True)]) == signed(9)
