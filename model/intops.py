@@ -131,24 +131,50 @@ def unsigned_bits(bound: int) -> int:
 # Rounding, requantisation
 # ---------------------------------------------------------------------------------------------
 
+# The operators build their accumulators as fresh tensors and finish them in place (the
+# trailing-underscore kernels below): a batch's tensors are megabytes, and a new one per step
+# made the arithmetic wait on memory. The public functions copy first.
+
+def _rounding_shift_(x, shift: int):
+    """:func:`rounding_shift` in place on a tensor the caller owns; a Python int is rebound,
+    exact at any size."""
+    if shift < 0:
+        raise ValueError(f"shift must be >= 0, got {shift}")
+    if shift:
+        x += 1 << (shift - 1)
+        x >>= shift
+    return x
+
+
+def _saturate_(x: torch.Tensor, qtype: QType, relu: bool = False) -> torch.Tensor:
+    return x.clamp_(qtype.zero_point if relu else qtype.qmin, qtype.qmax)
+
+
+def _shift_saturate_(acc: torch.Tensor, shift: int, out: QType, relu: bool = False) -> torch.Tensor:
+    """``saturate(out.zero_point + rounding_shift(acc, shift))`` in place: the last step of
+    every requantisation."""
+    _rounding_shift_(acc, shift)
+    if out.zero_point:
+        acc += out.zero_point
+    return _saturate_(acc, out, relu)
+
+
 def rounding_shift(x, shift: int):
     """``x / 2**shift`` rounded half towards +infinity (``shift >= 0``).
 
     A Python int stays a Python int (exact at any size: the bound functions use it), anything
     else becomes an ``int64`` tensor."""
-    if not isinstance(x, int):
-        x = as_int(x)
-    if shift < 0:
-        raise ValueError(f"shift must be >= 0, got {shift}")
-    if shift == 0:
-        return x
-    return (x + (1 << (shift - 1))) >> shift
+    return _rounding_shift_(x if isinstance(x, int) else as_int(x).clone(), shift)
 
 
 def saturate(x, qtype: QType, relu: bool = False) -> torch.Tensor:
     """Clamp to ``qtype``'s range; with ``relu`` the lower bound is the zero point (real 0)."""
-    lo = qtype.zero_point if relu else qtype.qmin
-    return torch.clamp(as_int(x), lo, qtype.qmax)
+    return _saturate_(as_int(x).clone(), qtype, relu)
+
+
+def _offset(x: torch.Tensor, zero_point: int) -> torch.Tensor:
+    """``x - zero_point`` (``x`` itself for a zero point of 0: never written to)."""
+    return x - zero_point if zero_point else x
 
 
 def quantize_multiplier(real: float, mult_bits: int = MULT_BITS) -> tuple[int, int]:
@@ -199,8 +225,7 @@ def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False) -> t
     ``multiplier`` may be a scalar or an array broadcast against ``acc`` (per channel).
     """
     acc = as_int(acc)
-    prod = acc * as_int(multiplier, acc.device)
-    return saturate(out.zero_point + rounding_shift(prod, shift), out, relu)
+    return _shift_saturate_(acc * as_int(multiplier, acc.device), shift, out, relu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,9 +246,13 @@ def dot_acc_bound(fan_in: int, a: QType, b: QType, with_bias: bool = False) -> i
 def int_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Exact ``a @ b`` of ``int64`` tensors (batched like ``torch.matmul``). CUDA has no integer
     matrix product, so there the products are summed explicitly; both are exact."""
-    if a.device.type == "cpu":
-        return a @ b
-    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+    if a.device.type != "cpu":
+        return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+    if b.dim() == 2 and a.dim() > 2:
+        # One matrix product over all leading axes: PyTorch's integer kernel is much faster
+        # on one tall matrix than batched.
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(*a.shape[:-1], b.shape[-1])
+    return a @ b
 
 
 def linear_acc(x, x_type: QType, w, w_type: QType, bias=None) -> torch.Tensor:
@@ -233,27 +262,29 @@ def linear_acc(x, x_type: QType, w, w_type: QType, bias=None) -> torch.Tensor:
     """
     x = x_type.check(x, "linear input")
     w = w_type.check(w, "linear weight", x.device)
-    acc = int_matmul(x - x_type.zero_point, (w - w_type.zero_point).T)
+    acc = int_matmul(_offset(x, x_type.zero_point), _offset(w, w_type.zero_point).T)
     if bias is not None:
         bias = as_int(bias, x.device, "bias")
         lim = bias_bound(w.shape[1], x_type, w_type)
         if bias.numel() and int(bias.abs().max()) > lim:
             raise RangeError(f"bias exceeds its bound {lim}")
-        acc = acc + bias
+        acc += bias
     return acc
 
 
 def linear(x, x_type: QType, w, w_type: QType, bias, multiplier: int, shift: int, out: QType,
            relu: bool = False) -> torch.Tensor:
     """Linear layer with fused bias, requantisation and optional ReLU."""
-    return requantize(linear_acc(x, x_type, w, w_type, bias), multiplier, shift, out, relu)
+    acc = linear_acc(x, x_type, w, w_type, bias)
+    acc *= as_int(multiplier, acc.device)
+    return _shift_saturate_(acc, shift, out, relu)
 
 
 def matmul_acc(a, a_type: QType, b, b_type: QType) -> torch.Tensor:
     """``(a - za) @ (b - zb)`` for activations: a (..., M, K), b (..., K, N)."""
     a = a_type.check(a, "matmul left operand")
     b = b_type.check(b, "matmul right operand", a.device)
-    return int_matmul(a - a_type.zero_point, b - b_type.zero_point)
+    return int_matmul(_offset(a, a_type.zero_point), _offset(b, b_type.zero_point))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -269,8 +300,12 @@ def add(a, a_type: QType, b, b_type: QType, ma: int, mb: int, shift: int,
     """Sum of two differently scaled tensors: ``(a-za)*ma + (b-zb)*mb`` requantised."""
     a = a_type.check(a, "add left operand")
     b = b_type.check(b, "add right operand", a.device)
-    acc = (a - a_type.zero_point) * ma + (b - b_type.zero_point) * mb
-    return saturate(out.zero_point + rounding_shift(acc, shift), out)
+    pa, pb = _offset(a, a_type.zero_point) * ma, _offset(b, b_type.zero_point) * mb
+    shape = torch.broadcast_shapes(pa.shape, pb.shape)
+    # Summed into whichever product already has the result's shape (the positional encoding
+    # is one window, the other operand a batch).
+    acc = pa.add_(pb) if pa.shape == shape else pb.add_(pa) if pb.shape == shape else pa + pb
+    return _shift_saturate_(acc, shift, out)
 
 
 def affine_acc_bound(x_type: QType, scales, offsets) -> int:
@@ -282,8 +317,9 @@ def affine(x, x_type: QType, scales, offsets, shift: int, out: QType) -> torch.T
     """Per-channel affine on the last axis (batch-norm at inference):
     ``(x - zx) * scales[c] + offsets[c]`` requantised with a common shift."""
     x = x_type.check(x, "affine input")
-    acc = (x - x_type.zero_point) * as_int(scales, x.device) + as_int(offsets, x.device)
-    return saturate(out.zero_point + rounding_shift(acc, shift), out)
+    acc = _offset(x, x_type.zero_point) * as_int(scales, x.device)
+    acc += as_int(offsets, x.device)
+    return _shift_saturate_(acc, shift, out)
 
 
 def lut_activation(x, x_type: QType, table, out: QType) -> torch.Tensor:
@@ -337,7 +373,8 @@ def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int
     e = table[k]
     total = e.sum(dim=-1, keepdim=True)
     recip = (1 << recip_bits) // total
-    return saturate(rounding_shift(e * recip, recip_bits - out.bits), out)
+    e *= recip
+    return _shift_saturate_(e, recip_bits - out.bits, out)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,14 +418,16 @@ def layernorm(x, x_type: QType, scales, offsets, shift: int, norm_bits: int, rec
     """
     x = x_type.check(x, "layer-norm input")
     n = x.shape[-1]
-    xc = x - x_type.zero_point
-    dev = n * xc - xc.sum(dim=-1, keepdim=True)
+    xc = _offset(x, x_type.zero_point)
+    dev = n * xc
+    dev -= xc.sum(dim=-1, keepdim=True)
     var_n = ((dev * dev).sum(dim=-1, keepdim=True) << (2 * LN_SD_FRAC_BITS)) // n
     sd = torch.clamp(isqrt(var_n), min=1)
     recip = (1 << recip_bits) // sd
-    z = rounding_shift(dev * recip, recip_bits - norm_bits - LN_SD_FRAC_BITS)
-    acc = z * as_int(scales, x.device) + as_int(offsets, x.device)
-    return saturate(out.zero_point + rounding_shift(acc, shift), out)
+    z = _rounding_shift_(dev * recip, recip_bits - norm_bits - LN_SD_FRAC_BITS)
+    z *= as_int(scales, x.device)
+    z += as_int(offsets, x.device)
+    return _shift_saturate_(z, shift, out)
 
 
 def layernorm_bounds(n: int, x_type: QType, norm_bits: int, recip_bits: int) -> dict:
@@ -411,8 +450,9 @@ def mean_pool(x, x_type: QType, multiplier: int, shift: int, out: QType) -> torc
     """Mean over the time axis (second to last): ``sum_t (x - zx)`` requantised
     (``multiplier / 2**shift`` includes the 1/L and the scale ratio)."""
     x = x_type.check(x, "pooling input")
-    acc = (x - x_type.zero_point).sum(dim=-2)
-    return requantize(acc, multiplier, shift, out)
+    acc = _offset(x, x_type.zero_point).sum(dim=-2)
+    acc *= as_int(multiplier, acc.device)
+    return _shift_saturate_(acc, shift, out)
 
 
 # ---------------------------------------------------------------------------------------------

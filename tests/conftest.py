@@ -1,6 +1,12 @@
 """Shared fixtures: one quickly trained run on the real default dataset, reused by the
 whole-model tests (training the full model takes minutes; this one trains on a slice)."""
 import pytest
+from hypothesis import settings
+
+# Tests have no time limits: Hypothesis' default 200 ms deadline failed
+# examples on a loaded machine whose first call of an operator is slow.
+settings.register_profile("intformer", deadline=None)
+settings.load_profile("intformer")
 
 
 @pytest.fixture(scope="session")

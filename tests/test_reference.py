@@ -86,3 +86,38 @@ def test_isqrt_is_exact_across_int64(x):
 def test_isqrt_rejects_negative_numbers():
     with pytest.raises(RangeError, match="negative"):
         intops.isqrt(torch.tensor([4, -1]))
+
+
+@pytest.mark.parametrize("zero_point", [0, 3])
+def test_operators_leave_their_operands_unchanged(zero_point):
+    """Results are built in place on fresh tensors; an operand (which with a zero point of 0
+    enters the arithmetic as it is) must never be written to."""
+    g = torch.Generator().manual_seed(zero_point)
+    t = QType(6, zero_point == 0, zero_point)
+    x = torch.randint(t.qmin, t.qmax + 1, (3, 5, 4), generator=g)
+    w = torch.randint(t.qmin, t.qmax + 1, (2, 4), generator=g)
+    pe = torch.randint(t.qmin, t.qmax + 1, (5, 4), generator=g)
+    table = torch.arange(t.qmax - t.qmin + 1) % (t.qmax + 1)
+    exp_table = torch.tensor([1 << 12, 3000, 1000, 200, 10, 0])
+    norm_bits, recip_bits = intops.layernorm_precision(4, t, 6)
+    before = [v.clone() for v in (x, w, pe, table, exp_table)]
+    calls = [
+        lambda: intops.rounding_shift(x, 2),
+        lambda: intops.saturate(x, QType(4, True)),
+        lambda: intops.requantize(x, 3, 1, t),
+        lambda: intops.linear(x, t, w, t, torch.tensor([5, -5]), 300, 9, t, relu=True),
+        lambda: intops.matmul_acc(x, t, x.transpose(-1, -2), t),
+        lambda: intops.add(pe, t, x, t, 7, 9, 3, t),
+        lambda: intops.add(x, t, x, t, 7, 9, 3, t),
+        lambda: intops.affine(x, t, torch.tensor([1, 2, 3, 4]), torch.tensor([9, 8, 7, 6]), 2, t),
+        lambda: intops.lut_activation(x, t, table, QType(6, False, 0)),
+        lambda: intops.softmax(x, t, exp_table, 12, 26, QType(6, False, 0)),
+        lambda: intops.layernorm(x, t, [1, 2, 3, 4], [0, 1, 2, 3], 3, norm_bits, recip_bits, t),
+        lambda: intops.mean_pool(x, t, 300, 10, t),
+    ]
+    for call in calls:
+        first = call()
+        assert torch.equal(call(), first)
+        assert all(torch.equal(a, b) for a, b in zip(before, (x, w, pe, table, exp_table)))
+    assert intops.add(pe, t, x, t, 7, 9, 3, t).shape == x.shape
+    assert torch.equal(intops.add(pe, t, x, t, 7, 9, 3, t), intops.add(x, t, pe, t, 9, 7, 3, t))
