@@ -5,7 +5,8 @@ Files (under the run directory):
 
 * ``hw_config.json`` — the hardware configuration used (write your own before `build` to
   choose parallelism and storage; otherwise the target's preset is used);
-* ``build/hdl/`` — exported Verilog, VHDL, PORTS.md and test vectors (flows.export);
+* ``build/hdl/<target>/`` — exported Verilog and VHDL (plain and AXI4-Stream tops), PORTS.md,
+  test vectors, self-checking testbenches, the Vivado IP packaging script (flows.export);
 * ``build/xc7s15/synth.json`` (+ Yosys files, ``vivado/`` project script and constraints);
 * ``build/ice40up5k/pnr.json`` (+ nextpnr files and the bitstream ``top.bin``);
 * ``verify.json`` — per executor: windows, mismatches, time; latency; per-block activity.
@@ -53,14 +54,40 @@ def estimate_run(run: Path, target: str):
     return estimate(load_model(run), hw_config(run, target), target)
 
 
-def export(run: Path, target: str, vectors: int = 8, vhdl: bool = True):
-    """HDL of the accelerator with test vectors from the first ``vectors`` test windows."""
+def frame(model):
+    """How the accelerator's streams are framed (flows.export.Frame, for PORTS.md and the
+    AXI4-Stream top): a window of L x F input codes, time-step-major; one prediction code."""
+    from .export import Frame
+    c = model.config
+    L, F = c["window"], c["features"]
+    q_in, q_out = model.qtype("input"), model.qtype("pred")
+    change = getattr(model, "change_feature", None)
+    return Frame(
+        n_in=L * F, n_out=1,
+        order=(f"the window's {L} time steps, oldest first, each as its {F} features in the "
+               f"training data's column order: x[t0][f0], x[t0][f1], ..., x[t0][f{F - 1}], "
+               f"x[t1][f0], ... x[t{L - 1}][f{F - 1}]. Each value is a {q_in.bits}-bit "
+               f"{'signed' if q_in.signed else 'unsigned'} code (zero point {q_in.zero_point}) "
+               f"of the normalised feature: `IntModel.quantize_input`, scales in the run's "
+               f"`intmodel.json`"),
+        result=(f"the {q_out.bits}-bit {'signed' if q_out.signed else 'unsigned'} prediction "
+                f"code (zero point {q_out.zero_point}) of the "
+                + ("change of the target over the next step (the host adds the window's last "
+                   "target value)" if change is not None else "target at the next step")
+                + ": `IntModel.dequantize_output`"))
+
+
+def export(run: Path, target: str, vectors: int = 8, vhdl: bool = True, timing: bool = True):
+    """HDL of the accelerator with test vectors from the first ``vectors`` test windows: the
+    plain and the AXI4-Stream top, testbenches and the Vivado IP script (flows.export)."""
     from .export import export_hdl
     tw = load_test_windows(run)
     n = min(vectors, len(tw["inputs"]))
     vec = (tw["inputs"][:n].reshape(-1), tw["outputs"][:n])
-    return export_hdl(accelerator(run, target), Path(run) / "build" / "hdl" / target, name=TOP,
-                      test_vectors=vec, vhdl=vhdl)
+    acc = accelerator(run, target)
+    return export_hdl(acc, Path(run) / "build" / "hdl" / target, name=TOP, test_vectors=vec,
+                      vhdl=vhdl, frame=frame(acc.model), timing=timing,
+                      clock_mhz=float(hw_config(run, target).get("clock_mhz", 100.0)))
 
 
 def build_xc7s15(run: Path, progress=print) -> dict:
@@ -76,7 +103,8 @@ def build_xc7s15(run: Path, progress=print) -> dict:
     progress(f"xc7s15: {est.summary()}")
     progress("xc7s15: Yosys synth_xilinx (minutes for the whole accelerator)")
     rep = synth_xc7s15(ex.verilog, out_dir=out, top=TOP)
-    viv = write_vivado_project(ex.out_dir, TOP)
+    clock = float(hw_config(run, "xc7s15").get("clock_mhz", 100.0))
+    viv = write_vivado_project(ex.out_dir, TOP, period_ns=1000.0 / clock)
     doc = {"lut": rep.luts, "lut_logic": rep.lut_logic, "ff": rep.ff, "lutram": rep.lutram_luts,
            "srl": rep.srl_luts, "bram36": rep.bram36, "dsp": rep.dsp, "carry4": rep.carry4,
            "luts_by_size": rep.luts_by_size, "cells": rep.cells, "fits": rep.fits,
@@ -95,7 +123,9 @@ def build_ice40(run: Path, progress=print) -> dict:
     from .ice40 import UP5K, DoesNotFit, synth_up5k
     t0 = time.perf_counter()
     progress("ice40up5k: exporting Verilog")
-    ex = export(run, "ice40up5k", vhdl=False)
+    # no VHDL, and no simulated interval: the UP5K designs take tens of thousands of cycles per
+    # window (PORTS.md gives the latency from cycles())
+    ex = export(run, "ice40up5k", vhdl=False, timing=False)
     t_export = time.perf_counter() - t0
     out = Path(run) / "build" / "ice40up5k"
     (out / "pnr.json").unlink(missing_ok=True)

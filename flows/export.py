@@ -200,8 +200,11 @@ def _sh(s):
 
 
 def _port_table(ports, vports):
+    # the canonical order (clock, reset, input stream, output stream, status), then the rest
+    canon = {n: k for k, n in enumerate(STREAM_PORTS + AXIS_PORTS[2:])}
+    order = sorted(ports.values(), key=lambda p: (canon.get(p.name, len(canon)), p.name))
     rows = "\n".join(f"| `{p.name}` | `{vports[p.name]}` | {p.direction} | {p.width} |"
-                     for p in ports.values())
+                      for p in order)
     return f"| Verilog port | VHDL port | direction | width |\n|---|---|---|---|\n{rows}"
 
 
@@ -255,8 +258,7 @@ windows are framed by count from reset.
   infers both interfaces from the names; the Verilog and VHDL also carry `X_INTERFACE_INFO` /
   `X_INTERFACE_PARAMETER` attributes that associate them with `clk` and declare `rst`
   active-high.
-* `s_axis_tdata` is {wi} bits (whole bytes): the input value is its low {ishape.width} bits,
-  `{_sh(ishape)}`; the upper {wi - ishape.width} bits must be {"its sign extension" if ishape.signed else "zero"}.
+* `s_axis_tdata` is {wi} bits (whole bytes): {f"the input value is its low {ishape.width} bits, `{_sh(ishape)}`; the upper {wi - ishape.width} bits must be " + ("its sign extension" if ishape.signed else "zero") if wi > ishape.width else f"the input value, `{_sh(ishape)}`"}.
 * `m_axis_tdata` is {wo} bits: the `{_sh(oshape)}` result, {"sign" if oshape.signed else "zero"}-extended.
 * `s_axis_tlast`: high on the last value of each window (value {frame.n_in} of {frame.n_in}).
   `m_axis_tlast`: high on the last value of each result (value {frame.n_out} of {frame.n_out}).
@@ -292,13 +294,16 @@ not be. After `rst` falls the design takes the first value of a new window. `i__
         unit = lambda c: f"{c / clock_mhz:,.2f} µs" if clock_mhz else "–"
         rows = []
         lat = timing.latency if timing else cycles
-        rows.append(f"| latency of an isolated window: first value offered → last result value "
-                    f"transferred (both edges counted) | {lat:,} | {unit(lat)} |")
+        rows.append(f"| latency of an isolated window: rising edges from the one where its first "
+                    f"value is offered (edge 1) to the one that transfers its last result value "
+                    f"| {lat:,} | {unit(lat)} |")
         if timing:
             rows.append(f"| initiation interval, windows back to back: one result every | "
                         f"{timing.interval:,} | {unit(timing.interval)} |")
-            rows.append(f"| back to back: a window's first value transferred → its last result "
-                        f"value transferred | {timing.latency_back_to_back:,} | "
+            rows.append(f"| back to back: edges from the transfer of a window's first value to "
+                        f"the transfer of its last result value, both counted (the design takes "
+                        f"a window's first values while it still computes the previous one) | "
+                        f"{timing.latency_back_to_back:,} | "
                         f"{unit(timing.latency_back_to_back)} |")
         clock = f"{clock_mhz:g} MHz" if clock_mhz else "not set"
         md.append(f"""## Latency and throughput

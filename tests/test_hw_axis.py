@@ -5,6 +5,7 @@ import random
 
 import numpy as np
 import pytest
+from amaranth import ResetInserter, Signal
 from amaranth.sim import Simulator
 
 from hw.accelerator import Accelerator
@@ -160,3 +161,55 @@ def test_stream_timing_latency_is_cycles():
     with pytest.raises(ValueError, match="at least 3"):
         stream_timing(acc, windows[:2])
     np.testing.assert_equal(t.to_dict()["intervals"], list(t.intervals))
+
+
+def test_reset_mid_window_starts_a_new_window():
+    # PORTS.md: rst may come at any time; the window in flight is dropped, input_error cleared,
+    # and the next value is the first of a new window.
+    model = random_intmodel(SMALL, bits=8, seed=7)
+    windows = random_inputs(model, 2, seed=8)
+    n = windows[0].size
+    rst = Signal()
+    top = AxisTop(Accelerator(model), n, 1)
+    sim = Simulator(ResetInserter(rst)(top))
+    sim.add_clock(1e-8)
+    got, state = [], {}
+    max_edges = CycleLimit.of(top.core, 3).limit()
+
+    async def send(ctx, values, tlasts):
+        for v, last in zip(values, tlasts):
+            ctx.set(top.s_axis_tdata, int(v) & 0xFF)
+            ctx.set(top.s_axis_tlast, int(last))
+            ctx.set(top.s_axis_tvalid, 1)
+            await ctx.tick().until(top.s_axis_tready)
+        ctx.set(top.s_axis_tvalid, 0)
+
+    async def bench(ctx):
+        first = windows[0].reshape(-1).tolist()
+        await send(ctx, first[: n // 2], [True] + [False] * (n // 2 - 1))  # misplaced TLAST
+        await ctx.tick().repeat(3)
+        state["error_before"] = ctx.get(top.input_error)
+        ctx.set(rst, 1)
+        await ctx.tick().repeat(2)
+        ctx.set(rst, 0)
+        state["error_after"] = ctx.get(top.input_error)
+        values, tlasts = framed(windows)
+        await send(ctx, values, tlasts)
+        edges = 0
+        while len(got) < 2:
+            await ctx.tick()
+            edges += 1
+            assert edges <= max_edges, "no result after the reset"
+
+    async def monitor(ctx):
+        ctx.set(top.m_axis_tready, 1)
+        async for _clk, _rst, valid, data in ctx.tick().sample(top.m_axis_tvalid,
+                                                                top.m_axis_tdata):
+            if valid:
+                got.append(data - 256 if data >= 128 else data)
+
+    sim.add_testbench(bench)
+    sim.add_process(monitor)
+    sim.run()
+    assert state == {"error_before": 1, "error_after": 0}
+    assert got == model.forward(windows)["pred"][:, 0].tolist()
