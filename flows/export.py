@@ -333,13 +333,13 @@ Always-valid source, always-ready sink; cycles of `clk`. Clock target: **{clock}
 
 * Verilog: **Verilog-2005** (IEEE 1364-2005), no SystemVerilog constructs; it simulates the
   same when compiled as SystemVerilog (IEEE 1800; every combinational signal is a continuous
-  `assign`, every register an `always @(posedge clk)`, no `always @*`). Tested with Icarus
-  Verilog `-g2005` and `-g2012`, and Verilator.
+  `assign`, every register an `always @(posedge clk)`, no `always @*`). Its testbench passes
+  under Icarus Verilog `-g2005` and `-g2012`.
 * VHDL design files: **VHDL-93** (IEEE 1076-1993) with `ieee.numeric_std`; they also analyse
   as VHDL-2008 (tested with GHDL `--std=08`).
 * Testbenches: Verilog-2005 and **VHDL-2008** (`std.env.finish`, `to_string`).
 """)
-    if axis and n_windows:
+    if axis and f"tb/tb_{axis['name']}.v" in files:
         a = axis["name"]
         md.append(f"""## Testbenches
 
@@ -356,10 +356,13 @@ sh tb/run_xsim.sh                                   # Vivado: xvlog/xvhdl, xelab
 iverilog -g2012 -o tb.vvp {a}.v tb/tb_{a}.v && vvp -n tb.vvp
 ghdl -a --std=08 {a}.vhd tb/tb_{a}.vhd && ghdl -e --std=08 tb_{a}_vhd && ghdl -r --std=08 tb_{a}_vhd
 ```
+""")
+    if axis:
+        a = axis["name"]
+        vh = f" (or `{a}.vhd`)" if f"{a}.vhd" in files else ""
+        md.append(f"""## Vivado
 
-## Vivado
-
-* RTL: add `{a}.v` (or `{a}.vhd`) to a project; in a block design, *Add Module* gives a
+* RTL: add `{a}.v`{vh} to a project; in a block design, *Add Module* gives a
   block with `s_axis`, `m_axis`, `clk` and `rst` interfaces.
 * IP: `vivado -mode batch -source vivado/package_ip.tcl` (from the export folder) packages it
   into `ip/`; add that folder as an IP repository (*Settings → IP → Repository*).
