@@ -337,7 +337,7 @@ Always-valid source, always-ready sink; cycles of `clk`. Clock target: **{clock}
   under Icarus Verilog `-g2005` and `-g2012`.
 * VHDL design files: **VHDL-93** (IEEE 1076-1993) with `ieee.numeric_std`; they also analyse
   as VHDL-2008 (tested with GHDL `--std=08`).
-* Testbenches: Verilog-2005 and **VHDL-2008** (`std.env.finish`, `to_string`).
+* Testbenches: Verilog-2005 and **VHDL-2008** (`std.env.finish`).
 """)
     if axis and f"tb/tb_{axis['name']}.v" in files:
         a = axis["name"]

@@ -216,8 +216,8 @@ module tb_{top};
     // 3. after a reset, every window with random input gaps and output back-pressure
     reset;
     run(0, WINDOWS, GAP_PCT, STALL_PCT);
-    $display("tb_{top}: %0d windows, %0d%% input gaps, %0d%% output stalls: %0d cycles, %0.1f cycles per window",
-             WINDOWS, GAP_PCT, STALL_PCT, edges, edges * 1.0 / WINDOWS);
+    $display("tb_{top}: %0d windows, %0d%% input gaps, %0d%% output stalls: %0d cycles, %0d.%0d cycles per window",
+             WINDOWS, GAP_PCT, STALL_PCT, edges, edges * 10 / WINDOWS / 10, edges * 10 / WINDOWS % 10);
     if (errors == 0) $display("PASS: %0d windows, %0d results bit-exact", WINDOWS, WINDOWS * N_OUT);
     else $display("FAIL: %0d errors", errors);
     $finish;
@@ -348,11 +348,11 @@ begin
           if to_integer(lfsr mod 100) >= gap then
             s_axis_tvalid <= '1';
             s_axis_tdata <= {to_tdata};
-            s_axis_tlast <= '1' when (i_idx mod N_IN) = N_IN - 1 else '0';
+            if (i_idx mod N_IN) = N_IN - 1 then s_axis_tlast <= '1'; else s_axis_tlast <= '0'; end if;
           end if;
         end if;
         step_lfsr;
-        m_axis_tready <= '1' when to_integer(lfsr mod 100) >= stall else '0';
+        if to_integer(lfsr mod 100) >= stall then m_axis_tready <= '1'; else m_axis_tready <= '0'; end if;
         -- sample: the values at the rising edge
         wait until rising_edge(clk);
         edges := edges + 1;
@@ -421,8 +421,8 @@ begin
     run(0, WINDOWS, GAP_PCT, STALL_PCT);
     say("tb_{top}_vhd: " & integer'image(WINDOWS) & " windows, " & integer'image(GAP_PCT) &
         "% input gaps, " & integer'image(STALL_PCT) & "% output stalls: " &
-        integer'image(edges) & " cycles, " & to_string(real(edges) / real(WINDOWS), "%.1f") &
-        " cycles per window");
+        integer'image(edges) & " cycles, " & integer'image(edges * 10 / WINDOWS / 10) & "." &
+        integer'image(edges * 10 / WINDOWS mod 10) & " cycles per window");
     if errors = 0 then
       say("PASS: " & integer'image(WINDOWS) & " windows, " & integer'image(WINDOWS * N_OUT) &
           " results bit-exact");
