@@ -840,7 +840,7 @@ def _describe(c: dict) -> str:
     s = c["shape"]
     shape = (f"F{s['features']} L{s['window']} d{s['d_model']} h{s['heads']} x{s['layers']} "
              f"ffn{s['ffn']} {'LN' if s['norm'] == 'layernorm' else 'BN'}/"
-             f"{'gelu' if s['activation'] == 'gelu' else 'relu'}")
+             f"{s['activation']}")
     b = c["bits"]
     if isinstance(b, int):
         bits = f"{b}b"

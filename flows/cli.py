@@ -59,7 +59,8 @@ def _add_shape_args(p):
     p.add_argument("--layers", type=int, default=1)
     p.add_argument("--ffn", type=int, default=None, help="FFN width (default 4*d_model)")
     p.add_argument("--norm", choices=["batchnorm", "layernorm"], default="batchnorm")
-    p.add_argument("--activation", choices=["relu", "gelu"], default="relu")
+    from model.ops import activations      # the registered ones: a new module adds a choice
+    p.add_argument("--activation", choices=activations(), default="relu")
 
 
 def _add_data_args(p):

@@ -56,6 +56,8 @@ from pathlib import Path
 
 import optuna
 
+from model import ops as registry
+
 from .run import TrainOptions, load_data, resolve_forecast, write_json_atomic
 
 DEVICES = ("xc7s15", "ice40up5k")
@@ -124,9 +126,9 @@ def _linear_groups(c: dict) -> list[LinearGroup]:
     groups = [LinearGroup("proj", ("proj",), ("proj",), c["features"], d)]
     for i in range(c["layers"]):
         p = f"l{i}."
-        # With GELU the first FFN linear is ffn_pre and the GELU table makes ffn_hidden: both
-        # are that linear's outputs for the width.
-        first = p + ("ffn_pre" if c["activation"] == "gelu" else "ffn_hidden")
+        # With a table activation the first FFN linear is ffn_pre and the table makes
+        # ffn_hidden: both are that linear's outputs for the width.
+        first = p + registry.activation(c["activation"]).first_linear
         groups += [
             LinearGroup(p + "qkv", (p + "q", p + "k", p + "v"), (p + "q", p + "k", p + "v"), d, d),
             LinearGroup(p + "attn_out", (p + "attn_out",), (p + "attn_out",), d, d),

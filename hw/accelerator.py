@@ -1,12 +1,13 @@
 """The whole accelerator, generated from an integer model and a hardware configuration.
 
-Dataflow: one block per operator of :func:`model.intmodel.graph_spec`, connected by element
+Dataflow: one block per operator of :func:`model.intmodel.graph_spec` (the class its kind's
+registry entry names, :mod:`model.ops`; attention's operators in one block), connected by element
 streams. Residual branches fork the layer input into a FIFO that holds a whole window, so the
 branch that computes (attention, FFN) can run at its own pace without deadlock::
 
     i -> proj -> +pe -> [ fork -> attention ----------+ -> res1 -> norm1 ->
                           fork -> fifo(L*d) ----------+
-                          fork -> ffn1 (-> gelu) -> ffn2 -+ -> res2 -> norm2 ] x layers
+                          fork -> ffn1 (-> act) -> ffn2 --+ -> res2 -> norm2 ] x layers
                           fork -> fifo(L*d) --------------+
          -> mean pool -> head -> o
 
@@ -23,14 +24,11 @@ from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from model import ops as registry
 from model.intmodel import IntModel
 from .attention import Attention
 from .common import Storage, element_stream, qshape
-from .elementwise import Add, Affine, LutActivation
-from .layernorm import LayerNorm
-from .linear import Linear
 from .plumbing import Fifo, Fork
-from .pool import MeanPool
 
 
 @dataclass
@@ -100,8 +98,7 @@ class Accelerator(wiring.Component):
                           "o": Out(element_stream(model.qtype("pred")))})
 
     def _block(self, kind: str, name: str):
-        cls = {"linear": Linear, "add": Add, "affine": Affine, "layernorm": LayerNorm,
-               "lut": LutActivation, "mean_pool": MeanPool}[kind]
+        cls = registry.kind(kind).block_class()
         m, kn = self.model, self.hw.knobs(kind, name, _parameters(cls))
         return self._keep(cls.from_op(m, name, **kn))
 
@@ -126,10 +123,9 @@ class Accelerator(wiring.Component):
                                         **self.hw.knobs("attention", p + "attention")))
             stages.append(("residual", self._residual(x, [attn], p + "res1", window)))
             stages.append((p + "norm1", self._block(m.op(p + "norm1").kind, p + "norm1")))
-            ffn = [self._block("linear", n.output) for n in m.ops
-                   if n.kind == "linear" and n.output in (p + "ffn_hidden", p + "ffn_pre", p + "ffn_out")]
-            if c["activation"] == "gelu":
-                ffn.insert(1, self._block("lut", p + "ffn_hidden"))
+            # The FFN's operators in graph order, whatever the activation makes of them.
+            ffn = [self._block(n.kind, n.output) for n in m.ops
+                   if n.output in (p + "ffn_pre", p + "ffn_hidden", p + "ffn_out")]
             stages.append(("residual", self._residual(p + "norm1", ffn, p + "res2", window)))
             stages.append((p + "norm2", self._block(m.op(p + "norm2").kind, p + "norm2")))
             x = p + "norm2"

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import intops
+from . import intops, ops
 from .intops import QType
+from .ops.attention import merge_heads, split_heads   # noqa: F401  (their home before the registry)
 
 FORMAT = "intformer-intmodel"
 VERSION = 1
@@ -47,15 +48,14 @@ def check_config(config: dict) -> dict:
         raise ValueError(f"d_model {c['d_model']} is not divisible by heads {c['heads']}")
     if c["norm"] not in ("batchnorm", "layernorm"):
         raise ValueError(f"norm must be 'batchnorm' or 'layernorm', got {c['norm']!r}")
-    if c["activation"] not in ("relu", "gelu"):
-        raise ValueError(f"activation must be 'relu' or 'gelu', got {c['activation']!r}")
+    ops.activation(c["activation"])   # raises for an unregistered one
     return c
 
 
 @dataclass(frozen=True)
 class OpSpec:
     """Structure of one operator: what it computes from which tensors, without parameters."""
-    kind: str            # linear | add | scores | softmax | context | affine | layernorm | lut | mean_pool
+    kind: str            # a kind of the registry, model.ops
     inputs: tuple
     output: str
     shape: tuple         # shape of the output tensor for one window
@@ -66,34 +66,35 @@ def graph_spec(config: dict) -> list[OpSpec]:
     """The operator sequence of the encoder-only forecaster (one window, batch dims omitted)."""
     c = check_config(config)
     L, F, d, H, ffn = c["window"], c["features"], c["d_model"], c["heads"], c["ffn"]
-    ops = [OpSpec("linear", ("input",), "proj", (L, d), {"in": F, "out": d}),
-           OpSpec("add", ("proj", "pe"), "embed", (L, d))]
+    specs = [OpSpec("linear", ("input",), "proj", (L, d), {"in": F, "out": d}),
+             OpSpec("add", ("proj", "pe"), "embed", (L, d))]
     x = "embed"
     norm_kind = "affine" if c["norm"] == "batchnorm" else "layernorm"
+    act = ops.activation(c["activation"])
     for i in range(c["layers"]):
         p = f"l{i}."
-        ops += [OpSpec("linear", (x,), p + "q", (L, d), {"in": d, "out": d}),
-                OpSpec("linear", (x,), p + "k", (L, d), {"in": d, "out": d}),
-                OpSpec("linear", (x,), p + "v", (L, d), {"in": d, "out": d}),
-                OpSpec("scores", (p + "q", p + "k"), p + "scores", (H, L, L), {"heads": H}),
-                OpSpec("softmax", (p + "scores",), p + "attn", (H, L, L)),
-                OpSpec("context", (p + "attn", p + "v"), p + "context", (L, d), {"heads": H}),
-                OpSpec("linear", (p + "context",), p + "attn_out", (L, d), {"in": d, "out": d}),
-                OpSpec("add", (x, p + "attn_out"), p + "res1", (L, d)),
-                OpSpec(norm_kind, (p + "res1",), p + "norm1", (L, d))]
-        if c["activation"] == "relu":
-            ops.append(OpSpec("linear", (p + "norm1",), p + "ffn_hidden", (L, ffn),
-                              {"in": d, "out": ffn, "relu": True}))
+        specs += [OpSpec("linear", (x,), p + "q", (L, d), {"in": d, "out": d}),
+                  OpSpec("linear", (x,), p + "k", (L, d), {"in": d, "out": d}),
+                  OpSpec("linear", (x,), p + "v", (L, d), {"in": d, "out": d}),
+                  OpSpec("scores", (p + "q", p + "k"), p + "scores", (H, L, L), {"heads": H}),
+                  OpSpec("softmax", (p + "scores",), p + "attn", (H, L, L)),
+                  OpSpec("context", (p + "attn", p + "v"), p + "context", (L, d), {"heads": H}),
+                  OpSpec("linear", (p + "context",), p + "attn_out", (L, d), {"in": d, "out": d}),
+                  OpSpec("add", (x, p + "attn_out"), p + "res1", (L, d)),
+                  OpSpec(norm_kind, (p + "res1",), p + "norm1", (L, d))]
+        if act.table:
+            specs += [OpSpec("linear", (p + "norm1",), p + "ffn_pre", (L, ffn), {"in": d, "out": ffn}),
+                      OpSpec("lut", (p + "ffn_pre",), p + "ffn_hidden", (L, ffn), {"function": act.name})]
         else:
-            ops += [OpSpec("linear", (p + "norm1",), p + "ffn_pre", (L, ffn), {"in": d, "out": ffn}),
-                    OpSpec("lut", (p + "ffn_pre",), p + "ffn_hidden", (L, ffn))]
-        ops += [OpSpec("linear", (p + "ffn_hidden",), p + "ffn_out", (L, d), {"in": ffn, "out": d}),
-                OpSpec("add", (p + "norm1", p + "ffn_out"), p + "res2", (L, d)),
-                OpSpec(norm_kind, (p + "res2",), p + "norm2", (L, d))]
+            specs.append(OpSpec("linear", (p + "norm1",), p + "ffn_hidden", (L, ffn),
+                                {"in": d, "out": ffn, "relu": True}))
+        specs += [OpSpec("linear", (p + "ffn_hidden",), p + "ffn_out", (L, d), {"in": ffn, "out": d}),
+                  OpSpec("add", (p + "norm1", p + "ffn_out"), p + "res2", (L, d)),
+                  OpSpec(norm_kind, (p + "res2",), p + "norm2", (L, d))]
         x = p + "norm2"
-    ops += [OpSpec("mean_pool", (x,), "pooled", (d,), {"length": L}),
-            OpSpec("linear", ("pooled",), "pred", (1,), {"in": d, "out": 1})]
-    return ops
+    specs += [OpSpec("mean_pool", (x,), "pooled", (d,), {"length": L}),
+              OpSpec("linear", ("pooled",), "pred", (1,), {"in": d, "out": 1})]
+    return specs
 
 
 @dataclass
@@ -212,34 +213,9 @@ class IntModel:
         return v
 
     def _run(self, op: Op, v: dict) -> torch.Tensor:
-        s, p, a = op.spec, op.params, op.arrays
-        ins = [v[n] for n in s.inputs]
-        types = [self.qtype(n) for n in s.inputs]
-        out = self.qtype(s.output)
-        if s.kind == "linear":
-            return intops.linear(ins[0], types[0], a["weight"], QType.from_dict(p["weight_type"]),
-                                 a["bias"], p["multiplier"], p["shift"], out, p.get("relu", False))
-        if s.kind == "add":
-            return intops.add(ins[0], types[0], ins[1], types[1], p["ma"], p["mb"], p["shift"], out)
-        if s.kind == "scores":
-            q, k = (split_heads(t, s.dims["heads"]) for t in ins)
-            acc = intops.matmul_acc(q, types[0], k.transpose(-1, -2), types[1])
-            return intops.requantize(acc, p["multiplier"], p["shift"], out)
-        if s.kind == "softmax":
-            return intops.softmax(ins[0], types[0], a["exp_table"], p["exp_bits"], p["recip_bits"], out)
-        if s.kind == "context":
-            acc = intops.matmul_acc(ins[0], types[0], split_heads(ins[1], s.dims["heads"]), types[1])
-            return merge_heads(intops.requantize(acc, p["multiplier"], p["shift"], out))
-        if s.kind == "affine":
-            return intops.affine(ins[0], types[0], a["scales"], a["offsets"], p["shift"], out)
-        if s.kind == "layernorm":
-            return intops.layernorm(ins[0], types[0], a["scales"], a["offsets"], p["shift"],
-                                    p["norm_bits"], p["recip_bits"], out)
-        if s.kind == "lut":
-            return intops.lut_activation(ins[0], types[0], a["table"], out)
-        if s.kind == "mean_pool":
-            return intops.mean_pool(ins[0], types[0], p["multiplier"], p["shift"], out)
-        raise ModelFileError(f"unknown operator kind {s.kind!r}")
+        ins = [v[n] for n in op.spec.inputs]
+        types = [self.qtype(n) for n in op.spec.inputs]
+        return ops.kind(op.kind).run(op, ins, types, self.qtype(op.output))
 
     # -- files ------------------------------------------------------------------------------
     def save(self, directory) -> Path:
@@ -298,18 +274,6 @@ class IntModel:
             if isinstance(e, ModelFileError):
                 raise
             raise ModelFileError(f"{directory}: malformed integer model ({type(e).__name__}: {e})") from None
-
-
-def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """(..., L, d) -> (..., H, L, d/H)."""
-    *lead, L, d = x.shape
-    return x.reshape(*lead, L, heads, d // heads).transpose(-3, -2)
-
-
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """(..., H, L, dh) -> (..., L, H*dh)."""
-    *lead, H, L, dh = x.shape
-    return x.transpose(-3, -2).reshape(*lead, L, H * dh)
 
 
 def _atomic_write(path: Path, write, binary: bool = False):

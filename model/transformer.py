@@ -17,8 +17,9 @@ mirror it operator by operator. Every tensor that exists in hardware passes thro
       res1   = x + attn_out                -> fq "l{i}.res1"
       norm1  = Norm(res1)                  -> fq "l{i}.norm1"
       relu:  ffn_hidden = relu(Linear(norm1))          -> fq "l{i}.ffn_hidden"  weight "l{i}.ffn_hidden.weight"
-      gelu:  ffn_pre = Linear(norm1)                   -> fq "l{i}.ffn_pre"     weight "l{i}.ffn_pre.weight"
-             ffn_hidden = gelu(ffn_pre)  (exact erf)   -> fq "l{i}.ffn_hidden"  (a LUT in the integer model)
+      table activation act (gelu, silu, ...: the registry, model.ops):
+             ffn_pre = Linear(norm1)                   -> fq "l{i}.ffn_pre"     weight "l{i}.ffn_pre.weight"
+             ffn_hidden = act(ffn_pre)                 -> fq "l{i}.ffn_hidden"  (a LUT in the integer model)
       ffn_out= Linear(ffn_hidden)          -> fq "l{i}.ffn_out"  weight "l{i}.ffn_out.weight"
       res2   = norm1 + ffn_out             -> fq "l{i}.res2"
       norm2  = Norm(res2)                  -> fq "l{i}.norm2"
@@ -42,14 +43,13 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as Fn
 
+from . import ops as registry
 from .qat import FakeQuant, QLinear, QuantConfig, fake_quants, integer_softmax, quant_params, quantize
 
 __all__ = ["ModelConfig", "Forecaster", "Norm", "sinusoidal_pe", "quant_point_names", "build_model"]
 
 NORMS = ("batchnorm", "layernorm")
-ACTIVATIONS = ("relu", "gelu")
 FORECASTS = ("change", "level")
 
 
@@ -82,8 +82,7 @@ class ModelConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by heads ({self.heads})")
         if self.norm not in NORMS:
             raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        registry.activation(self.activation)   # raises for an unregistered one
         if self.forecast not in FORECASTS:
             raise ValueError(f"forecast must be one of {FORECASTS}, got {self.forecast!r}")
 
@@ -120,7 +119,7 @@ def quant_point_names(config: ModelConfig) -> list[str]:
     for i in range(config.layers):
         p = f"l{i}."
         names += [p + s for s in ("q", "k", "v", "scores", "attn", "context", "attn_out", "res1", "norm1")]
-        if config.activation == "gelu":
+        if registry.activation(config.activation).table:
             names.append(p + "ffn_pre")
         names += [p + s for s in ("ffn_hidden", "ffn_out", "res2", "norm2")]
     return names + ["pooled", "pred"]
@@ -130,7 +129,7 @@ def linear_names(config: ModelConfig) -> list[str]:
     names = ["proj"]
     for i in range(config.layers):
         p = f"l{i}."
-        first = "ffn_pre" if config.activation == "gelu" else "ffn_hidden"
+        first = registry.activation(config.activation).first_linear
         names += [p + s for s in ("q", "k", "v", "attn_out", first, "ffn_out")]
     return names + ["pred"]
 
@@ -175,7 +174,8 @@ class EncoderLayer(nn.Module):
         self.v = QLinear(d, d, p + "v", quant)
         self.o = QLinear(d, d, p + "attn_out", quant)
         self.norm1 = Norm(d, cfg.norm, cfg.norm_eps, cfg.bn_momentum)
-        first = p + ("ffn_pre" if cfg.activation == "gelu" else "ffn_hidden")
+        self.act = registry.activation(cfg.activation)
+        first = p + self.act.first_linear
         self.ffn1 = QLinear(d, cfg.ffn, first, quant)
         self.ffn2 = QLinear(cfg.ffn, d, p + "ffn_out", quant)
         self.norm2 = Norm(d, cfg.norm, cfg.norm_eps, cfg.bn_momentum)
@@ -209,11 +209,11 @@ class EncoderLayer(nn.Module):
         ao = f[p + "attn_out"](self.o(ctx, f[p + "context"]))
         r1 = f[p + "res1"](x + ao)
         n1 = f[p + "norm1"](self.norm1(r1))
-        if cfg.activation == "relu":
-            h = f[p + "ffn_hidden"](torch.relu(self.ffn1(n1, f[p + "norm1"])))
-        else:
+        if self.act.table:
             pre = f[p + "ffn_pre"](self.ffn1(n1, f[p + "norm1"]))
-            h = f[p + "ffn_hidden"](Fn.gelu(pre))
+            h = f[p + "ffn_hidden"](self.act.function(pre))
+        else:
+            h = f[p + "ffn_hidden"](self.act.function(self.ffn1(n1, f[p + "norm1"])))
         fo = f[p + "ffn_out"](self.ffn2(h, f[p + "ffn_hidden"]))
         r2 = f[p + "res2"](n1 + fo)
         return f[p + "norm2"](self.norm2(r2))

@@ -5,9 +5,9 @@ exact.
 Every example draws (from hypothesis, or from a seeded generator for long runs):
 
 * a shape: features 1-12, window 2-64, d_model (heads x head width), heads, layers 1-3, FFN
-  width, batch-norm / layer-norm, ReLU / GELU; its simulated size is bounded by a cycle
-  ``budget`` (a minimal-folding estimate, :func:`cost`), so long windows come with small
-  d_model and three layers with tiny ones;
+  width, batch-norm / layer-norm, any registered activation (ReLU, GELU, ...); its simulated
+  size is bounded by a cycle ``budget`` (a minimal-folding estimate, :func:`cost`), so long
+  windows come with small d_model and three layers with tiny ones;
 * a type per tensor (activations, positional encoding, input, every weight): widths 2-8, one
   width for the model or one per tensor, symmetric or asymmetric with any zero point (softmax
   outputs: unsigned, zero point 0, by definition);
@@ -52,7 +52,7 @@ from hypothesis import HealthCheck, Phase, given, settings, strategies as st
 from hypothesis import seed as hypothesis_seed
 
 from hw.accelerator import Accelerator
-from model import intops
+from model import intops, ops as registry
 from model.intmodel import graph_spec
 from model.intops import QType
 from model.synthetic import random_inputs, random_intmodel
@@ -147,7 +147,7 @@ def shapes(draw, budget: int = 1500) -> dict:
             lo, hi = {"layers": (1, 3), "features": (1, 12), "ffn": (1, 64), "window": (2, 64)}[dim]
             c[dim] = draw.int(lo, top(dim, range(lo, hi + 1)), dim)
     c["norm"] = draw.choice(["batchnorm", "layernorm"], "norm")
-    c["activation"] = draw.choice(["relu", "gelu"], "activation")
+    c["activation"] = draw.choice(registry.activations(), "activation")
     return c
 
 
@@ -363,9 +363,9 @@ def hw_configs(draw, model) -> dict:
                     "sqrt_bits": draw.int(1, 6, name + " sqrt_bits"),
                     "div_bits": draw.int(1, 6, name + " div_bits"),
                     "banks": draw.int(2, 4, name + " banks")}
-        if c["activation"] == "gelu":
+        if registry.activation(c["activation"]).table:
             linear(p + "ffn_pre", c["ffn"], d)
-            blocks[p + "ffn_hidden"] = {"storage": draw.choice(STORAGES, p + "gelu table")}
+            blocks[p + "ffn_hidden"] = {"storage": draw.choice(STORAGES, p + "activation table")}
         else:
             linear(p + "ffn_hidden", c["ffn"], d)
         linear(p + "ffn_out", d, c["ffn"])
