@@ -166,6 +166,11 @@ def cmd_demo(a, progress: Progress) -> int:
     return demo(Path(a.out), _train_options(a), progress=progress)
 
 
+def cmd_deploy(a, progress: Progress) -> int:
+    from .demo import demo
+    return demo(Path(a.out), _train_options(a), progress=progress, targets=a.device)
+
+
 def cmd_search(a, progress: Progress) -> int:
     from .run import TrainOptions
     from .search import SearchOptions, front_table, search
@@ -252,12 +257,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory")
     p.set_defaults(func=cmd_report)
 
-    p = add("demo", "everything on the default dataset: train, integer model, accelerator, "
-            "bit-exact verification, XC7S15 synthesis, UP5K place-and-route, report",
+    p = add("demo", "the main job on the default dataset: one float model, then for each device "
+            "(XC7S15, UP5K) the widest design that fits, fine-tuned, verified bit for bit, "
+            "synthesised (and placed and routed), with a report of one column per device",
             "intformer demo --out runs/demo")
-    p.add_argument("--out", default="runs/demo", help="run directory to create")
+    p.add_argument("--out", default="runs/demo", help="directory to create")
     _add_train_args(p)
     p.set_defaults(func=cmd_demo)
+
+    p = add("deploy", "as demo, on your data (--csv or --dataset) and for the devices you name: "
+            "one float model, per device the widest design that fits, fine-tuned, verified, built",
+            "intformer deploy --out runs/mine --device ice40up5k --csv data.csv --time-column time "
+            "--features a,b --target b")
+    p.add_argument("--out", required=True, help="directory to create")
+    p.add_argument("--device", action="append", choices=["xc7s15", "ice40up5k"], default=None,
+                   help="a device to deploy to (repeat for several; default both)")
+    _add_train_args(p)
+    p.set_defaults(func=cmd_deploy)
 
     p = add("search", "design-space search (Optuna, two objectives): bit-widths, parallelism, "
             "multipliers and storage per layer group; non-fitting candidates are pruned by the "

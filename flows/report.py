@@ -160,9 +160,20 @@ def _load_predictions(path: Path) -> dict:
     return {k: arrays[k] for k in _PRED_ARRAYS if k in arrays}
 
 
+def _run_targets(run: Path) -> tuple:
+    """The devices a run is built for: those ``targets.json`` names (a run of `intformer
+    deploy` is built for its own device), else both."""
+    p = run / "targets.json"
+    if not p.is_file():
+        return ("xc7s15", "ice40up5k")
+    return tuple(_read_json(p).get("targets", ()))
+
+
 def _read_sources(run: Path) -> tuple[dict, list]:
     docs, missing = {}, []
+    targets = _run_targets(run)
     for key, (rel, cmd, optional) in SOURCES.items():
+        optional = optional or (key in ("xc7s15", "ice40up5k") and key not in targets)
         p = run / rel
         if not p.is_file():
             docs[key] = None

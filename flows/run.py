@@ -120,8 +120,11 @@ def train_config(opts: TrainOptions, data):
     return tcfg
 
 
-def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) -> dict:
-    """Data -> float -> QAT -> integer model -> metrics, all in ``out``."""
+def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None, data=None,
+                float_model=None) -> dict:
+    """Data -> float -> QAT -> integer model -> metrics, all in ``out``. ``data`` (as
+    :func:`load_data` gives it for ``opts``) and a ``float_model`` trained on it may be given
+    to share them between runs."""
     from model import train as T
     from model.convert import to_intmodel_for
 
@@ -129,8 +132,9 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None) 
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)   # never leave a stale result behind
     t0 = time.perf_counter()
-    data = load_data(opts)
-    result = T.train_run(train_config(opts, data), data, out, verbose=verbose, callback=callback)
+    data = load_data(opts) if data is None else data
+    result = T.train_run(train_config(opts, data), data, out, verbose=verbose, callback=callback,
+                         float_model=float_model)
     t_train = time.perf_counter() - t0
 
     intmodel = to_intmodel_for(result.qat_model, data)

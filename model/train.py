@@ -403,8 +403,12 @@ def _check_data(config: TrainConfig, data: Dataset) -> None:
 
 
 def train_run(config: TrainConfig | None, data: Dataset, out_dir=None, *, qat: bool = True,
-              verbose: bool = False, callback: Callback | None = None) -> TrainResult:
+              verbose: bool = False, callback: Callback | None = None,
+              float_model: Forecaster | None = None) -> TrainResult:
     """Float training, then (``qat``) QAT fine-tuning; metrics; checkpoints in ``out_dir``.
+
+    ``float_model``: a float model already trained on ``data`` (with ``config.model``'s shape;
+    e.g. one shared by the designs of several targets): used instead of training one.
 
     Files written (if ``out_dir`` is not None): ``float.pt`` and ``qat.pt`` (state dicts),
     ``config.json`` (TrainConfig + data normalisation/feature description), ``metrics.json``,
@@ -415,15 +419,21 @@ def train_run(config: TrainConfig | None, data: Dataset, out_dir=None, *, qat: b
     config = config or TrainConfig()
     _check_data(config, data)
     with _threads(config.threads):
-        return _train_run(config, data, out_dir, qat, verbose, callback)
+        return _train_run(config, data, out_dir, qat, verbose, callback, float_model)
 
 
-def _train_run(config, data, out_dir, qat, verbose, callback) -> TrainResult:
+def _train_run(config, data, out_dir, qat, verbose, callback, float_model=None) -> TrainResult:
     t0 = time.perf_counter()
     emit = _emitter(verbose, callback, t0)
     history: list[dict] = []
-    emit({"message": f"float training on {len(data.train) if config.max_train_windows is None else min(len(data.train), config.max_train_windows)} windows"})
-    fmodel = train_float(config, data, history=history, emit=emit)
+    if float_model is None:
+        emit({"message": f"float training on {len(data.train) if config.max_train_windows is None else min(len(data.train), config.max_train_windows)} windows"})
+        fmodel = train_float(config, data, history=history, emit=emit)
+    else:
+        if float_model.config != config.model:
+            raise ValueError(f"the float model's shape {float_model.config} is not the configured "
+                             f"{config.model}")
+        fmodel = float_model
     t_float = time.perf_counter() - t0
     metrics: dict = {"float": {s: evaluate(fmodel, data, s) for s in ("val", "test")},
                      "persistence": {s: persistence_metrics(data, s) for s in ("val", "test")}}

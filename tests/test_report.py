@@ -134,6 +134,20 @@ def test_report_json_equals_inputs(full):
     assert again == rep
 
 
+def test_a_deployed_run_needs_only_its_own_device(tmp_path):
+    """`intformer deploy` builds each device's run for that device (``targets.json``): the
+    other device's build is optional there, required in a plain run."""
+    run = make_run(tmp_path / "run")
+    shutil.rmtree(run / "build" / "ice40up5k")
+    assert R.collect(run)["complete"] is False
+    (run / "targets.json").write_text(json.dumps({"targets": ["xc7s15"]}))
+    rep = R.collect(run)
+    assert rep["complete"] is True and rep["ice40up5k"] is None
+    assert {m["file"]: m["optional"] for m in rep["missing"]}["build/ice40up5k/pnr.json"] is True
+    shutil.rmtree(run / "build" / "xc7s15")
+    assert R.collect(run)["complete"] is False
+
+
 def test_missing_sections_are_null_with_commands(tmp_path):
     run = make_run(tmp_path / "run")
     (run / "verify.json").unlink()

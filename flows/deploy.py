@@ -1,0 +1,199 @@
+"""`intformer deploy` (and the main job, `intformer demo`): one float model, then for each
+target device the most accurate design that fits it, fine-tuned, verified and built.
+
+Layout of ``OUT/``:
+
+* ``float.pt``, ``config.json`` — the float model every target's design starts from;
+* ``<target>/`` — a complete run directory per device (``intformer train`` / ``verify`` /
+  ``build`` / ``report`` work on it as on any run): the QAT model at the chosen width, its
+  integer model, ``verify.json``, ``build/<target>/`` and its own report;
+* ``deploy.json`` — per target: the widths tried with their estimates, the chosen width,
+  accuracy, cycles, time at the device's clock, resources and fit; written last.
+
+How a design is chosen: the target's measured presets (:data:`hw.presets.PRESETS`) are the
+candidate designs, widest first (a wider model is the more accurate one: ``intformer
+accuracy``). For each, the float model is quantised to that width without fine-tuning and the
+resource estimator says whether the preset fits (within :data:`SYNTHESIS_DECIDES` over, synthesis
+is asked); the first that does is fine-tuned with QAT
+from the shared float model, verified bit for bit and built. Synthesis (Yosys, and nextpnr for
+the UP5K) has the last word: a design it finds over the device is recorded and the next
+width is tried.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from .run import RunError, TrainOptions, load_data, train_config, train_stage, write_json_atomic
+
+TARGETS = ("xc7s15", "ice40up5k")
+#: A design the estimate puts over the device by at most this fraction goes to synthesis
+#: anyway: the estimate's logic counts are a fit, synthesis is the answer.
+SYNTHESIS_DECIDES = 0.10
+
+
+class DoesNotFitAnyWay(RunError):
+    """No candidate design of a target fits it."""
+
+
+def candidate_widths(target: str) -> list[int]:
+    """The widths with a measured preset on ``target``, widest first."""
+    from hw.presets import PRESETS
+    if target not in PRESETS:
+        raise RunError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    return sorted(PRESETS[target], reverse=True)
+
+
+def estimate_width(opts: TrainOptions, data, float_model, target: str, bits: int) -> dict:
+    """The estimate of ``target``'s preset at ``bits`` for the float model quantised to that
+    width (calibrated, not fine-tuned: fine-tuning moves scales, not shapes or widths)."""
+    from hw.presets import preset
+    from model import train as T
+    from model.convert import to_intmodel_for
+
+    from .estimate import estimate
+    cfg = train_config(replace(opts, bits=bits), data)
+    cfg.qat_epochs = 0
+    model = to_intmodel_for(T.train_qat(cfg, data, float_model), data)
+    est = estimate(model, preset(target, bits), target)
+    return {"bits": bits, "fits": est.fits, "over": est.over(), "summary": est.summary(),
+            "used": dict(est.used), "worst_ratio": max(est.utilisation().values())}
+
+
+def deploy(out: Path, opts: TrainOptions, targets=TARGETS, *, build_designs: bool = True,
+           progress=print) -> dict:
+    """Train the float model once, then deploy it to every target (see the module's doc).
+    Returns the ``deploy.json`` document."""
+    from model import train as T
+
+    from .build import build, verify
+
+    targets = list(targets)
+    for t in targets:
+        candidate_widths(t)                      # unknown targets fail before any training
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("deploy.json", "report.html"):
+        (out / stale).unlink(missing_ok=True)
+    data = load_data(opts)
+    progress(data.summary())
+    t0 = time.perf_counter()
+    base = train_config(opts, data)
+    progress("float training")
+    float_model = T.train_float(base, data, emit=getattr(progress, "training_event", None))
+    float_rmse = T.evaluate(float_model, data, "test")["rmse"]
+    progress(f"float model: test RMSE {float_rmse:.3f} ({time.perf_counter() - t0:.0f} s)")
+    import torch
+    torch.save(float_model.state_dict(), out / "float.pt")
+
+    doc = {"dataset": data.source, "target_column": data.target_name,
+           "float_rmse": float_rmse,
+           "persistence_rmse": T.persistence_metrics(data, "test")["rmse"], "targets": {}}
+    for target in targets:
+        doc["targets"][target] = _deploy_target(out, opts, data, float_model, target,
+                                                build_designs, progress, build, verify)
+    from .report import _write_atomic
+    _write_atomic(out / "report.html", render_html(doc))
+    write_json_atomic(out / "deploy.json", doc)
+    return doc
+
+
+def _deploy_target(out, opts, data, float_model, target, build_designs, progress, build, verify):
+    tried = []
+    for bits in candidate_widths(target):
+        est = estimate_width(opts, data, float_model, target, bits)
+        tried.append(est)
+        progress(f"{target}: {bits} bits: {est['summary']}")
+        borderline = not est["fits"] and est["worst_ratio"] <= 1 + SYNTHESIS_DECIDES
+        if not (est["fits"] or (borderline and build_designs)):
+            continue
+        if borderline:
+            progress(f"{target}: {bits} bits is within {SYNTHESIS_DECIDES:.0%} of the device by "
+                     f"the estimate: synthesis decides")
+        run = out / target
+        if run.exists():
+            shutil.rmtree(run)                  # a previous width's files are not this design's
+        progress(f"{target}: QAT at {bits} bits from the shared float model")
+        metrics = train_stage(run, replace(opts, bits=bits), data=data, float_model=float_model)
+        write_json_atomic(run / "targets.json", {"targets": [target]})
+        ver = verify(run, target=target, progress=progress)
+        result = {"bits": bits, "run": str(run), "tried": tried,
+                  "int_rmse": metrics["int"]["test"]["rmse"],
+                  "qat_rmse": metrics["qat"]["test"]["rmse"],
+                  "mismatches": ver["mismatches"], "verified_windows": ver["windows"],
+                  "executors": sorted(ver["executors"]),
+                  "cycles": ver["latency"]["cycles"], "clock_mhz": ver["latency"]["clock_mhz"],
+                  "us": ver["latency"]["us"], "estimate": est["used"]}
+        if not build_designs:
+            return {**result, "fits": None, "built": False}
+        res = build(run, target, progress=progress)
+        result.update(built=True, fits=bool(res["fits"]), synthesis=_resources(target, res))
+        if res["fits"]:
+            from . import report
+            report.write(run)
+            return result
+        tried[-1] = {**est, "synthesis_fits": False, "synthesis": res.get("summary")}
+        progress(f"{target}: synthesis finds {bits} bits over the device ({res.get('summary')}); "
+                 f"trying the next width")
+    widths = ", ".join(f"{t['bits']} bits ({'; '.join(t['over']) or t.get('synthesis')})"
+                       for t in tried)
+    raise DoesNotFitAnyWay(
+        f"no design of this model fits the {target}: {widths}. Make the model smaller "
+        f"(--d-model, --ffn, --layers, --window) or choose the other target")
+
+
+def _resources(target: str, res: dict) -> dict:
+    keys = ("lut", "ff", "bram36", "dsp") if target == "xc7s15" else ("lc", "bram", "dsp", "fmax_mhz")
+    return {k: res.get(k) for k in keys}
+
+
+# ---------------------------------------------------------------------------------------------
+# the page: one column per device
+# ---------------------------------------------------------------------------------------------
+
+DEVICE_NAMES = {"xc7s15": "Spartan-7 XC7S15", "ice40up5k": "iCE40 UP5K"}
+_RESOURCE_NAMES = {"lut": "LUT", "ff": "FF", "bram36": "BRAM36", "dsp": "DSP", "lc": "LC",
+                   "bram": "EBR", "fmax_mhz": "Fmax (MHz)"}
+
+
+def render_html(doc: dict) -> str:
+    """A page with one column per target: width, accuracy, bit-exactness, latency, resources."""
+    from .report import _CSS, _e, _num
+    targets = doc["targets"]
+    cols = list(targets)
+
+    def row(label, cell):
+        return f"<tr><th>{_e(label)}</th>" + "".join(f"<td>{cell(targets[t])}</td>" for t in cols) + "</tr>"
+
+    def resources(r):
+        syn = r.get("synthesis") or {}
+        return "<br>".join(f"{_RESOURCE_NAMES.get(k, k)} {_num(v)}"
+                           + (f" (estimate {_num(r['estimate'][k])})" if k in r.get("estimate", {}) else "")
+                           for k, v in syn.items())
+
+    def fits(r):
+        ok = r.get("fits")
+        colour = "#2f9e44" if ok else "#e03131"
+        return f'<b style="color:{colour}">{"fits" if ok else "does not fit"}</b>'
+
+    rows = [
+        row("design", lambda r: f"{r['bits']}-bit integer model"),
+        row("test RMSE (integer)", lambda r: f"{_num(r['int_rmse'])} ({_num(r['int_rmse'] / doc['float_rmse'])}× float)"),
+        row("bit-exact", lambda r: f"{r['mismatches']} mismatches on {r['verified_windows']:,} windows "
+                                   f"({_e(', '.join(r['executors']))})"),
+        row("latency", lambda r: f"{r['cycles']:,} cycles = {_num(r['us'], 1)} µs at {_num(r['clock_mhz'])} MHz"),
+        row("resources (synthesis)", resources),
+        row("fit", fits),
+        row("widths tried", lambda r: "<br>".join(_e(t["summary"]) for t in r["tried"])),
+        row("details", lambda r: f'<a href="{_e(Path(r["run"]).name)}/report.html">report</a>'),
+    ]
+    head = "<tr><th></th>" + "".join(f"<th>{_e(DEVICE_NAMES.get(t, t))}</th>" for t in cols) + "</tr>"
+    return ("<!doctype html><html><head><meta charset=\"utf-8\"><title>intformer deployment</title>"
+            f"<style>{_CSS}</style></head><body><main><h1>intformer deployment</h1>"
+            f"<p class=\"sub\">{_e(doc['dataset'])}: forecast <b>{_e(doc['target_column'])}</b>; "
+            f"float model test RMSE {_num(doc['float_rmse'])}, persistence "
+            f"{_num(doc['persistence_rmse'])}. One float model; per device the widest design "
+            f"that fits, fine-tuned from it.</p>"
+            f"<table>{head}{''.join(rows)}</table></main></body></html>\n")

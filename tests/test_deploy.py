@@ -1,0 +1,66 @@
+"""`intformer deploy` / `demo`: one float model, per device the widest preset design that fits."""
+import json
+
+import pytest
+
+from flows.deploy import DoesNotFitAnyWay, candidate_widths, deploy, render_html
+from flows.run import RunError, TrainOptions
+
+QUICK = dict(epochs=2, qat_epochs=1, max_train_windows=600)
+
+
+def test_candidates_are_the_presets_widest_first():
+    from hw.presets import PRESETS
+    for target, widths in PRESETS.items():
+        assert candidate_widths(target) == sorted(widths, reverse=True)
+    with pytest.raises(RunError, match="unknown target 'artix'"):
+        candidate_widths("artix")
+
+
+def test_unknown_target_fails_before_training(tmp_path):
+    with pytest.raises(RunError, match="unknown target"):
+        deploy(tmp_path / "d", TrainOptions(**QUICK), ["xc7s15", "artix"], progress=lambda m: None)
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_model_that_fits_no_way_says_what_to_change(tmp_path):
+    out = tmp_path / "big"
+    opts = TrainOptions(d_model=64, ffn=256, **QUICK)
+    with pytest.raises(DoesNotFitAnyWay, match=r"ice40up5k: 8 bits \(LC.*4 bits \(LC.*--d-model"):
+        deploy(out, opts, ["ice40up5k"], build_designs=False, progress=lambda m: None)
+    assert not (out / "deploy.json").exists() and not (out / "report.html").exists()
+    assert not (out / "ice40up5k").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_deploy_trains_once_and_verifies_each_design(tmp_path):
+    out = tmp_path / "d"
+    messages = []
+    doc = deploy(out, TrainOptions(**QUICK), ["xc7s15"], build_designs=False,
+                 progress=messages.append)
+    r = doc["targets"]["xc7s15"]
+    assert r["bits"] == 8 and r["mismatches"] == 0 and r["verified_windows"] > 0
+    assert r["tried"][0]["fits"] and r["tried"][0]["bits"] == 8
+    assert sum("float training" in m for m in messages) == 1
+    run = out / "xc7s15"
+    assert json.loads((run / "targets.json").read_text()) == {"targets": ["xc7s15"]}
+    assert (run / "intmodel.json").is_file() and (run / "verify.json").is_file()
+    assert json.loads((out / "deploy.json").read_text())["targets"]["xc7s15"]["int_rmse"] == r["int_rmse"]
+    page = (out / "report.html").read_text()
+    assert "Spartan-7 XC7S15" in page and "iCE40" not in page
+
+
+def test_page_has_one_column_per_device():
+    row = {"bits": 8, "int_rmse": 1.5, "mismatches": 0, "verified_windows": 10,
+           "executors": ["amaranth"], "cycles": 5000, "us": 50.0, "clock_mhz": 100.0,
+           "fits": True, "synthesis": {"lut": 7000}, "estimate": {"lut": 6900},
+           "tried": [{"summary": "xc7s15 estimate: LUT 6900/8000"}], "run": "/x/xc7s15"}
+    doc = {"dataset": "d", "target_column": "t", "float_rmse": 1.4, "persistence_rmse": 1.6,
+           "targets": {"xc7s15": row, "ice40up5k": {**row, "bits": 4, "fits": False,
+                                                     "synthesis": {"lc": 5300}, "estimate": {"lc": 5200},
+                                                     "run": "/x/ice40up5k"}}}
+    page = render_html(doc)
+    assert page.count("<th>Spartan-7 XC7S15</th>") == 1 and page.count("<th>iCE40 UP5K</th>") == 1
+    assert "LUT 7,000 (estimate 6,900)" in page and "LC 5,300 (estimate 5,200)" in page
+    assert "does not fit" in page and 'href="ice40up5k/report.html"' in page
