@@ -1,0 +1,130 @@
+"""SiLU, added as one registry module (model/ops/silu.py): its table against the float function,
+the hardware table against the integer model, a whole accelerator bit for bit with exact
+cycles, and QAT training from the command line."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as Fn
+
+from flows.cli import build_parser, main
+from hw.accelerator import Accelerator
+from hw.elementwise import LutActivation
+from model import intops, ops
+from model.convert import to_intmodel
+from model.intmodel import IntModel
+from model.qat import QuantConfig, dequantize, quantize, set_observing, set_quantising
+from model.synthetic import random_inputs, random_intmodel
+from model.transformer import ModelConfig, build_model
+from sim.streams import run_stream_block
+
+SMALL = dict(features=3, window=4, d_model=4, heads=1, layers=1, ffn=8, norm="batchnorm",
+             activation="silu")
+
+
+def converted(bits, seed=0, **shape):
+    """The integer model of a calibrated (untrained) QAT SiLU model, and its inputs."""
+    cfg = ModelConfig(**{**SMALL, **shape}, forecast="level")
+    model = build_model(cfg, QuantConfig(default_bits=bits), seed=seed)
+    x = torch.randn(256, cfg.window, cfg.features)
+    model.train()
+    set_observing(model, True)
+    with torch.no_grad():
+        for i in range(0, len(x), 64):
+            model(x[i:i + 64])
+    model.eval()
+    set_observing(model, False)
+    set_quantising(model, True)
+    F = cfg.features
+    im = to_intmodel(model, {"mean": np.zeros(F), "std": np.ones(F)}, {"mean": 0.0, "std": 1.0})
+    return model, im, x
+
+
+def test_silu_is_a_registered_table_activation_and_a_cli_choice():
+    act = ops.activation("silu")
+    assert act.table and act.first_linear == "ffn_pre"
+    assert "silu" in ops.activations()
+    a = build_parser().parse_args(["train", "--out", "x", "--activation", "silu"])
+    assert a.activation == "silu"
+
+
+@pytest.mark.parametrize("bits", [3, 4, 6, 8])
+def test_table_is_silu_within_half_an_output_step(bits):
+    model, im, _ = converted(bits)
+    op = im.op("l0.ffn_hidden")
+    assert op.kind == "lut" and op.spec.dims["function"] == "silu"
+    xt, ot = im.tensors["l0.ffn_pre"], im.tensors["l0.ffn_hidden"]
+    codes = torch.arange(xt.qtype.qmin, xt.qtype.qmax + 1)
+    table = torch.as_tensor(op.arrays["table"])
+    # The float function on the input codes' values, limited to what the output can hold.
+    lo = (ot.qtype.qmin - ot.qtype.zero_point) * ot.scale
+    hi = (ot.qtype.qmax - ot.qtype.zero_point) * ot.scale
+    want = Fn.silu(dequantize(codes, model.fq_point("l0.ffn_pre").qparams())).double().clamp(lo, hi)
+    got = (table - ot.qtype.zero_point).double() * ot.scale
+    assert (got - want).abs().max().item() <= ot.scale / 2 * (1 + 1e-5)
+    # SiLU's minimum, -0.278 x, is inside the range the calibrated output type covers.
+    assert table.min().item() < ot.qtype.zero_point
+    # The integer operator is the table, on every input code.
+    assert torch.equal(intops.lut_activation(codes, xt.qtype, op.arrays["table"], ot.qtype), table)
+
+
+def test_qat_forward_is_the_integer_model():
+    model, im, x = converted(6)
+    with torch.no_grad():
+        qat = quantize(model(x), model.fq_point("pred").qparams())
+    assert torch.equal(qat, im.forward(im.quantize_input(x.numpy()))["pred"][:, 0])
+
+
+@pytest.mark.parametrize("bits,seed,stall,storage", [
+    (8, 0, 0.0, "bram"), (6, 1, 0.3, "lutram"), (4, 2, 0.3, "registers"), (3, 3, 0.0, "lutram")])
+def test_table_block_equals_the_integer_model(bits, seed, stall, storage):
+    _, im, x = converted(bits, seed)
+    v = im.forward(im.quantize_input(x[:2].numpy()))
+    dut = LutActivation.from_op(im, "l0.ffn_hidden", storage=storage)
+    pre, want = v["l0.ffn_pre"].reshape(-1), v["l0.ffn_hidden"].reshape(-1)
+    codes = torch.arange(im.qtype("l0.ffn_pre").qmin, im.qtype("l0.ffn_pre").qmax + 1)
+    stream = torch.cat([pre, codes])                  # the model's values, then every code
+    got, cycles = run_stream_block(dut, {"i": stream.tolist()}, {"o": stream.numel()},
+                                   stall_in=stall, stall_out=stall, seed=seed)
+    table = torch.as_tensor(dut.table)
+    assert got["o"] == torch.cat([want, table]).tolist()
+    if stall == 0:
+        assert cycles == dut.cycles(stream.numel())
+
+
+@pytest.mark.parametrize("bits,shape", [(8, {}), (4, {"norm": "layernorm", "heads": 2}),
+                                        (6, {"layers": 2, "ffn": 4})])
+def test_accelerator_is_bit_exact_with_exact_cycles(bits, shape, tmp_path):
+    _, im, x = converted(bits, **shape)
+    im = IntModel.load(im.save(tmp_path))             # through the file format
+    windows = im.quantize_input(x[:3].numpy())
+    acc = Accelerator(im)
+    got, _ = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 3}, windows=3,
+                              stall_in=0.3, stall_out=0.4, seed=bits)
+    assert got["o"] == im.forward(windows)["pred"][:, 0].tolist()
+    _, cycles = run_stream_block(Accelerator(im), {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
+    assert cycles == acc.cycles()
+
+
+def test_synthetic_silu_models_are_bit_exact():
+    model = random_intmodel(SMALL, bits=5, seed=4)
+    assert model.op("l0.ffn_hidden").kind == "lut"
+    windows = random_inputs(model, 2, seed=5)
+    acc = Accelerator(model, {"kinds": {"lut": {"storage": "registers"}}})
+    got, _ = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 2}, windows=2,
+                              stall_out=0.5, seed=1)
+    assert got["o"] == model.forward(windows)["pred"][:, 0].tolist()
+
+
+def test_short_qat_training_with_silu(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["train", "--out", str(out), "--activation", "silu", "--bits", "6", "--epochs", "1",
+                 "--qat-epochs", "1", "--max-train-windows", "300", "--quiet"])
+    assert code == 0 and "test RMSE" in capsys.readouterr().out
+    doc = json.loads((out / "intmodel.json").read_text())
+    assert doc["config"]["activation"] == "silu"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["int_vs_qat"]["within_1_lsb"] >= 0.99
+    im = IntModel.load(out)
+    assert im.op("l0.ffn_hidden").kind == "lut" and "l0.ffn_pre" in im.tensors
