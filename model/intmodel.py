@@ -158,6 +158,12 @@ class IntModel:
                 raise ModelFileError(f"tensor {name!r} has no type")
         if "pe" not in self.constants:
             raise ModelFileError("the positional-encoding constant 'pe' is missing")
+        for op in self.ops:
+            k = ops.kind(op.kind)
+            missing = ((set(k.params) - set(k.optional_params) - set(op.params))
+                       | (set(k.arrays) - set(op.arrays)))
+            if missing:
+                raise ModelFileError(f"operator {op.output!r} ({op.kind}) lacks {sorted(missing)}")
 
     def qtype(self, name: str) -> QType:
         return self.tensors[name].qtype

@@ -41,6 +41,8 @@ class OpKind:
     kind: str = ""
     params: tuple = ()
     arrays: tuple = ()
+    #: Parameters a model file may leave out (files written before they existed).
+    optional_params: tuple = ()
     #: ``"module:Class"`` of the hardware block (with a ``from_op(model, output, **knobs)``
     #: constructor), or None where a composite block builds the operator (attention).
     hw_block: str | None = None

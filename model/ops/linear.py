@@ -15,6 +15,7 @@ from . import OpKind, register
 class Linear(OpKind):
     kind = "linear"
     params = ("weight_type", "multiplier", "shift", "relu")
+    optional_params = ("relu",)
     arrays = ("weight", "bias")
     hw_block = "hw.linear:Linear"
 
