@@ -128,3 +128,14 @@ def test_short_qat_training_with_silu(tmp_path, capsys):
     assert metrics["int_vs_qat"]["within_1_lsb"] >= 0.99
     im = IntModel.load(out)
     assert im.op("l0.ffn_hidden").kind == "lut" and "l0.ffn_pre" in im.tensors
+
+
+@pytest.mark.parametrize("device", ["xc7s15", "ice40up5k"])
+def test_the_estimator_prices_the_silu_table(device):
+    from flows.estimate import estimate
+    from hw.presets import preset
+    _, im, _ = converted(6)
+    est = estimate(im, preset(device, 6), device, cache=False)
+    assert all(np.isfinite(v) and v >= 0 for v in est.used.values())
+    # The FFN residual's body: linear ffn_pre, the SiLU table, linear ffn_out.
+    assert sum(est.per_block["l0_res2_body1"].values()) > 0
