@@ -44,7 +44,8 @@ class OpKind:
     #: Parameters a model file may leave out (files written before they existed).
     optional_params: tuple = ()
     #: ``"module:Class"`` of the hardware block (with a ``from_op(model, output, **knobs)``
-    #: constructor), or None where a composite block builds the operator (attention).
+    #: constructor), or None where another kind's block computes it too (``scores``, inside
+    #: the block of ``context``).
     hw_block: str | None = None
 
     def run(self, op, ins: list, types: list, out):
@@ -75,7 +76,7 @@ class OpKind:
     def block_class(self):
         """The hardware block class (imported now: ``model`` never imports ``hw`` itself)."""
         if self.hw_block is None:
-            raise ValueError(f"{self.kind!r} operators are built inside a composite block")
+            raise ValueError(f"{self.kind!r} operators are built inside another kind's block")
         module, name = self.hw_block.split(":")
         return getattr(importlib.import_module(module), name)
 

@@ -1,6 +1,7 @@
 """``scores`` (``q_h k_h^T``, requantised) and ``context`` (``attn_h v_h``, requantised, heads
-merged): the two matrix products of attention. Their hardware is the composite
-:class:`hw.attention.Attention` block, built with the layer's Q/K/V linears and softmax."""
+merged): the two matrix products of attention. Their hardware is one
+:class:`hw.attention.AttentionCore` (scores, softmax, context), built from the context operator;
+the accelerator wraps it with the layer's Q/K/V and output linears (:class:`hw.attention.Attention`)."""
 from __future__ import annotations
 
 import math
@@ -54,6 +55,7 @@ class Scores(_Product):
 @register
 class Context(_Product):
     kind = "context"
+    hw_block = "hw.attention:AttentionCore"
 
     def run(self, op, ins, types, out):
         acc = intops.matmul_acc(ins[0], types[0], split_heads(ins[1], op.spec.dims["heads"]), types[1])

@@ -1,5 +1,6 @@
 """``softmax`` over the keys: table exponential, one reciprocal per row; its output is always
-unsigned with zero point 0 and scale ``2**-bits``. Hardware: inside :class:`hw.attention.Attention`."""
+unsigned with zero point 0 and scale ``2**-bits``. Its block also runs inside
+:class:`hw.attention.AttentionCore`."""
 from __future__ import annotations
 
 from .. import intops
@@ -12,6 +13,7 @@ class Softmax(OpKind):
     kind = "softmax"
     params = ("exp_bits", "recip_bits")
     arrays = ("exp_table",)
+    hw_block = "hw.softmax:Softmax"
 
     def run(self, op, ins, types, out):
         p = op.params
