@@ -1,5 +1,5 @@
 """Element-wise operators: residual / positional-encoding add, per-channel affine (folded
-batch-norm) and table activations (GELU).
+batch-norm) and table activations (any registered in :mod:`model.ops`: GELU, SiLU, ...).
 
 All three are fully pipelined (one element per cycle) fixed-latency datapaths that never stall;
 flow control is done at the entrance with credits of an :class:`hw.plumbing.OutputQueue`

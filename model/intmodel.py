@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import intops, ops
+from . import intops, ops as registry
 from .intops import QType
 from .ops.attention import merge_heads, split_heads   # noqa: F401  (their home before the registry)
 
@@ -48,7 +48,7 @@ def check_config(config: dict) -> dict:
         raise ValueError(f"d_model {c['d_model']} is not divisible by heads {c['heads']}")
     if c["norm"] not in ("batchnorm", "layernorm"):
         raise ValueError(f"norm must be 'batchnorm' or 'layernorm', got {c['norm']!r}")
-    ops.activation(c["activation"])   # raises for an unregistered one
+    registry.activation(c["activation"])   # raises for an unregistered one
     return c
 
 
@@ -70,7 +70,7 @@ def graph_spec(config: dict) -> list[OpSpec]:
              OpSpec("add", ("proj", "pe"), "embed", (L, d))]
     x = "embed"
     norm_kind = "affine" if c["norm"] == "batchnorm" else "layernorm"
-    act = ops.activation(c["activation"])
+    act = registry.activation(c["activation"])
     for i in range(c["layers"]):
         p = f"l{i}."
         specs += [OpSpec("linear", (x,), p + "q", (L, d), {"in": d, "out": d}),
@@ -159,7 +159,7 @@ class IntModel:
         if "pe" not in self.constants:
             raise ModelFileError("the positional-encoding constant 'pe' is missing")
         for op in self.ops:
-            k = ops.kind(op.kind)
+            k = registry.kind(op.kind)
             missing = ((set(k.params) - set(k.optional_params) - set(op.params))
                        | (set(k.arrays) - set(op.arrays)))
             if missing:
@@ -221,7 +221,7 @@ class IntModel:
     def _run(self, op: Op, v: dict) -> torch.Tensor:
         ins = [v[n] for n in op.spec.inputs]
         types = [self.qtype(n) for n in op.spec.inputs]
-        return ops.kind(op.kind).run(op, ins, types, self.qtype(op.output))
+        return registry.kind(op.kind).run(op, ins, types, self.qtype(op.output))
 
     # -- files ------------------------------------------------------------------------------
     def save(self, directory) -> Path:
