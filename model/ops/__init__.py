@@ -2,10 +2,12 @@
 
 An operator kind is one :class:`OpKind` subclass, registered with :func:`register`, in one
 module of this package. Its entry holds everything the rest of the project asks about that
-kind, so nothing else branches on kind names:
+kind: the integer forward pass, the converter, the synthetic models and the accelerator's block
+lookup call it instead of branching on kind names (where the network places its operators is
+still written in ``intmodel.graph_spec`` and ``hw.accelerator``):
 
 * ``params`` / ``arrays``: the integer parameters and arrays an operator of the kind carries
-  (the model file's schema);
+  (the model file's schema, checked when a model is built or loaded);
 * :meth:`OpKind.run`: its integer function, made only of :mod:`model.intops` operations (the
   one arithmetic definition; the width bounds the hardware derives its registers from are the
   ``intops`` bounds those operations are checked against);
