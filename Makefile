@@ -1,7 +1,8 @@
 # Two entry points: `make demo` (the main job) and `make test` (the test suite; `make test-fast`
 # for the edit loop).
 # Each bootstraps a local virtualenv with pinned packages and, when run as root, the
-# Debian packages the flows need (GHDL for the VHDL simulation).
+# Debian packages the flows and tests need (GHDL for the VHDL simulation, PostgreSQL for the
+# shared search study).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -31,6 +32,14 @@ system-deps:
 	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iverilog >/dev/null; \
 	  else \
 	    echo "note: Icarus Verilog is missing (apt-get install iverilog): its testbench runs will be skipped"; \
+	  fi; \
+	fi
+	@if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing PostgreSQL (Debian package postgresql) for the shared-study search tests"; \
+	    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else \
+	    echo "note: PostgreSQL is missing (apt-get install postgresql): its search tests will be skipped"; \
 	  fi; \
 	fi
 

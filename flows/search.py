@@ -36,12 +36,16 @@ Files in ``OUT/`` (see :func:`search`)::
 
 Several local worker processes (``workers``) can share one study: each loads it from the
 storage and runs its share of the trials. SQLite is fine for that (a 60 s lock timeout); for
-many machines use a server database URL.
+several machines use a PostgreSQL server (``--storage postgresql://...``, README "Design-space
+search"): every machine runs the same command with its own ``OUT``, and the database keeps
+them apart (the study is set up under an advisory lock, an enqueued trial is taken with
+``SELECT ... FOR UPDATE``, each trial number has its own random stream).
 """
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import inspect
 import json
 import multiprocessing
@@ -562,23 +566,47 @@ def redact(url: str) -> str:
         return url
 
 
+#: The pip package of a database driver module SQLAlchemy imports for a storage URL.
+#: (SQLAlchemy 2.1's postgresql:// is psycopg 3, intformer's [postgres] extra.)
+DRIVER_PACKAGES = {"psycopg": "'psycopg[binary]' (or: pip install 'intformer[postgres]')",
+                   "psycopg2": "psycopg2-binary", "pg8000": "pg8000", "pymysql": "PyMySQL",
+                   "MySQLdb": "mysqlclient", "mysql": "mysql-connector-python"}
+
+
+def _storage_error(url: str, e: BaseException) -> SearchError:
+    """The SearchError of a storage that cannot be opened; a missing driver says what to
+    install."""
+    cause = e
+    while cause is not None and not isinstance(cause, ModuleNotFoundError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None and cause.name:
+        module = cause.name.split(".")[0]
+        package = DRIVER_PACKAGES.get(module, module)
+        return SearchError(f"cannot open the Optuna storage {redact(url)}: its database driver "
+                           f"(Python module {module!r}) is not installed: pip install {package}")
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return SearchError(f"cannot open the Optuna storage {redact(url)}: {first}")
+
+
 def open_storage(url: str):
     """Optuna's RDB storage for ``url``. SQLite waits up to 60 s for a lock held by another
     worker instead of failing with 'database is locked', and runs in write-ahead-log mode:
     readers do not block the writer, and a commit (Optuna makes one per parameter) costs one
-    sync instead of several (a trial's bookkeeping went from 1.3 s to 0.5 s here)."""
+    sync instead of several (a trial's bookkeeping went from 1.3 s to 0.5 s here). A server
+    database's connections are checked before use (``pool_pre_ping``): one the server closed
+    (a restart, an idle timeout) during a long trial is replaced instead of failing it."""
     from sqlalchemy.exc import SQLAlchemyError
     sqlite = url.startswith("sqlite")
     try:
         storage = optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite else None)
+            url, engine_kwargs={"connect_args": {"timeout": 60}} if sqlite
+            else {"pool_pre_ping": True})
         if sqlite:
             with storage.engine.connect() as connection:   # persistent: stored in the file
                 connection.exec_driver_sql("PRAGMA journal_mode=WAL")
         return storage
     except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SearchError(f"cannot open the Optuna storage {redact(url)}: {first}") from None
+        raise _storage_error(url, e) from None
 
 
 def default_storage(out: Path) -> str:
@@ -613,11 +641,16 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
     device where none fits), designs are drawn at random."""
 
     def __init__(self, choices: dict, seed: int | None = None, max_changes: int = 3):
-        import numpy as np
         self.choices = {k: tuple(v) for k, v in choices.items() if len(v) > 1}
         self.max_changes = max_changes
-        self._rng = np.random.default_rng(seed)
-        self._random = optuna.samplers.RandomSampler(seed=seed)   # before any design completes
+        self.seed = abs(int(seed or 0))
+
+    def _rng(self, trial, *salt):
+        """The random stream of one trial: seeded by the trial number, which the storage makes
+        unique in the study. Workers (on one machine or several, all with the same seed) never
+        draw from the same stream, and one worker's search is reproducible."""
+        import numpy as np
+        return np.random.default_rng([self.seed, trial.number, *salt])
 
     def infer_relative_search_space(self, study, trial) -> dict:
         from optuna.distributions import CategoricalDistribution
@@ -630,38 +663,43 @@ class NeighbourSampler(optuna.samplers.BaseSampler):
             return {}
         front = [t for t in done if not any(_dominates(o.values, t.values) for o in done)]
         tried = {_key(t.params) for t in study.get_trials(deepcopy=False)}
+        rng = self._rng(trial)
         for _ in range(20):                   # a design not tried yet, if one comes up
-            child = self._child(front, list(search_space))
+            child = self._child(rng, front, list(search_space))
             if _key(child) not in tried:
                 break
         return child
 
-    def _parent(self, front: list) -> dict:
-        return front[self._rng.integers(len(front))].params
+    @staticmethod
+    def _parent(rng, front: list) -> dict:
+        return front[rng.integers(len(front))].params
 
-    def _child(self, front: list, names: list) -> dict:
-        child = dict(self._parent(front))
-        if len(front) > 1 and self._rng.random() < 0.5:          # crossover
-            other = self._parent(front)
+    def _child(self, rng, front: list, names: list) -> dict:
+        child = dict(self._parent(rng, front))
+        if len(front) > 1 and rng.random() < 0.5:          # crossover
+            other = self._parent(rng, front)
             for k in names:
-                if k in other and self._rng.random() < 0.5:
+                if k in other and rng.random() < 0.5:
                     child[k] = other[k]
-        changes = min(len(names), int(self._rng.integers(1, self.max_changes + 1)))
-        for i in self._rng.choice(len(names), size=changes, replace=False):   # mutation
-            child[names[i]] = self._step(names[i], child.get(names[i]))
+        changes = min(len(names), int(rng.integers(1, self.max_changes + 1)))
+        for i in rng.choice(len(names), size=changes, replace=False):   # mutation
+            child[names[i]] = self._step(rng, names[i], child.get(names[i]))
         return {k: child[k] for k in names if k in child}
 
-    def _step(self, name: str, value):
+    def _step(self, rng, name: str, value):
         choices = self.choices[name]
         if value in choices and all(isinstance(c, int) for c in choices):
             i = choices.index(value)
             near = [choices[j] for j in (i - 1, i + 1) if 0 <= j < len(choices)]
-            return near[self._rng.integers(len(near))]
+            return near[rng.integers(len(near))]
         others = [c for c in choices if c != value]
-        return others[self._rng.integers(len(others))]
+        return others[rng.integers(len(others))]
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        return self._random.sample_independent(study, trial, param_name, param_distribution)
+        """A uniform random choice (before any design completes), from the trial's stream."""
+        import zlib
+        choices = param_distribution.choices
+        return choices[self._rng(trial, zlib.crc32(param_name.encode())).integers(len(choices))]
 
 
 def _dominates(a, b) -> bool:
@@ -672,17 +710,80 @@ def _key(params: dict) -> tuple:
     return tuple(sorted(params.items()))
 
 
-def _sampler(space: SearchSpace, seed: int, worker: int):
-    # One seed per worker: two workers asking at the same time must not draw the same points.
-    return NeighbourSampler(space.choices, seed=seed * 1000 + worker)
+def _sampler(space: SearchSpace, seed: int):
+    # Every worker has the same seed: the sampler's streams are per trial number, so two
+    # workers asking at the same time (on any machine) do not draw the same points.
+    return NeighbourSampler(space.choices, seed=seed)
 
 
-def create_study(opts: SearchOptions, space: SearchSpace, setup: dict):
-    """Create (or reopen) the study; a new one gets the two preset anchors enqueued."""
-    storage = open_storage(opts.storage)
+#: PostgreSQL advisory lock key of the study setup (a signed 64-bit number other programs of
+#: the database are unlikely to use).
+SETUP_LOCK_KEY = int.from_bytes(hashlib.sha256(b"intformer search setup").digest()[:8], "big",
+                                signed=True)
+
+
+@contextlib.contextmanager
+def _setup_lock(opts: SearchOptions):
+    """Held while a search creates the storage's tables and sets the study up. Searches that
+    start together on several machines would otherwise race: two ``CREATE TABLE`` of Optuna's
+    schema in a new PostgreSQL database fail one of them (duplicate key in pg_type), and two
+    searches could both enqueue the preset anchors. PostgreSQL: a session-level advisory lock
+    on a connection of its own (autocommit, so it is not an idle transaction); other
+    databases: a file lock in OUT (SQLite is on one machine)."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+    from sqlalchemy.pool import NullPool
+    try:
+        backend = make_url(opts.storage).get_backend_name()
+    except ArgumentError:
+        backend = None          # open_storage says what is wrong with the URL
+    if backend != "postgresql":
+        with _file_lock(Path(opts.out) / ".ask.lock"):
+            yield
+        return
+    engine = connection = None
+    try:
+        engine = create_engine(opts.storage, poolclass=NullPool)
+        connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql(f"SELECT pg_advisory_lock({SETUP_LOCK_KEY})")
+    except (SQLAlchemyError, ImportError, ValueError, OSError) as e:
+        if connection is not None:
+            connection.close()
+        if engine is not None:
+            engine.dispose()
+        raise _storage_error(opts.storage, e) from None
+    try:
+        yield
+    finally:
+        try:
+            connection.exec_driver_sql(f"SELECT pg_advisory_unlock({SETUP_LOCK_KEY})")
+        except SQLAlchemyError:
+            pass                # the connection is gone, and its lock with it
+        finally:
+            connection.close()
+            engine.dispose()
+
+
+def open_study(opts: SearchOptions, space: SearchSpace, setup: dict):
+    """(storage, study): the storage opened (its tables created if new) and the study created
+    or reopened under :func:`_setup_lock`, so that searches starting together do both once.
+    The caller disposes of ``storage.engine`` when done."""
+    with _setup_lock(opts):
+        storage = open_storage(opts.storage)
+        try:
+            return storage, create_study(opts, space, setup, storage)
+        except BaseException:
+            storage.engine.dispose()
+            raise
+
+
+def create_study(opts: SearchOptions, space: SearchSpace, setup: dict, storage):
+    """Create (or reopen) the study in ``storage``; a new one gets the two preset anchors
+    enqueued. Under :func:`_setup_lock` (:func:`open_study`)."""
     study = optuna.create_study(storage=storage, study_name=study_name(opts),
                                 directions=["minimize", "minimize"],
-                                sampler=_sampler(space, opts.train.seed, 0), load_if_exists=True)
+                                sampler=_sampler(space, opts.train.seed), load_if_exists=True)
     existing = study.user_attrs.get("setup")
     if existing is None:
         study.set_user_attr("setup", setup)
@@ -706,11 +807,16 @@ def run_worker(opts: SearchOptions, space: SearchSpace, index: int, n_trials: in
                context: SharedContext | None = None) -> None:
     """One worker: load the study from the storage and run ``n_trials`` of it."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)   # our own one line per trial
-    study = optuna.load_study(study_name=study_name(opts), storage=open_storage(opts.storage),
-                              sampler=_sampler(space, opts.train.seed, index))
-    objective = Objective(space, opts, context or SharedContext(opts, progress), progress, index)
-    for _ in range(n_trials):
-        run_trial(study, objective, Path(opts.out) / ".ask.lock")
+    storage = open_storage(opts.storage)
+    try:
+        study = optuna.load_study(study_name=study_name(opts), storage=storage,
+                                  sampler=_sampler(space, opts.train.seed))
+        objective = Objective(space, opts, context or SharedContext(opts, progress), progress,
+                              index)
+        for _ in range(n_trials):
+            run_trial(study, objective, Path(opts.out) / ".ask.lock")
+    finally:
+        storage.engine.dispose()        # its connections closed now, not when collected
 
 
 def run_trial(study, objective, ask_lock: Path) -> None:
@@ -971,19 +1077,22 @@ def search(opts: SearchOptions, progress=print, verbose_workers: bool = False) -
     data = load_data(opts.train)
     space = SearchSpace(model_config(opts.train, data).intmodel_config(), opts.device)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = create_study(opts, space, setup_fingerprint(opts, space, data))
-    _check_float_cache(opts, data)
-    done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
-    progress(f"study {study.study_name!r} in {redact(opts.storage)}: {len(space.searched)} "
-             f"parameters, {done} trials so far; {opts.trials} more")
+    storage, study = open_study(opts, space, setup_fingerprint(opts, space, data))
+    try:
+        _check_float_cache(opts, data)
+        done = sum(t.state.is_finished() for t in study.get_trials(deepcopy=False))
+        progress(f"study {study.study_name!r} in {redact(opts.storage)}: {len(space.searched)} "
+                 f"parameters, {done} trials so far; {opts.trials} more")
 
-    for stale in ("search.json", "pareto.csv", "pareto.png"):    # never next to new trials
-        (out / stale).unlink(missing_ok=True)
+        for stale in ("search.json", "pareto.csv", "pareto.png"):   # never next to new trials
+            (out / stale).unlink(missing_ok=True)
 
-    context = SharedContext(opts, progress, data)
-    run_workers(opts, space, context, progress, verbose_workers)
+        context = SharedContext(opts, progress, data)
+        run_workers(opts, space, context, progress, verbose_workers)
 
-    doc = summarise(opts, space, study, data)
+        doc = summarise(opts, space, study, data)
+    finally:
+        storage.engine.dispose()        # its connections closed now, not when collected
     if doc["chosen"] is None:
         write_json_atomic(out / "search.json", doc)
         raise SearchError(_no_choice(doc, opts, out / "search.json"))

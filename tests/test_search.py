@@ -128,7 +128,7 @@ def test_neighbour_sampler_steps_from_the_front():
     to a neighbouring choice), always among the choices, never one tried before."""
     space = S.SearchSpace(DEFAULT, "xc7s15")
     preset8 = space.anchor(8)
-    study = optuna.create_study(directions=["minimize"] * 2, sampler=S._sampler(space, 0, 0))
+    study = optuna.create_study(directions=["minimize"] * 2, sampler=S._sampler(space, 0))
     study.enqueue_trial(preset8)
 
     def objective(trial):     # a stand-in where the preset dominates: it stays the only parent
@@ -154,6 +154,8 @@ def test_neighbour_sampler_steps_from_the_front():
     (["--d-model", "15", "--heads", "2"], "divisible by heads"),
     (["--storage", "sqlite:///{tmp}/no/such/dir/s.db"], "cannot open the Optuna storage"),
     (["--storage", "postgresql://search:secret@db.invalid/x"], "cannot open the Optuna storage"),
+    (["--storage", "postgresql+pg8000://search:secret@localhost/x"],
+     "driver (Python module 'pg8000') is not installed: pip install pg8000"),
 ])
 def test_bad_input_gives_a_clear_error(argv, message, tmp_path, capsys):
     argv = ["search", "--device", "xc7s15", "--out", str(tmp_path / "s"), "--quiet",
