@@ -289,7 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "are the target preset at 8 and at 4 bits)")
     p.add_argument("--storage", default=None,
                    help="Optuna storage URL (default sqlite:///OUT/search.db; any SQLAlchemy "
-                        "database URL, e.g. postgresql://user@host/db)")
+                        "database URL, e.g. postgresql+psycopg://user@host/db to share the study "
+                        "between machines: README, 'Design-space search')")
     p.add_argument("--study", default=None, help="study name (default intformer-DEVICE)")
     p.add_argument("--workers", type=int, default=1,
                    help="local worker processes sharing the study (default 1)")
