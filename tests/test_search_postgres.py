@@ -58,9 +58,11 @@ class PostgresServer:
             except KeyError:
                 pytest.skip(f"running as root and there is no user {SERVER_USER!r} to run the "
                             f"PostgreSQL server as (it refuses to run as root)")
-        # Under /tmp (not pytest's tmp_path, which is private to root): the server's user must
-        # reach it. Its own directory, owned by that user, mode 0700.
-        self.dir = Path(tempfile.mkdtemp(prefix="intformer-pg-"))
+        # Under /tmp (not pytest's tmp_path, private to root, nor a TMPDIR that may be): the
+        # server's user must reach it, and a unix socket's path must stay under 108 bytes.
+        # Its own directory, owned by that user, mode 0700.
+        self.dir = Path(tempfile.mkdtemp(prefix="intformer-pg-",
+                                         dir="/tmp" if os.path.isdir("/tmp") else None))
         if self.user:
             os.chown(self.dir, self.user.pw_uid, self.user.pw_gid)
         self.data = self.dir / "data"
