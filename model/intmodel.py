@@ -1,18 +1,28 @@
 """The integer-only model: a graph of integer operators, its file format and its forward pass.
 
-The graph is a fixed sequence of operators derived from the model configuration
-(:func:`graph_spec`); the QAT converter and the synthetic-model generator fill in the integer
-parameters, the hardware generator builds one block per operator. Arithmetic comes only from
-:mod:`model.intops`: the forward pass runs on PyTorch ``int64`` tensors, batched, on the CPU or
-a CUDA device (``device=``); parameters stay NumPy arrays, as the file holds them.
+The model is a directed acyclic graph of operators (:class:`Op`, each naming the tensors it
+reads and the one it writes), held in topological order. The graph has one streamed input,
+``input`` (window x features codes), integer constants (``pe``) and one output, ``pred``.
+:func:`graph_spec` is the one place where the encoder's shape is written: the QAT converter
+and the synthetic-model generator fill in its operators' integer parameters; everything
+downstream (the forward pass, the accelerator generator, the estimator, the profiler) walks the
+graph the model holds. Arithmetic comes only from :mod:`model.intops`: the forward pass runs on
+PyTorch ``int64`` tensors, batched, on the CPU or a CUDA device (``device=``); parameters stay
+NumPy arrays, as the file holds them.
 
-File format (version 1), loadable with NumPy alone: a directory holding
-``intmodel.json`` (format, version, config, tensors with their ``QType`` and real scale,
-operators with their integer parameters, input/target normalisation, and ``forecast``:
-``{"kind": "change", "feature": i}`` when the output is a change from input feature ``i``'s
-last value; absent for the target itself) and ``intmodel.npz``
-(every array: weights, biases, tables, constants), keyed ``"<op output>.<array name>"`` or
-``"const.<tensor name>"``.
+File format, loadable with NumPy alone: a directory holding ``intmodel.json`` and
+``intmodel.npz``. The JSON holds format, version, config, tensors with their ``QType``, shape
+and real scale, operators with their integer parameters, input/target normalisation, and
+``forecast``: ``{"kind": "change", "feature": i}`` when the output is a change from input
+feature ``i``'s last value (absent for the target itself). The npz holds every array (weights,
+biases, tables, constants), keyed ``"<op output>.<array name>"`` or ``"const.<tensor name>"``.
+
+* Version 2 (written): the graph itself. Each operator carries its ``kind``, ``inputs``,
+  ``output``, output ``shape`` and ``dims`` besides its ``params`` and ``arrays``, in
+  topological order; loading checks that it is a DAG of registered kinds from ``input`` and the
+  constants to ``pred`` (:meth:`IntModel.check_graph`), whatever the configuration would build.
+* Version 1 (still read): operators without structure; their graph is the one
+  :func:`graph_spec` builds from the configuration, and each operator must be the one there.
 """
 from __future__ import annotations
 
@@ -30,7 +40,8 @@ from .intops import QType
 from .ops.attention import merge_heads, split_heads   # noqa: F401  (their home before the registry)
 
 FORMAT = "intformer-intmodel"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 CONFIG_KEYS = ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")
 
@@ -150,20 +161,55 @@ class IntModel:
 
     # -- structure ------------------------------------------------------------------------
     def _validate(self):
-        expected = graph_spec(self.config)
-        if [o.spec for o in self.ops] != expected:
-            raise ModelFileError("operator sequence does not match the model configuration")
-        for name in ["input", "pe"] + [s.output for s in expected]:
-            if name not in self.tensors:
-                raise ModelFileError(f"tensor {name!r} has no type")
-        if "pe" not in self.constants:
-            raise ModelFileError("the positional-encoding constant 'pe' is missing")
+        self.check_graph()
         for op in self.ops:
             k = registry.kind(op.kind)
             missing = ((set(k.params) - set(k.optional_params) - set(op.params))
                        | (set(k.arrays) - set(op.arrays)))
             if missing:
                 raise ModelFileError(f"operator {op.output!r} ({op.kind}) lacks {sorted(missing)}")
+
+    def check_graph(self):
+        """The operators form a DAG in topological order: every operator reads ``input``, a
+        constant or an earlier operator's output, writes a tensor of its own with a type and the
+        shape it declares, and contributes to ``pred``; ``input`` is (window, features)."""
+        c = self.config
+        defined = {"input", *self.constants}
+        for name in defined:
+            if name not in self.tensors:
+                raise ModelFileError(f"tensor {name!r} has no type")
+        if tuple(self.tensors["input"].shape) != (c["window"], c["features"]):
+            raise ModelFileError(f"input shape {tuple(self.tensors['input'].shape)} is not "
+                                 f"(window, features) = {(c['window'], c['features'])}")
+        for op in self.ops:
+            registry.kind(op.kind)
+            late = [n for n in op.spec.inputs if n not in defined]
+            if late:
+                raise ModelFileError(f"operator {op.output!r} reads {late}, not written before it "
+                                     f"(the operators must be a DAG in topological order)")
+            if op.output in defined:
+                raise ModelFileError(f"tensor {op.output!r} is written twice")
+            if op.output not in self.tensors:
+                raise ModelFileError(f"tensor {op.output!r} has no type")
+            if tuple(self.tensors[op.output].shape) != tuple(op.spec.shape):
+                raise ModelFileError(f"operator {op.output!r} declares shape {tuple(op.spec.shape)}"
+                                     f" but its tensor has {tuple(self.tensors[op.output].shape)}")
+            defined.add(op.output)
+        if "pred" not in defined - {"input", *self.constants}:
+            raise ModelFileError("no operator writes the output 'pred'")
+        # Every operator contributes to the prediction: hardware would leave a dead one's
+        # stream without a consumer.
+        live = {"pred"}
+        for op in reversed(self.ops):
+            if op.output in live:
+                live.update(op.spec.inputs)
+        dead = [op.output for op in self.ops if op.output not in live]
+        if dead:
+            raise ModelFileError(f"operators {dead} do not contribute to 'pred'")
+
+    def consumers(self, name: str) -> list:
+        """The operators reading tensor ``name``, in graph order (once per operand)."""
+        return [op for op in self.ops for n in op.spec.inputs if n == name]
 
     def qtype(self, name: str) -> QType:
         return self.tensors[name].qtype
@@ -231,6 +277,7 @@ class IntModel:
         ops = []
         for op in self.ops:
             ops.append({"kind": op.kind, "inputs": list(op.spec.inputs), "output": op.output,
+                        "shape": list(op.spec.shape), "dims": op.spec.dims,
                         "params": op.params, "arrays": sorted(op.arrays)})
             arrays.update({f"{op.output}.{k}": np.asarray(x, np.int64) for k, x in op.arrays.items()})
         doc = {"format": FORMAT, "version": VERSION, "config": self.config,
@@ -256,21 +303,21 @@ class IntModel:
             doc = json.loads(jpath.read_text())
         except json.JSONDecodeError as e:
             raise ModelFileError(f"{jpath} is not valid JSON: {e}") from None
-        if doc.get("format") != FORMAT or doc.get("version") != VERSION:
-            raise ModelFileError(f"{jpath} is not a {FORMAT} version {VERSION} file")
+        if doc.get("format") != FORMAT or doc.get("version") not in READABLE_VERSIONS:
+            raise ModelFileError(f"{jpath} is not a {FORMAT} file of version "
+                                 f"{' or '.join(map(str, READABLE_VERSIONS))}")
         try:
             with np.load(npath) as z:
                 arrays = {k: z[k] for k in z.files}
             tensors = {k: TensorInfo(k, tuple(t["shape"]), QType.from_dict(t), float(t["scale"]))
                        for k, t in doc["tensors"].items()}
-            specs = graph_spec(doc["config"])
-            if len(specs) != len(doc["ops"]):
-                raise ModelFileError(f"{jpath}: operator count does not match the configuration")
-            ops = []
-            for spec, o in zip(specs, doc["ops"]):
-                if o["output"] != spec.output or o["kind"] != spec.kind:
-                    raise ModelFileError(f"{jpath}: operator {o['output']!r} is not {spec.output!r}")
-                ops.append(Op(spec, o["params"], {n: arrays[f"{spec.output}.{n}"] for n in o["arrays"]}))
+            if doc["version"] == 1:
+                specs = _v1_specs(jpath, doc)
+            else:
+                specs = [OpSpec(o["kind"], tuple(o["inputs"]), o["output"], tuple(o["shape"]),
+                                dict(o["dims"])) for o in doc["ops"]]
+            ops = [Op(spec, o["params"], {n: arrays[f"{spec.output}.{n}"] for n in o["arrays"]})
+                   for spec, o in zip(specs, doc["ops"])]
             constants = {k[len("const."):]: v for k, v in arrays.items() if k.startswith("const.")}
             forecast = doc.get("forecast", {"kind": "level"})
             return cls(doc["config"], tensors, ops, constants, doc["input_norm"],
@@ -280,6 +327,17 @@ class IntModel:
             if isinstance(e, ModelFileError):
                 raise
             raise ModelFileError(f"{directory}: malformed integer model ({type(e).__name__}: {e})") from None
+
+
+def _v1_specs(jpath, doc) -> list:
+    """A version 1 file's operators hold no structure: it is the configuration's graph."""
+    specs = graph_spec(doc["config"])
+    if len(specs) != len(doc["ops"]):
+        raise ModelFileError(f"{jpath}: operator count does not match the configuration")
+    for spec, o in zip(specs, doc["ops"]):
+        if o["output"] != spec.output or o["kind"] != spec.kind:
+            raise ModelFileError(f"{jpath}: operator {o['output']!r} is not {spec.output!r}")
+    return specs
 
 
 def _atomic_write(path: Path, write, binary: bool = False):

@@ -60,5 +60,5 @@ def test_short_training_from_the_command_line(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert {"float", "qat", "int", "persistence", "int_vs_qat"} <= set(metrics)
     doc = json.loads((out / "intmodel.json").read_text())
-    assert doc["format"] == "intformer-intmodel" and doc["version"] == 1
+    assert doc["format"] == "intformer-intmodel" and doc["version"] == 2
     assert all(t["bits"] == 6 for n, t in doc["tensors"].items() if not n.endswith(".attn"))
