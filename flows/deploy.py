@@ -21,8 +21,11 @@ width is tried.
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -63,9 +66,10 @@ def estimate_width(opts: TrainOptions, data, float_model, target: str, bits: int
 
 
 def deploy(out: Path, opts: TrainOptions, targets=TARGETS, *, build_designs: bool = True,
-           progress=print) -> dict:
+           progress=print, parallel: bool | None = None) -> dict:
     """Train the float model once, then deploy it to every target (see the module's doc).
-    Returns the ``deploy.json`` document."""
+    ``parallel``: one process per target (default: when there are several targets and
+    cores; ``progress`` must then be picklable). Returns the ``deploy.json`` document."""
     from model import train as T
 
     from .build import build, verify
@@ -91,13 +95,39 @@ def deploy(out: Path, opts: TrainOptions, targets=TARGETS, *, build_designs: boo
     doc = {"dataset": data.source, "target_column": data.target_name,
            "float_rmse": float_rmse,
            "persistence_rmse": T.persistence_metrics(data, "test")["rmse"], "targets": {}}
-    for target in targets:
-        doc["targets"][target] = _deploy_target(out, opts, data, float_model, target,
-                                                build_designs, progress, build, verify)
+    workers = min(len(targets), os.cpu_count() or 1) if parallel is None else (2 if parallel else 1)
+    if workers > 1 and len(targets) > 1:
+        # Each device's design is independent once the float model exists: one process per
+        # device (QAT, simulations and synthesis are single-threaded; two cores halve the time).
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {t: pool.submit(_deploy_target_in_process, out, opts, t, build_designs, progress)
+                       for t in targets}
+            doc["targets"] = {t: f.result() for t, f in futures.items()}
+    else:
+        for target in targets:
+            doc["targets"][target] = _deploy_target(out, opts, data, float_model, target,
+                                                    build_designs, progress, build, verify)
     from .report import _write_atomic
     _write_atomic(out / "report.html", render_html(doc))
     write_json_atomic(out / "deploy.json", doc)
     return doc
+
+
+def _deploy_target_in_process(out, opts, target, build_designs, progress):
+    """:func:`_deploy_target` in a worker process: the data and the float model (from
+    ``OUT/float.pt``) are loaded again there."""
+    import torch
+
+    from model.transformer import Forecaster
+
+    from .build import build, verify
+    data = load_data(opts)
+    cfg = train_config(opts, data)
+    float_model = Forecaster(cfg.model, cfg.quant)
+    float_model.load_state_dict(torch.load(Path(out) / "float.pt", weights_only=True))
+    float_model.eval()
+    return _deploy_target(out, opts, data, float_model, target, build_designs, progress, build, verify)
 
 
 def _deploy_target(out, opts, data, float_model, target, build_designs, progress, build, verify):

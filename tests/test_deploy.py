@@ -64,3 +64,17 @@ def test_page_has_one_column_per_device():
     assert page.count("<th>Spartan-7 XC7S15</th>") == 1 and page.count("<th>iCE40 UP5K</th>") == 1
     assert "LUT 7,000 (estimate 6,900)" in page and "LC 5,300 (estimate 5,200)" in page
     assert "does not fit" in page and 'href="ice40up5k/report.html"' in page
+
+
+@pytest.mark.slow
+@pytest.mark.verilator
+def test_targets_in_parallel_processes_report_a_failure(tmp_path):
+    """With several targets each deploys in its own process; a target that fits no way
+    (the UP5K without synthesis to decide its borderline 4-bit estimate) fails the whole
+    deployment with its own message, and no deploy.json claims a result."""
+    out = tmp_path / "d"
+    with pytest.raises(DoesNotFitAnyWay, match="fits the ice40up5k"):
+        deploy(out, TrainOptions(**QUICK), ["xc7s15", "ice40up5k"], build_designs=False,
+               parallel=True, progress=print)
+    assert (out / "xc7s15" / "verify.json").is_file()
+    assert not (out / "deploy.json").exists()
