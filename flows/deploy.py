@@ -199,8 +199,9 @@ def render_html(doc: dict) -> str:
 
     def resources(r):
         syn = r.get("synthesis") or {}
+        est = {k.lower(): v for k, v in r.get("estimate", {}).items()}   # the estimator's names
         return "<br>".join(f"{_RESOURCE_NAMES.get(k, k)} {_num(v)}"
-                           + (f" (estimate {_num(r['estimate'][k])})" if k in r.get("estimate", {}) else "")
+                           + (f" (estimate {_num(est[k])})" if k in est else "")
                            for k, v in syn.items())
 
     def fits(r):

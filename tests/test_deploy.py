@@ -54,11 +54,11 @@ def test_deploy_trains_once_and_verifies_each_design(tmp_path):
 def test_page_has_one_column_per_device():
     row = {"bits": 8, "int_rmse": 1.5, "mismatches": 0, "verified_windows": 10,
            "executors": ["amaranth"], "cycles": 5000, "us": 50.0, "clock_mhz": 100.0,
-           "fits": True, "synthesis": {"lut": 7000}, "estimate": {"lut": 6900},
+           "fits": True, "synthesis": {"lut": 7000}, "estimate": {"LUT": 6900},
            "tried": [{"summary": "xc7s15 estimate: LUT 6900/8000"}], "run": "/x/xc7s15"}
     doc = {"dataset": "d", "target_column": "t", "float_rmse": 1.4, "persistence_rmse": 1.6,
            "targets": {"xc7s15": row, "ice40up5k": {**row, "bits": 4, "fits": False,
-                                                     "synthesis": {"lc": 5300}, "estimate": {"lc": 5200},
+                                                     "synthesis": {"lc": 5300}, "estimate": {"LC": 5200},
                                                      "run": "/x/ice40up5k"}}}
     page = render_html(doc)
     assert page.count("<th>Spartan-7 XC7S15</th>") == 1 and page.count("<th>iCE40 UP5K</th>") == 1
