@@ -24,6 +24,7 @@ The buffers are split into lanes (channel c lives in lane ``c % lanes`` at word
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass
 
 from amaranth import Array, Module, Mux, Signal, signed
 from amaranth.lib import wiring
@@ -443,11 +444,13 @@ class AttentionCore(Recorded, wiring.Component):
 
 
 class Attention(Recorded, wiring.Component):
-    """The whole attention of encoder layer ``layer_index``: input ``i`` = the layer input x
-    (tokens x d_model), output ``o`` = ``l{i}.attn_out``. A Fork feeds the Q, K and V
-    projections (:class:`hw.linear.Linear`), whose outputs stream concurrently into the
+    """One attention of the graph, named by its ``context`` operator (or, for short, its
+    encoder layer's index): input ``i`` = the tensor its Q, K and V linears read (tokens x
+    d_model), output ``o`` = the output linear that reads the context. A Fork feeds the Q, K
+    and V projections (:class:`hw.linear.Linear`), whose outputs stream concurrently into the
     :class:`AttentionCore` (it buffers whole windows, so none of the three waits for another),
-    and the context goes through the output projection.
+    and the context goes through the output projection. The accelerator builds one for each
+    region :meth:`region` finds around a context operator (the registry's ``hw_region``).
 
     Knobs: ``qkv_knobs`` (dict for the three projections: pe, simd, storages), ``out_knobs``
     (output projection), ``qkv_fused`` (one Linear computes the 3·d outputs of Q, K and V per
@@ -456,20 +459,71 @@ class Attention(Recorded, wiring.Component):
     every other keyword goes to :class:`AttentionCore`.
     """
 
-    def __init__(self, model, layer_index: int, *, qkv_knobs: dict | None = None,
+    @dataclass(frozen=True)
+    class Region:
+        """The operators one Attention computes: ``ops`` (outputs, graph order), the streamed
+        tensor it reads, the tensor it writes, and ``name``, its knob name (``l0.attention``)."""
+        ops: tuple
+        input: str
+        output: str
+        name: str
+        q: str
+        k: str
+        v: str
+        context: str
+
+    @classmethod
+    def region(cls, model, context: str) -> "Attention.Region":
+        """The attention around ``context``: its softmax and scores, the linears that make the
+        scores' and the context's operands (all reading one tensor) and the one linear that
+        reads the context. Raises ValueError for any other shape."""
+        op = model.op(context)
+        if op.kind != "context":
+            raise ValueError(f"{context!r} is a {op.kind} operator, not a context")
+        attn, v = op.spec.inputs
+        sm = model.op(attn)
+        sc = model.op(sm.spec.inputs[0])
+        if sm.kind != "softmax" or sc.kind != "scores":
+            raise ValueError(f"{context!r} does not read a softmax of scores")
+        q, k = sc.spec.inputs
+        projections = [model.op(n) for n in (q, k, v)]
+        x = projections[0].spec.inputs[0]
+        if any(p.kind != "linear" or p.spec.inputs != (x,) for p in projections):
+            raise ValueError(f"the attention of {context!r} needs Q, K and V linears of one input")
+        readers = model.consumers(context)
+        if len(readers) != 1 or readers[0].kind != "linear":
+            raise ValueError(f"the attention of {context!r} needs one output linear reading it")
+        inner = {q: [sc], k: [sc], v: [op], sc.output: [sm], attn: [op]}
+        for t, want in inner.items():
+            if model.consumers(t) != want:
+                raise ValueError(f"{t!r} is read outside the attention of {context!r}")
+        out = readers[0].output
+        ops = tuple(o.output for o in model.ops if o.output in {q, k, v, sc.output, attn, context, out})
+        prefix = context[:-len("context")] if context.endswith("context") else context + "."
+        return cls.Region(ops, x, out, prefix + "attention", q, k, v, context)
+
+    @classmethod
+    def from_region(cls, model, region: "Attention.Region", knobs):
+        """Built by the accelerator: ``knobs(kind, name)`` is its configuration's lookup (the
+        projections take the ``linear`` knobs of Q and of the output linear, the rest the
+        ``attention`` knobs of the region's name)."""
+        return cls(model, region.context, qkv_knobs=knobs("linear", region.q),
+                   out_knobs=knobs("linear", region.output), **knobs("attention", region.name))
+
+    def __init__(self, model, context: str | int, *, qkv_knobs: dict | None = None,
                  out_knobs: dict | None = None, qkv_fused: bool = False, **core_knobs):
         from .linear import Linear
         from .plumbing import Demux, Fork
-        p = f"l{layer_index}."
         self.qkv_fused = bool(qkv_fused)
         try:
-            self.x_name = model.op(p + "q").spec.inputs[0]
+            r = self.region(model, f"l{context}.context" if isinstance(context, int) else context)
+            self.x_name = r.input
             if self.qkv_fused:
-                self.proj = [Linear.fused_from_ops(model, [p + n for n in "qkv"], **(qkv_knobs or {}))]
+                self.proj = [Linear.fused_from_ops(model, [r.q, r.k, r.v], **(qkv_knobs or {}))]
             else:
-                self.proj = [Linear.from_op(model, p + n, **(qkv_knobs or {})) for n in "qkv"]
-            self.core = AttentionCore.from_op(model, p + "context", **core_knobs)
-            self.out_proj = Linear.from_op(model, p + "attn_out", **(out_knobs or {}))
+                self.proj = [Linear.from_op(model, n, **(qkv_knobs or {})) for n in (r.q, r.k, r.v)]
+            self.core = AttentionCore.from_op(model, r.context, **core_knobs)
+            self.out_proj = Linear.from_op(model, r.output, **(out_knobs or {}))
         except (ValueError, KeyError):
             self._MustUse__silence = True
             raise
@@ -478,12 +532,12 @@ class Attention(Recorded, wiring.Component):
             # The fused stream holds each of q, k and v (union shape); each output narrows to
             # its own operator's shape, which holds every value its segment carries.
             self.demux = Demux(self.proj[0].out_shape, 3, self.proj[0].n_out // 3,
-                               [qshape(model.qtype(p + n)) for n in "qkv"])
+                               [qshape(model.qtype(n)) for n in (r.q, r.k, r.v)])
         else:
             self.fork = Fork(qshape(model.qtype(self.x_name)), 3)
-        self.layer_index = layer_index
+        self.attention_region = r
         super().__init__({"i": In(element_stream(model.qtype(self.x_name))),
-                          "o": Out(element_stream(model.qtype(p + "attn_out")))})
+                          "o": Out(element_stream(model.qtype(r.output)))})
 
     def part_times(self, arrive) -> list:
         """``(part, input edges, output edges)`` of the projections, the core and the output

@@ -12,25 +12,20 @@ from .limits import CycleLimit
 
 
 def accelerator_ports(acc):
-    """(label, input stream, output stream) of every block of an Accelerator, in stream order."""
+    """(label, input stream, output stream) of every block of an Accelerator, in topological
+    order (the rows of ``Accelerator.stage_times``); a join's input stream is its first."""
     out = []
-
-    def port_in(blk):
-        return blk.i if hasattr(blk, "i") else blk.a
-
-    for name, stage in acc.stages:
-        if name == "residual":
-            for k, blk in enumerate(stage["body"]):
-                if hasattr(blk, "core"):          # Attention: show its parts
-                    for n, lin in zip(["qkv"] if blk.qkv_fused else "qkv", blk.proj):
-                        out.append((f"{stage['name']}/proj_{n}", lin.i, lin.o))
-                    out.append((f"{stage['name']}/core", blk.core.q, blk.core.o))
-                    out.append((f"{stage['name']}/out_proj", blk.out_proj.i, blk.out_proj.o))
-                else:
-                    out.append((f"{stage['name']}/body{k}", port_in(blk), blk.o))
-            out.append((stage["name"], stage["add"].a, stage["add"].o))
+    for node in acc.nodes:
+        if node.role != "op":
+            continue
+        blk = node.block
+        if hasattr(blk, "part_times"):          # Attention: show its parts
+            for n, lin in zip(["qkv"] if blk.qkv_fused else "qkv", blk.proj):
+                out.append((f"{node.label}/proj_{n}", lin.i, lin.o))
+            out.append((f"{node.label}/core", blk.core.q, blk.core.o))
+            out.append((f"{node.label}/out_proj", blk.out_proj.i, blk.out_proj.o))
         else:
-            out.append((name, port_in(stage), stage.o))
+            out.append((node.label, getattr(blk, node.sources[0][0]), blk.o))
     return out
 
 

@@ -132,7 +132,7 @@ def test_fused_qkv_of_different_types(qkv):
     got, _ = simulate(model, windows, hw, stall_in=0.3, stall_out=0.5, seed=9)
     assert got.tolist() == model.forward(windows)["pred"][:, 0].tolist()
     acc = Accelerator(model, hw)
-    fused = acc.stages[2][1]["body"][0].proj[0]
+    fused = acc.node("l0.context").block.proj[0]
     assert fused.out_shape == union_shape(qkv)
     _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
     assert cycles == acc.cycles()
@@ -152,6 +152,6 @@ def test_fused_qkv_is_bit_exact_under_stalls(bits):
     got, _ = simulate(model, windows, hw, stall_in=0.3, stall_out=0.5, seed=bits)
     assert got.tolist() == model.forward(windows)["pred"][:, 0].tolist()
     acc = Accelerator(model, hw)
-    assert len(acc.stages[2][1]["body"][0].proj) == 1
+    assert len(acc.node("l0.context").block.proj) == 1
     _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
     assert cycles == acc.cycles()

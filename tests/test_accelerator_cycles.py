@@ -24,9 +24,8 @@ def check_block_schedules(acc):
     standalone ``cycles()`` (edges counted from 1)."""
     L, d = acc.model.config["window"], acc.model.config["d_model"]
     ideal = list(range(1, L * d + 1))
-    for name, stage in acc.stages:
-        blocks = [stage] if name != "residual" else stage["body"] + [stage["add"], stage["fifo"],
-                                                                     stage["fork"]]
+    for node in acc.nodes:
+        blocks = [node.block]
         for blk in blocks:
             if hasattr(blk, "core"):                      # Attention: its core and linears
                 assert blk.core.output_times(ideal, ideal, ideal)[-1] == blk.core.cycles()

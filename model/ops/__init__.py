@@ -4,7 +4,7 @@ An operator kind is one :class:`OpKind` subclass, registered with :func:`registe
 module of this package. Its entry holds everything the rest of the project asks about that
 kind: the integer forward pass, the converter, the synthetic models and the accelerator's block
 lookup call it instead of branching on kind names (where the network places its operators is
-still written in ``intmodel.graph_spec`` and ``hw.accelerator``):
+written in ``intmodel.graph_spec`` only; the accelerator walks the model's graph):
 
 * ``params`` / ``arrays``: the integer parameters and arrays an operator of the kind carries
   (the model file's schema, checked when a model is built or loaded);
@@ -16,7 +16,8 @@ still written in ``intmodel.graph_spec`` and ``hw.accelerator``):
   (:mod:`model.synthetic`);
 * ``hw_block``: its hardware block (``"module:Class"``, imported only when hardware is built,
   since ``model`` does not import ``hw``), built with the block's ``from_op``; the estimator
-  needs nothing more (it elaborates that block and counts its parts by class).
+  needs nothing more (it elaborates that block and counts its parts by class); ``hw_region``
+  where one block computes the operator with its neighbours (attention);
 
 A table activation (GELU, SiLU, ...) is one :class:`Activation` registered with
 :func:`register_activation`: the float function QAT trains with and the ``lut`` operator
@@ -49,6 +50,11 @@ class OpKind:
     #: constructor), or None where another kind's block computes it too (``scores``, inside
     #: the block of ``context``).
     hw_block: str | None = None
+    #: ``"module:Class"`` of a block that computes this operator together with neighbours
+    #: (attention: the Q/K/V and output linears around ``context``), or None. The accelerator
+    #: asks the class's ``region(model, output)`` which operators it covers and builds it
+    #: with ``from_region(model, region, knobs)`` in their place.
+    hw_region: str | None = None
 
     def run(self, op, ins: list, types: list, out):
         """The integer output of ``op`` from its input tensors ``ins`` of types ``types``."""
@@ -79,8 +85,16 @@ class OpKind:
         """The hardware block class (imported now: ``model`` never imports ``hw`` itself)."""
         if self.hw_block is None:
             raise ValueError(f"{self.kind!r} operators are built inside another kind's block")
-        module, name = self.hw_block.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _import(self.hw_block)
+
+    def region_class(self):
+        """The class of :attr:`hw_region` (imported now), or None."""
+        return None if self.hw_region is None else _import(self.hw_region)
+
+
+def _import(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def register(cls):

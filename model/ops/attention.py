@@ -56,6 +56,7 @@ class Scores(_Product):
 class Context(_Product):
     kind = "context"
     hw_block = "hw.attention:AttentionCore"
+    hw_region = "hw.attention:Attention"
 
     def run(self, op, ins, types, out):
         acc = intops.matmul_acc(ins[0], types[0], split_heads(ins[1], op.spec.dims["heads"]), types[1])
