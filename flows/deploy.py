@@ -103,7 +103,10 @@ def deploy(out: Path, opts: TrainOptions, targets=TARGETS, *, build_designs: boo
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {t: pool.submit(_deploy_target_in_process, out, opts, t, build_designs, progress)
                        for t in targets}
-            doc["targets"] = {t: f.result() for t, f in futures.items()}
+        failed = [f.exception() for f in futures.values() if f.exception() is not None]
+        if failed:      # every target ran to its end; the first failure is the answer
+            raise failed[0]
+        doc["targets"] = {t: f.result() for t, f in futures.items()}
     else:
         for target in targets:
             doc["targets"][target] = _deploy_target(out, opts, data, float_model, target,
@@ -122,12 +125,22 @@ def _deploy_target_in_process(out, opts, target, build_designs, progress):
     from model.transformer import Forecaster
 
     from .build import build, verify
-    data = load_data(opts)
-    cfg = train_config(opts, data)
-    float_model = Forecaster(cfg.model, cfg.quant)
-    float_model.load_state_dict(torch.load(Path(out) / "float.pt", weights_only=True))
-    float_model.eval()
-    return _deploy_target(out, opts, data, float_model, target, build_designs, progress, build, verify)
+    try:
+        data = load_data(opts)
+        cfg = train_config(opts, data)
+        float_model = Forecaster(cfg.model, cfg.quant)
+        float_model.load_state_dict(torch.load(Path(out) / "float.pt", weights_only=True))
+        float_model.eval()
+        return _deploy_target(out, opts, data, float_model, target, build_designs, progress, build,
+                              verify)
+    except RunError:
+        raise
+    except Exception as e:
+        # What crosses back to the parent must pickle (a tool's error class need not): its
+        # message and where it came from, as the error of this target.
+        import traceback
+        raise RunError(f"{target}: {type(e).__name__}: {e}\n"
+                       + "".join(traceback.format_tb(e.__traceback__)[-3:])) from None
 
 
 def _deploy_target(out, opts, data, float_model, target, build_designs, progress, build, verify):

@@ -78,3 +78,14 @@ def test_targets_in_parallel_processes_report_a_failure(tmp_path):
                parallel=True, progress=print)
     assert (out / "xc7s15" / "verify.json").is_file()
     assert not (out / "deploy.json").exists()
+
+
+def test_a_worker_failure_comes_back_as_a_picklable_error(tmp_path):
+    """A device's worker process can only hand back an exception that pickles (a tool's error
+    class need not): any failure there becomes a RunError naming the device and the cause."""
+    import pickle
+
+    from flows.deploy import _deploy_target_in_process
+    with pytest.raises(RunError, match=r"xc7s15: FileNotFoundError: .*float\.pt") as info:
+        _deploy_target_in_process(tmp_path, TrainOptions(**QUICK), "xc7s15", False, lambda m: None)
+    assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
