@@ -478,20 +478,21 @@ def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
     return got[0], state["latency"], got[1:], streams
 
 
-def stream_tensors(model) -> dict:
+def stream_tensors(acc) -> dict:
     """Which reference tensor each block's output stream carries, by the labels of
-    :func:`sim.profile.accelerator_ports` (a fused Q/K/V linear: q, k and v of each token)."""
-    c = model.config
-    out = {n: n for n in ("proj", "embed", "pooled", "pred")}
-    for i in range(c["layers"]):
-        p = f"l{i}."
-        out.update({f"{p}res1/proj_{n}": p + n for n in "qkv"})
-        out[f"{p}res1/proj_qkv"] = (p + "q", p + "k", p + "v")
-        out.update({f"{p}res1/core": p + "context", f"{p}res1/out_proj": p + "attn_out"})
-        ffn = (["ffn_hidden", "ffn_out"] if c["activation"] == "relu"
-               else ["ffn_pre", "ffn_hidden", "ffn_out"])
-        out.update({f"{p}res2/body{k}": p + n for k, n in enumerate(ffn)})
-        out.update({p + n: p + n for n in ("res1", "norm1", "res2", "norm2")})
+    :func:`sim.profile.accelerator_ports`, read off the accelerator's graph walk (a fused Q/K/V
+    linear: q, k and v of each token)."""
+    out = {}
+    for node in acc.nodes:
+        if node.role != "op":
+            continue
+        r = getattr(node.block, "attention_region", None)
+        if r is None:
+            out[node.label] = node.tensor
+            continue
+        out.update({f"{node.label}/proj_{n}": t for n, t in zip("qkv", (r.q, r.k, r.v))})
+        out.update({f"{node.label}/proj_qkv": (r.q, r.k, r.v), f"{node.label}/core": r.context,
+                    f"{node.label}/out_proj": r.output})
     return out
 
 
@@ -597,7 +598,7 @@ def check_model(model, hw: dict, random_windows: np.ndarray, *, stall_in: float 
                 "all zero point"])
     values = model.forward(windows)
     # Every block's output stream, in stream order: the first that differs is the culprit.
-    tensors = stream_tensors(model)
+    tensors = stream_tensors(acc)
     for label, stream in streams.items():
         want = expected_stream(values, tensors[label])
         bad = next((k for k, (g, e) in enumerate(zip(stream, want)) if g != e), None)
