@@ -156,7 +156,7 @@ def build_ice40(run: Path, progress=print) -> dict:
            "bitstream": str(rep.bitstream) if rep.bitstream else None,
            "seconds": t_export + sum(rep.times.values()),
            "step_seconds": {"export": t_export, **rep.times}, "hw_config": cfg,
-           "summary": rep.summary(), "estimate": est.to_dict()}
+           "summary": rep.summary(), "estimate": est.to_dict(), "notes": rep.notes}
     write_json_atomic(out / "pnr.json", doc)
     return doc
 

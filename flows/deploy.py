@@ -12,8 +12,8 @@ Layout of ``OUT/``:
 
 How a design is chosen: the target's measured presets (:data:`hw.presets.PRESETS`) are the
 candidate designs, widest first (a wider model is the more accurate one: ``intformer
-accuracy``). For each, the float model is quantised to that width without fine-tuning and the
-resource estimator says whether the preset fits (within :data:`SYNTHESIS_DECIDES` over, synthesis
+accuracy``), each also with fewer DSPs (:data:`VARIANTS`). For each width, the float model is
+quantised to it without fine-tuning and the resource estimator says whether a design fits (within :data:`SYNTHESIS_DECIDES` over, synthesis
 is asked); the first that does is fine-tuned with QAT
 from the shared float model, verified bit for bit and built. Synthesis (Yosys, and nextpnr for
 the UP5K) has the last word: a design it finds over the device is recorded and the next
@@ -49,10 +49,33 @@ def candidate_widths(target: str) -> list[int]:
     return sorted(PRESETS[target], reverse=True)
 
 
-def estimate_width(opts: TrainOptions, data, float_model, target: str, bits: int) -> dict:
-    """The estimate of ``target``'s preset at ``bits`` for the float model quantised to that
-    width (calibrated, not fine-tuned: fine-tuning moves scales, not shapes or widths)."""
+#: Variants of a target's preset, tried in this order at each width: the preset, then the
+#: multipliers of layers that can spare a DSP moved to LUTs (a model whose types need wider
+#: products, e.g. a univariate one, can be a few DSPs over with the preset).
+VARIANTS = (
+    ("preset", {}),
+    ("preset, attn_out multipliers in LUTs", {"*.attn_out": {"mul": "lut"}}),
+    ("preset, attn_out and proj multipliers in LUTs", {"*.attn_out": {"mul": "lut"},
+                                                       "proj": {"mul": "lut"}}),
+)
+
+
+def designs(target: str, bits: int) -> list[tuple[str, dict]]:
+    """The hardware configurations tried for ``target`` at ``bits``, in order."""
     from hw.presets import preset
+    out = []
+    for label, blocks in VARIANTS:
+        hw = preset(target, bits)
+        for pattern, knobs in blocks.items():
+            hw.setdefault("blocks", {}).setdefault(pattern, {}).update(knobs)
+        out.append((label, hw))
+    return out
+
+
+def estimate_width(opts: TrainOptions, data, float_model, target: str, bits: int) -> dict:
+    """The design of ``target`` at ``bits`` for the float model quantised to that width
+    (calibrated, not fine-tuned: fine-tuning moves scales, not shapes or widths): the first of
+    :func:`designs` whose estimate fits, else the one nearest to fitting; with its estimate."""
     from model import train as T
     from model.convert import to_intmodel_for
 
@@ -60,9 +83,17 @@ def estimate_width(opts: TrainOptions, data, float_model, target: str, bits: int
     cfg = train_config(replace(opts, bits=bits), data)
     cfg.qat_epochs = 0
     model = to_intmodel_for(T.train_qat(cfg, data, float_model), data)
-    est = estimate(model, preset(target, bits), target)
-    return {"bits": bits, "fits": est.fits, "over": est.over(), "summary": est.summary(),
-            "used": dict(est.used), "worst_ratio": max(est.utilisation().values())}
+    best = None
+    for label, hw in designs(target, bits):
+        est = estimate(model, hw, target)
+        doc = {"bits": bits, "design": label, "hw_config": hw, "fits": est.fits,
+               "over": est.over(), "summary": est.summary(), "used": dict(est.used),
+               "worst_ratio": max(est.utilisation().values())}
+        if est.fits:
+            return doc
+        if best is None or doc["worst_ratio"] < best["worst_ratio"]:
+            best = doc
+    return best
 
 
 def deploy(out: Path, opts: TrainOptions, targets=TARGETS, *, build_designs: bool = True,
@@ -148,7 +179,7 @@ def _deploy_target(out, opts, data, float_model, target, build_designs, progress
     for bits in candidate_widths(target):
         est = estimate_width(opts, data, float_model, target, bits)
         tried.append(est)
-        progress(f"{target}: {bits} bits: {est['summary']}")
+        progress(f"{target}: {bits} bits, {est['design']}: {est['summary']}")
         borderline = not est["fits"] and est["worst_ratio"] <= 1 + SYNTHESIS_DECIDES
         if not (est["fits"] or (borderline and build_designs)):
             continue
@@ -161,8 +192,9 @@ def _deploy_target(out, opts, data, float_model, target, build_designs, progress
         progress(f"{target}: QAT at {bits} bits from the shared float model")
         metrics = train_stage(run, replace(opts, bits=bits), data=data, float_model=float_model)
         write_json_atomic(run / "targets.json", {"targets": [target]})
+        write_json_atomic(run / "hw_config.json", {target: est["hw_config"]})
         ver = verify(run, target=target, progress=progress)
-        result = {"bits": bits, "run": str(run), "tried": tried,
+        result = {"bits": bits, "design": est["design"], "run": str(run), "tried": tried,
                   "int_rmse": metrics["int"]["test"]["rmse"],
                   "qat_rmse": metrics["qat"]["test"]["rmse"],
                   "mismatches": ver["mismatches"], "verified_windows": ver["windows"],
@@ -178,8 +210,8 @@ def _deploy_target(out, opts, data, float_model, target, build_designs, progress
             report.write(run)
             return result
         tried[-1] = {**est, "synthesis_fits": False, "synthesis": res.get("summary")}
-        progress(f"{target}: synthesis finds {bits} bits over the device ({res.get('summary')}); "
-                 f"trying the next width")
+        progress(f"{target}: synthesis finds {bits} bits ({est['design']}) over the device "
+                 f"({res.get('summary')}); trying the next width")
     widths = ", ".join(f"{t['bits']} bits ({'; '.join(t['over']) or t.get('synthesis')})"
                        for t in tried)
     raise DoesNotFitAnyWay(
@@ -223,14 +255,15 @@ def render_html(doc: dict) -> str:
         return f'<b style="color:{colour}">{"fits" if ok else "does not fit"}</b>'
 
     rows = [
-        row("design", lambda r: f"{r['bits']}-bit integer model"),
+        row("design", lambda r: f"{r['bits']}-bit integer model, {_e(r.get('design', 'preset'))}"),
         row("test RMSE (integer)", lambda r: f"{_num(r['int_rmse'])} ({_num(r['int_rmse'] / doc['float_rmse'])}× float)"),
         row("bit-exact", lambda r: f"{r['mismatches']} mismatches on {r['verified_windows']:,} windows "
                                    f"({_e(', '.join(r['executors']))})"),
         row("latency", lambda r: f"{r['cycles']:,} cycles = {_num(r['us'], 1)} µs at {_num(r['clock_mhz'])} MHz"),
         row("resources (synthesis)", resources),
         row("fit", fits),
-        row("widths tried", lambda r: "<br>".join(_e(t["summary"]) for t in r["tried"])),
+        row("designs tried", lambda r: "<br>".join(
+            _e(f"{t['bits']} bits, {t.get('design', 'preset')}: {t['summary']}") for t in r["tried"])),
         row("details", lambda r: f'<a href="{_e(Path(r["run"]).name)}/report.html">report</a>'),
     ]
     head = "<tr><th></th>" + "".join(f"<th>{_e(DEVICE_NAMES.get(t, t))}</th>" for t in cols) + "</tr>"

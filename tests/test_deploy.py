@@ -17,6 +17,19 @@ def test_candidates_are_the_presets_widest_first():
         candidate_widths("artix")
 
 
+def test_designs_start_with_the_preset_then_spare_dsps():
+    from flows.deploy import designs
+    from hw.presets import preset
+    for target in ("xc7s15", "ice40up5k"):
+        tried = designs(target, 8)
+        assert tried[0] == ("preset", preset(target, 8))
+        assert all(hw["blocks"]["*.attn_out"]["mul"] == "lut" for _, hw in tried[1:])
+        assert tried[-1][1]["blocks"]["proj"]["mul"] == "lut"
+        # the preset's other knobs of those blocks stay
+        assert {k: v for k, v in tried[-1][1]["blocks"]["proj"].items() if k != "mul"} == \
+            {k: v for k, v in preset(target, 8)["blocks"].get("proj", {}).items() if k != "mul"}
+
+
 def test_unknown_target_fails_before_training(tmp_path):
     with pytest.raises(RunError, match="unknown target"):
         deploy(tmp_path / "d", TrainOptions(**QUICK), ["xc7s15", "artix"], progress=lambda m: None)
@@ -55,7 +68,7 @@ def test_page_has_one_column_per_device():
     row = {"bits": 8, "int_rmse": 1.5, "mismatches": 0, "verified_windows": 10,
            "executors": ["amaranth"], "cycles": 5000, "us": 50.0, "clock_mhz": 100.0,
            "fits": True, "synthesis": {"lut": 7000}, "estimate": {"LUT": 6900},
-           "tried": [{"summary": "xc7s15 estimate: LUT 6900/8000"}], "run": "/x/xc7s15"}
+           "tried": [{"bits": 8, "design": "preset", "summary": "xc7s15 estimate: LUT 6900/8000"}], "run": "/x/xc7s15"}
     doc = {"dataset": "d", "target_column": "t", "float_rmse": 1.4, "persistence_rmse": 1.6,
            "targets": {"xc7s15": row, "ice40up5k": {**row, "bits": 4, "fits": False,
                                                      "synthesis": {"lc": 5300}, "estimate": {"LC": 5200},

