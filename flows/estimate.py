@@ -44,10 +44,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from amaranth.hdl import Elaboratable, Fragment, Module, Shape
-from amaranth.hdl._ast import (ArrayProxy, Assign, Concat, Const, Operator, Part, Signal, Slice,
-                               Switch, SwitchValue, Value)
-from amaranth.hdl._mem import MemoryInstance
+from amaranth.hdl import Fragment, Module, Shape
+
+from hw.amaranth_adapter import (ArrayProxy, Assign, Concat, Const, MemoryInstance, Operator,
+                                 Part, Signal, Slice, Switch, SwitchValue, Value,
+                                 comb_only_named_submodules, discard, lhs_signals, memory_attrs,
+                                 memory_data, memory_ports)
 
 from hw.common import Recorded
 from model.intmodel import IntModel
@@ -363,7 +365,7 @@ class _Walker:
                     self.mreg[id(lhs)] = self.mul_of[id(product)]
                 if domain != "comb" and isinstance(lhs, Signal):
                     self._registered_sum(s.rhs, self.width(lhs))
-                for sig in _lhs_signals(lhs):
+                for sig in lhs_signals(lhs):
                     targets[(domain, id(sig))].append((sig, depth, kept))
                 if not isinstance(lhs, Signal):
                     self._lhs_selects(lhs)
@@ -467,24 +469,19 @@ def _operand_width(x, shape=None) -> tuple[int, bool]:
     return _value_width(x, lambda v: shape(v)[0]), shape(x)[1]
 
 
-def _lhs_signals(lhs):
-    if isinstance(lhs, Signal):
-        return [lhs]
-    return list(lhs._lhs_signals())
-
-
 def _memory(frag: MemoryInstance, registered: frozenset = frozenset()) -> dict:
     """``registered``: ids of the signals the parent module loads straight into a register
     (an asynchronous read whose data is registered can become a synchronous one)."""
-    data = frag._data
+    data = memory_data(frag)
+    reads, writes = memory_ports(frag)
     width, depth = len(Value.cast(Signal(data.shape))), data.depth
-    rom = None if frag._write_ports else [int(v) for v in data.init]
-    styles = {str(v) for k, v in frag._attrs.items() if k in ("ram_style", "rom_style")}
-    comb_ports = [p for p in frag._read_ports if p._domain == "comb"]
+    rom = None if writes else [int(v) for v in data.init]
+    styles = {str(v) for k, v in memory_attrs(frag).items() if k in ("ram_style", "rom_style")}
+    comb_ports = [p for p in reads if p.domain == "comb"]
     return {"depth": depth, "width": width, "rom": rom, "async_read": bool(comb_ports),
             "logic": "logic" in styles,
-            "block": "block" in styles, "read_ports": len(frag._read_ports),
-            "read_registered": all(id(p._data) in registered for p in comb_ports)}
+            "block": "block" in styles, "read_ports": len(reads),
+            "read_registered": all(id(p.data) in registered for p in comb_ports)}
 
 
 def _walk(frag, counts: _Counts, modules: dict | None = None, path: str = "",
@@ -509,12 +506,13 @@ def _walk_own(frag, counts: _Counts, registered: frozenset = frozenset()) -> fro
     if isinstance(frag, MemoryInstance):
         counts.mems.append(_memory(frag, registered))
         w = _Walker(counts)
-        for p in frag._read_ports:
-            w.value(p._addr)
-        for p in frag._write_ports:
-            w.value(p._addr)
-            w.value(p._data)
-            w.value(p._en)
+        reads, writes = memory_ports(frag)
+        for p in reads:
+            w.value(p.addr)
+        for p in writes:
+            w.value(p.addr)
+            w.value(p.data)
+            w.value(p.en)
         return frozenset()
     walker = _Walker(counts)
     targets = defaultdict(list)
@@ -720,34 +718,16 @@ def _cache_put(key, value) -> None:
 def mark_used(obj) -> None:
     """Mark a component that is not elaborated, and every component it holds, as used (else
     Amaranth warns "created but never used" when they are collected)."""
-    stack, seen = [obj], set()
-    while stack:
-        x = stack.pop()
-        if id(x) in seen:
-            continue
-        seen.add(id(x))
-        if isinstance(x, Elaboratable):
-            x._MustUse__used = True
-            stack.extend(vars(x).values())
-        elif isinstance(x, (list, tuple)):
-            stack.extend(x)
-        elif isinstance(x, dict):
-            stack.extend(x.values())
+    discard(obj)
 
 
 def _named_blocks(top) -> dict | None:
-    """{name: (block, src_loc)} of an elaborated top ``Module`` (Amaranth 0.5 internals) made
-    of named blocks and combinational wiring only, so that its walk hands its blocks no
-    registered signals and each block walked alone counts as in the whole walk; else None."""
+    """{name: (block, src_loc)} of an elaborated top ``Module`` made of named blocks and
+    combinational wiring only, so that its walk hands its blocks no registered signals and
+    each block walked alone counts as in the whole walk; else None."""
     if not isinstance(top, Module):
         return None
-    named = getattr(top, "_named_submodules", None)
-    if (not isinstance(named, dict) or getattr(top, "_anon_submodules", True)
-            or getattr(top, "_ctrl_stack", True)
-            or any(domain != "comb" for domain in getattr(top, "_statements", {"?": None}))
-            or any("." in name for name in named)):
-        return None
-    return named
+    return comb_only_named_submodules(top)
 
 
 def cached_block_features(design) -> dict:
@@ -756,7 +736,7 @@ def cached_block_features(design) -> dict:
     fingerprinted is elaborated every time. The returned counts are shared with the cache:
     do not modify them."""
     top = design.elaborate(None)
-    design._MustUse__used = True                 # what Fragment.get(design) does
+    discard(design, deep=False)                  # what Fragment.get(design) does
     blocks = _named_blocks(top)
     if blocks is None:
         modules = {}
@@ -764,7 +744,7 @@ def cached_block_features(design) -> dict:
         with _cache_lock:
             _stats["last_elaborated"] = ("*",)
         return _by_block(modules)
-    top._MustUse__used = True
+    discard(top, deep=False)
     out, elaborated, memo = {}, [], {}
     for name, (block, _) in blocks.items():
         digest = fingerprint(block, memo) if isinstance(block, Recorded) else None

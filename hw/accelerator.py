@@ -57,6 +57,8 @@ from amaranth.lib.wiring import In, Out
 
 from model import ops as registry
 from model.intmodel import IntModel
+
+from .amaranth_adapter import discard
 from .common import Storage, element_stream, qshape
 from .plumbing import Fifo, Fork
 
@@ -155,8 +157,7 @@ class Accelerator(wiring.Component):
         except Exception:
             # A rejected knob: the blocks built so far (and this object) will never be
             # elaborated; say so, so that Amaranth does not add "created but never used".
-            for blk in self._built + [self]:
-                blk._MustUse__used = True
+            discard([self._built, self])
             raise
         super().__init__({"i": In(element_stream(model.qtype("input"))),
                           "o": Out(element_stream(model.qtype("pred")))})

@@ -34,6 +34,7 @@ from model import intops
 from model.intmodel import merge_heads, split_heads
 from model.intops import QType, signed_bits
 
+from .amaranth_adapter import discard
 from .common import (Buffer, Recorded, Storage, check_lane_mul, check_mul, element_stream, mul,
                      mul_const, packing, qshape, rounding_shift, saturate, unpack_products)
 from .softmax import CreditQueue, Softmax, _inc_mod
@@ -99,7 +100,7 @@ class AttentionCore(Recorded, wiring.Component):
             self.qk_mul, self.requant_mul = check_mul(qk_mul), check_mul(requant_mul)
             self.pv_mul = check_lane_mul(pv_mul)
         except ValueError:
-            self._MustUse__silence = True      # a rejected block is not an unused one
+            discard(self)                      # a rejected block is not an unused one
             raise
         self.q_type, self.k_type, self.v_type = q_type, k_type, v_type
         self.score_multiplier, self.score_shift, self.score_type = score_multiplier, score_shift, score_type
@@ -525,7 +526,7 @@ class Attention(Recorded, wiring.Component):
             self.core = AttentionCore.from_op(model, r.context, **core_knobs)
             self.out_proj = Linear.from_op(model, r.output, **(out_knobs or {}))
         except (ValueError, KeyError):
-            self._MustUse__silence = True
+            discard(self)                      # a rejected block is not an unused one
             raise
         if self.qkv_fused:
             self.fork = None

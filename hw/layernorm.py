@@ -30,6 +30,7 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType, signed_bits, unsigned_bits
 
+from .amaranth_adapter import discard
 from .common import (Buffer, Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
                      rounding_shift, saturate)
 from .softmax import CreditQueue, Reciprocal, _inc_mod
@@ -103,7 +104,7 @@ class LayerNorm(Recorded, wiring.Component):
             if banks < 2:
                 raise ValueError("banks must be >= 2")
         except ValueError:
-            self._MustUse__silence = True      # a rejected block is not an unused one
+            discard(self)                      # a rejected block is not an unused one
             raise
         self.x_type, self.scales, self.offsets, self.shift = x_type, scales, offsets, shift
         self.norm_bits, self.recip_bits, self.out_type = norm_bits, recip_bits, out_type

@@ -15,6 +15,7 @@ from amaranth import Array, Module, Mux, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from hw.amaranth_adapter import discard
 from hw.common import Buffer, Recorded, Storage
 
 
@@ -26,7 +27,7 @@ def checked_init(init):
         try:
             init(self, *args, **kwargs)
         except Exception:
-            self._MustUse__used = True
+            discard(self)
             raise
     return wrapper
 

@@ -31,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType, unsigned_bits
 
+from .amaranth_adapter import discard
 from .common import Buffer, Rom, Storage, check_mul, element_stream, mul, qshape, rounding_shift, saturate
 
 
@@ -223,7 +224,7 @@ class Softmax(wiring.Component):
         try:
             self._check(table, exp_bits, recip_bits, out_type, rows, row_length, banks)
         except ValueError:
-            self._MustUse__silence = True      # a rejected block is not an unused one
+            discard(self)                      # a rejected block is not an unused one
             raise
         self.score_type, self.table, self.exp_bits = score_type, table, exp_bits
         self.recip_bits, self.out_type = recip_bits, out_type

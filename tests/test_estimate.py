@@ -296,7 +296,7 @@ def test_walker_shapes_are_amaranths():
     """The walk memoises value shapes with Amaranth's rules (Operator, Concat, SwitchValue):
     every value of a design has the shape Amaranth gives it."""
     from amaranth.hdl import Fragment
-    from amaranth.hdl._ast import Assign, Concat, Operator, Part, Slice, Switch, SwitchValue
+    from hw.amaranth_adapter import Assign, Concat, Operator, Part, Slice, Switch, SwitchValue
     from hw.accelerator import Accelerator
     shape = dict(calibration.MEDIUM, norm="layernorm", activation="gelu")
     frag = Fragment.get(Accelerator(random_intmodel(shape, bits=6, seed=2), preset("xc7s15", 6)),

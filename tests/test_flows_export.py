@@ -15,6 +15,7 @@ from amaranth.sim import Simulator
 
 from flows import tools
 from flows.export import export_hdl, parse_verilog_ports
+from hw.amaranth_adapter import discard
 from sim.limits import CycleLimit
 
 
@@ -133,7 +134,7 @@ def _vectors(n_windows=50, seed=7, toy=None):
     rng = random.Random(seed)
     if toy is None:
         toy = ToyMac()
-        toy._MustUse__silence = True      # only used as a model here
+        discard(toy)                      # only used as a model here
     xs = [rng.randint(-128, 127) for _ in range(toy.n * n_windows)]
     return xs, toy.model(xs)
 

@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from flows import tools
 from hw.accelerator import Accelerator
+from hw.amaranth_adapter import discard
 from hw.plumbing import Fork
 from model.synthetic import random_inputs, random_intmodel
 from sim.limits import MARGIN, SLACK, CycleLimit, SimulationTimeout
@@ -51,11 +52,11 @@ def test_limit_formula():
 
 def test_limit_comes_from_the_design():
     stuck = Stuck()
-    stuck._MustUse__silence = True
+    discard(stuck)
     lim = CycleLimit.of(stuck, 4)
     assert (lim.design, lim.cycles, lim.windows) == ("Stuck", 5, 4)
     fork = Fork(signed(4), 2)
-    fork._MustUse__silence = True
+    discard(fork)
     lim = CycleLimit.of(fork, 3, length=40)           # cycles(length): the whole stream
     assert (lim.design, lim.cycles, lim.windows) == ("Fork", 41, 1)
     with pytest.raises(TypeError, match="object has no cycles"):
