@@ -36,13 +36,8 @@ from model.intops import QType, signed_bits
 
 from .amaranth_adapter import discard
 from .common import (Buffer, Recorded, Storage, check_lane_mul, check_mul, element_stream, mul,
-                     mul_const, packing, qshape, rounding_shift, saturate, unpack_products)
+                     packing, qshape, requantiser, unpack_products)
 from .softmax import CreditQueue, Softmax, _inc_mod
-
-
-def _requant_tail(prod, shift: int, out: QType):
-    """Second half of intops.requantize, after the registered ``acc * M``."""
-    return saturate(out.zero_point + rounding_shift(prod, shift), out)
 
 
 class AttentionCore(Recorded, wiring.Component):
@@ -110,8 +105,10 @@ class AttentionCore(Recorded, wiring.Component):
         self.qk_lanes, self.pv_lanes = qk_lanes, pv_lanes
         self.buffer_storage = Storage.parse(buffer_storage)
         # Accumulator bounds (intops.dot_acc_bound): scores over dh channels, context over L keys.
-        self.score_acc_shape = signed(signed_bits(intops.dot_acc_bound(dh, q_type, k_type)))
-        self.ctx_acc_shape = signed(signed_bits(intops.dot_acc_bound(tokens, attn_type, v_type)))
+        self.score_acc_bound = intops.dot_acc_bound(dh, q_type, k_type)
+        self.ctx_acc_bound = intops.dot_acc_bound(tokens, attn_type, v_type)
+        self.score_acc_shape = signed(signed_bits(self.score_acc_bound))
+        self.ctx_acc_shape = signed(signed_bits(self.ctx_acc_bound))
         super().__init__({"q": In(element_stream(q_type)), "k": In(element_stream(k_type)),
                           "v": In(element_stream(v_type)), "o": Out(element_stream(context_type))})
 
@@ -291,7 +288,8 @@ class AttentionCore(Recorded, wiring.Component):
         # read | products | adder tree | accumulate | multiply | round+saturate -> queue
         g1, f1, l1 = Signal(), Signal(), Signal()
         m.d.sync += [g1.eq(go), f1.eq(ss == 0), l1.eq(last_step)]
-        prods = [Signal(signed(self.q_type.bits + self.k_type.bits + 2), name=f"qk{l}") for l in range(ql)]
+        qk_bits = signed_bits(self.q_type.max_offset * self.k_type.max_offset)
+        prods = [Signal(signed(qk_bits), name=f"qk{l}") for l in range(ql)]
         g2, f2, l2 = Signal(), Signal(), Signal()
         m.d.sync += [g2.eq(g1), f2.eq(f1), l2.eq(l1)]
         m.d.sync += [p.eq(mul(qb[l].r_data - self.q_type.zero_point,
@@ -305,11 +303,13 @@ class AttentionCore(Recorded, wiring.Component):
         m.d.sync += g4.eq(g3 & l3)
         with m.If(g3):
             m.d.sync += acc.eq(Mux(f3, 0, acc) + tree)
-        sprod = Signal(signed(len(acc) + 18))
         g5 = Signal()
-        m.d.sync += [g5.eq(g4), sprod.eq(mul_const(acc, self.score_multiplier, self.requant_mul))]
+        m.d.sync += g5.eq(g4)
         m.d.comb += [squeue.w_en.eq(g5),
-                     squeue.w_data.eq(_requant_tail(sprod, self.score_shift, self.score_type))]
+                     squeue.w_data.eq(requantiser(m, acc, self.score_acc_bound,
+                                                  self.score_multiplier, self.score_shift,
+                                                  self.score_type, mul=self.requant_mul,
+                                                  name="sprod"))]
 
         # ---- context: loops i, h, j (one probability each), step ----
         Sv = dh // pl
@@ -437,11 +437,12 @@ class AttentionCore(Recorded, wiring.Component):
     def _requantise_into(self, m, oqueue, acc, valid):
         """Requantise the context accumulator ``acc`` (present while ``valid``) into ``oqueue``
         a cycle later, through the registered product."""
-        oprod, ovalid = Signal(signed(self.ctx_acc_shape.width + 18)), Signal()
-        m.d.sync += [ovalid.eq(valid),
-                     oprod.eq(mul_const(acc, self.ctx_multiplier, self.requant_mul))]
+        ovalid = Signal()
+        m.d.sync += ovalid.eq(valid)
         m.d.comb += [oqueue.w_en.eq(ovalid),
-                     oqueue.w_data.eq(_requant_tail(oprod, self.ctx_shift, self.context_type))]
+                     oqueue.w_data.eq(requantiser(m, acc, self.ctx_acc_bound, self.ctx_multiplier,
+                                                  self.ctx_shift, self.context_type,
+                                                  mul=self.requant_mul, name="oprod"))]
 
 
 class Attention(Recorded, wiring.Component):

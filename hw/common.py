@@ -17,6 +17,7 @@ from amaranth import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signe
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from model import intops
 from model.intops import QType, signed_bits
 
 
@@ -105,9 +106,27 @@ def const(value: int, width: int | None = None):
     return Const(int(value), signed(width))
 
 
+def round_saturate(value, shift: int, out: QType, relu: bool = False):
+    """``saturate(zp + rounding_shift(value, shift))``: the last step of every requantisation
+    (intops' ``_shift_saturate_``), combinational; every block's output requantisation ends
+    here."""
+    return saturate(out.zero_point + rounding_shift(value, shift), out, relu)
+
+
 def requantize(acc, multiplier: int, shift: int, out: QType, relu: bool = False):
     """``saturate(zp + rounding_shift(acc * M, shift))``: intops.requantize (combinational)."""
-    return saturate(out.zero_point + rounding_shift(acc * const(multiplier), shift), out, relu)
+    return round_saturate(acc * const(multiplier), shift, out, relu)
+
+
+def requantiser(m, acc, acc_bound: int, multiplier: int, shift: int, out: QType, *,
+                mul: str = "lut", relu: bool = False, name: str = "rq_prod"):
+    """intops.requantize as the blocks pipeline it: ``acc * M`` (``mul``: see :func:`mul_const`)
+    into a register as wide as :func:`model.intops.requant_product_bound` of ``acc_bound``,
+    then :func:`round_saturate`. Returns the requantised value, one edge after ``acc``."""
+    bits = signed_bits(intops.requant_product_bound(acc_bound, multiplier))
+    prod = Signal(signed(bits), name=name)
+    m.d.sync += prod.eq(mul_const(acc, multiplier, mul))
+    return round_saturate(prod, shift, out, relu)
 
 
 # ---------------------------------------------------------------------------------------------

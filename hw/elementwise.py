@@ -16,7 +16,7 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType
 from hw.common import (Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
-                       rounding_shift, saturate)
+                       round_saturate)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -145,7 +145,7 @@ class Add(Recorded, _OneElementPerCycle, wiring.Component):
             acc.eq(pa + pb),
         ]
         m.d.comb += [q.w_en.eq(v[lat - 1]),
-                     q.w_data.eq(saturate(ot.zero_point + rounding_shift(acc, self.shift), ot))]
+                     q.w_data.eq(round_saturate(acc, self.shift, ot))]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m
 
@@ -212,7 +212,7 @@ class Affine(Recorded, _OneElementPerCycle, wiring.Component):
         m.d.sync += [prod.eq(mul(x1 - xt.zero_point, srom.data, self.mul)), off2.eq(orom.data),
                      acc.eq(prod + off2)]
         m.d.comb += [q.w_en.eq(v[lat - 1]),
-                     q.w_data.eq(saturate(ot.zero_point + rounding_shift(acc, self.shift), ot))]
+                     q.w_data.eq(round_saturate(acc, self.shift, ot))]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m
 

@@ -32,7 +32,7 @@ from model.intops import QType, signed_bits, unsigned_bits
 
 from .amaranth_adapter import discard
 from .common import (Buffer, Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
-                     rounding_shift, saturate)
+                     round_saturate, rounding_shift)
 from .softmax import CreditQueue, Reciprocal, _inc_mod
 
 
@@ -124,6 +124,7 @@ class LayerNorm(Recorded, wiring.Component):
         self.var_shape = unsigned(unsigned_bits(b["var"] >> (2 * self.frac)))
         self.dev_shape = signed(signed_bits(b["dev"]))
         self.prod_shape = signed(signed_bits(b["dev"] * b["recip"]))  # dev * r, r <= 2**recip_bits
+        self.z_bound = b["z"]
         self.z_shape = signed(signed_bits(b["z"]))
         mscale = max(abs(v) for v in scales)
         self.acc_shape = signed(signed_bits(b["z"] * mscale + max(abs(v) for v in offsets)))
@@ -265,12 +266,12 @@ class LayerNorm(Recorded, wiring.Component):
                      sc2.eq(rscale.data), of2.eq(roff.data)]
         u3, prod3, sc3, of3 = Signal(), Signal(self.prod_shape), Signal(scale_shape), Signal(off_shape)
         m.d.sync += [u3.eq(u2), prod3.eq(mul(dev2, r2, self.mul)), sc3.eq(sc2), of3.eq(of2)]
-        u4, zs4, of4 = Signal(), Signal(signed(self.z_shape.width + scale_shape.width)), Signal(off_shape)
+        # |z * scale| <= layernorm_bounds' z times the largest scale.
+        u4, zs4, of4 = Signal(), Signal(signed(signed_bits(self.z_bound * mscale))), Signal(off_shape)
         z = rounding_shift(prod3, self.recip_bits - self.norm_bits - self.frac)
         m.d.sync += [u4.eq(u3), zs4.eq(mul(z, sc3, self.mul)), of4.eq(of3)]
         acc = Signal(self.acc_shape)
         m.d.comb += acc.eq(zs4 + of4)
         m.d.comb += [queue.w_en.eq(u4),
-                     queue.w_data.eq(saturate(self.out_type.zero_point + rounding_shift(acc, self.shift),
-                                              self.out_type))]
+                     queue.w_data.eq(round_saturate(acc, self.shift, self.out_type))]
         return m

@@ -31,8 +31,8 @@ from amaranth.lib.wiring import In, Out
 from model import intops
 from model.intops import QType
 from hw.common import (Buffer, Recorded, Rom, Storage, check_lane_mul, check_mul, const,
-                       element_stream, mul, mul_const, pack_words, packing, qshape, rounding_shift,
-                       saturate, tree_sum, union_shape, unpack_products)
+                       element_stream, mul, mul_const, pack_words, packing, qshape, requantiser,
+                       round_saturate, tree_sum, union_shape, unpack_products)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -216,7 +216,8 @@ class Linear(Recorded, wiring.Component):
         accb_bound = intops.dot_acc_bound(self.n_in, it, wt, with_bias=True)
         accb_bits = intops.signed_bits(accb_bound)
         bias_bits = max(intops.signed_bits(intops.bias_bound(self.n_in, it, t)) for t in wts)
-        mul_bits = max(intops.signed_bits(accb_bound * abs(mu)) for mu, _, _ in self.requants)
+        mul_bits = max(intops.signed_bits(intops.requant_product_bound(accb_bound, mu))
+                       for mu, _, _ in self.requants)
 
         # ---- memories
         # Lane groups: with mul="dsp_packed" the pe lanes (which share the input element) go
@@ -375,15 +376,14 @@ class Linear(Recorded, wiring.Component):
             m.d.sync += b_idx.eq(Mux(b_idx == self.n_out - 1, 0, b_idx + 1))
         r2 = Signal(signed(accb_bits))
         rv2 = Signal()
-        r3 = Signal(signed(mul_bits))
         rv3 = Signal()
         segs = self.requants
         if len(set(segs)) == 1:
-            m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1),
-                         r3.eq(mul_const(r2, self.multiplier, self.requant_mul)), rv3.eq(rv2)]
+            m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1), rv3.eq(rv2)]
             m.d.comb += [q.w_en.eq(rv3),
-                         q.w_data.eq(saturate(ot.zero_point + rounding_shift(r3, self.shift), ot,
-                                              self.relu))]
+                         q.w_data.eq(requantiser(m, r2, accb_bound, self.multiplier, self.shift,
+                                                 ot, mul=self.requant_mul, relu=self.relu,
+                                                 name="r3"))]
         else:
             m.d.sync += [r2.eq(r1 + brom.data), rv2.eq(rv1), rv3.eq(rv2)]
             # Segment of the element in r2 (seg2) and r3 (seg3), from the bias index at emit.
@@ -400,9 +400,9 @@ class Linear(Recorded, wiring.Component):
                 prod = r2 * Array(const(mu) for mu, _, _ in segs)[seg2]
             else:
                 prod = Array(mul_const(r2, mu, "lut") for mu, _, _ in segs)[seg2]
+            r3 = Signal(signed(mul_bits))
             m.d.sync += r3.eq(prod)
-            outs = [saturate(qt.zero_point + rounding_shift(r3, sh), qt, self.relu)
-                    for _, sh, qt in segs]
+            outs = [round_saturate(r3, sh, qt, self.relu) for _, sh, qt in segs]
             m.d.comb += [q.w_en.eq(rv3), q.w_data.eq(Array(outs)[seg3])]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m

@@ -15,8 +15,8 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Buffer, Recorded, Storage, check_mul, element_stream, mul_const, qshape,
-                       rounding_shift, saturate)
+from hw.common import (Buffer, Recorded, Storage, check_mul, element_stream, qshape,
+                       requantiser)
 from hw.plumbing import OutputQueue, checked_init
 
 
@@ -72,7 +72,6 @@ class MeanPool(Recorded, wiring.Component):
         # Bound: |sum over L tokens of (x - zx)| <= L * max_offset (intops.mean_pool's sum).
         acc_bound = L * xt.max_offset
         acc_bits = intops.signed_bits(acc_bound)
-        mul_bits = intops.signed_bits(acc_bound * abs(self.multiplier))
         m.submodules.q = q = OutputQueue(qshape(ot), self.LATENCY + 3)
         m.submodules.acc = acc = Buffer(signed(acc_bits), C, self.buffer_storage)
 
@@ -108,11 +107,10 @@ class MeanPool(Recorded, wiring.Component):
 
         s2 = Signal(signed(acc_bits))
         v2 = Signal()
-        prod = Signal(signed(mul_bits))
         v3 = Signal()
-        m.d.sync += [s2.eq(new), v2.eq(v1 & last1),
-                     prod.eq(mul_const(s2, self.multiplier, self.requant_mul)), v3.eq(v2)]
+        m.d.sync += [s2.eq(new), v2.eq(v1 & last1), v3.eq(v2)]
         m.d.comb += [q.w_en.eq(v3),
-                     q.w_data.eq(saturate(ot.zero_point + rounding_shift(prod, self.shift), ot))]
+                     q.w_data.eq(requantiser(m, s2, acc_bound, self.multiplier, self.shift, ot,
+                                             mul=self.requant_mul, name="prod"))]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m

@@ -219,6 +219,11 @@ def quantize_affine(gains, offsets) -> tuple[np.ndarray, np.ndarray, int]:
             np.round(np.asarray(offsets, np.float64) * (1 << shift)).astype(np.int64), shift)
 
 
+def requant_product_bound(acc_bound: int, multiplier: int) -> int:
+    """``|acc * multiplier|`` for ``|acc| <= acc_bound``: what a requantiser's product holds."""
+    return int(acc_bound) * abs(int(multiplier))
+
+
 def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False) -> torch.Tensor:
     """``saturate(zero_point + rounding_shift(acc * multiplier, shift))``.
 
