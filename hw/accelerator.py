@@ -116,7 +116,8 @@ class Node:
 
     ``name``: its submodule name; ``role``: ``"op"`` (computes ``ops``, operator outputs),
     ``"fork"`` or ``"fifo"``; ``sources``: per streamed input port, in port order,
-    ``(port, (node, output port))`` (node None: the accelerator's input); ``tensor``: the
+    ``(port, (node, output port))`` (node None: the accelerator's input; a port array's
+    element as ``(name, index)``); ``tensor``: the
     tensor it streams out. ``label``: its row in :meth:`Accelerator.stage_times` and
     :func:`sim.profile.accelerator_ports` (a block made of parts, attention, labels their
     rows ``label/part``): the operator's output, or ``join/body<k>`` for the k-th block of a
@@ -275,7 +276,7 @@ class Accelerator(wiring.Component):
                         [("i", (node, port))], tensor=t)
             nodes.append(fork)
             for n, (u, k) in enumerate(rd):
-                src = (fork, f"o{n}")
+                src = (fork, ("o", n))
                 if (id(u), k) in skips:
                     depth = max(math.prod(m.tensors[t].shape), 3)
                     fifo = Fifo(shape, depth, self.hw.fifo_storage)
@@ -337,7 +338,11 @@ class Accelerator(wiring.Component):
 
         def stream(src):
             node, port = src
-            return wiring.flipped(self.i) if node is None else getattr(node.block, port)
+            if node is None:
+                return wiring.flipped(self.i)
+            if isinstance(port, tuple):                 # an element of a port array
+                return getattr(node.block, port[0])[port[1]]
+            return getattr(node.block, port)
 
         # Submodules in the order the hand-written composition before the graph walk added
         # them (a fork, its skip FIFOs and their joins, then the bodies): the same design

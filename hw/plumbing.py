@@ -183,7 +183,7 @@ class _Skid(wiring.Component):
 
 
 class Fork(Recorded, wiring.Component):
-    """Broadcast one stream to ``n`` streams ``o0 .. o{n-1}`` (also available as ``o``, a list).
+    """Broadcast one stream to the ``n`` streams of the port array ``o`` (``o[0] .. o[n-1]``).
 
     Each output has its own two-entry register queue, and an input element is taken when every
     queue has room. One stalled consumer therefore does not block the others until it is two
@@ -197,10 +197,8 @@ class Fork(Recorded, wiring.Component):
             raise ValueError(f"a fork needs at least one output, got {n}")
         self.shape = shape
         self.n = n
-        members = {"i": In(stream.Signature(shape))}
-        members.update({f"o{k}": Out(stream.Signature(shape)) for k in range(n)})
-        super().__init__(members)
-        self.o = [getattr(self, f"o{k}") for k in range(n)]
+        super().__init__({"i": In(stream.Signature(shape)),
+                          "o": Out(stream.Signature(shape)).array(n)})
 
     def cycles(self, length: int) -> int:
         """``length`` elements through the fork: ``length + 1``."""
@@ -233,7 +231,8 @@ class Demux(Recorded, wiring.Component):
     outputs of a fused linear to the operators it computes). No storage and no latency: an
     element is transferred at the edge its output takes it (``i.ready`` is that output's
     ``ready``). ``out_shapes``: each output's shape (default ``shape``); an element is
-    converted to it as Amaranth assigns, so it must hold every value its output receives."""
+    converted to it as Amaranth assigns, so it must hold every value its output receives.
+    (Not a port array, ``.array(n)``: the outputs' signatures differ when their shapes do.)"""
 
     @checked_init
     def __init__(self, shape, n: int, segment: int, out_shapes=None):

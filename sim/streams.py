@@ -9,13 +9,21 @@ from amaranth.sim import Simulator
 from .limits import CycleLimit
 
 
+def _port(dut, name: str):
+    """The stream ``name`` of ``dut``; ``"o[2]"``: element 2 of the port array ``o``."""
+    base, _, index = name.partition("[")
+    port = getattr(dut, base)
+    return port[int(index.rstrip("]"))] if index else port
+
+
 def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
                      stall_out: float = 0.0, seed: int = 0, windows: int = 1,
                      limit: CycleLimit | None = None, vcd: str | None = None,
                      domain_clock: float = 1e-8):
     """Simulate ``dut`` with element streams.
 
-    ``inputs`` maps an input-stream attribute name of ``dut`` to the integers to send;
+    ``inputs`` maps an input-stream attribute name of ``dut`` (``"o[k]"``: an element of a port
+    array) to the integers to send;
     ``outputs`` maps an output-stream name to the number of elements to collect. A source
     withholds ``valid`` with probability ``stall_in`` each cycle, a sink withholds ``ready``
     with probability ``stall_out``. Returns ``(received, cycles)`` where ``cycles`` is the
@@ -38,7 +46,7 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
     last_transfer = {name: 0 for name in outputs}
 
     def make_source(name, values):
-        port = getattr(dut, name)
+        port = _port(dut, name)
 
         async def source(ctx):
             for v in values:
@@ -52,7 +60,7 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
         return source
 
     def make_sink(name, count):
-        port = getattr(dut, name)
+        port = _port(dut, name)
 
         async def sink(ctx):
             # One iteration per clock edge, so the edge count is exact.

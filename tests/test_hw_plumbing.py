@@ -63,29 +63,29 @@ def test_fork(n, stall):
     rng = np.random.default_rng(n)
     data = list(rng.integers(-8, 8, 60))
     dut = Fork(signed(4), n)
-    assert len(dut.o) == n and dut.o[0] is dut.o0
-    got, cycles = run_stream_block(dut, {"i": data}, {f"o{k}": len(data) for k in range(n)},
+    assert len(dut.o) == n and dut.signature.members["o"].dimensions == (n,)
+    got, cycles = run_stream_block(dut, {"i": data}, {f"o[{k}]": len(data) for k in range(n)},
                                    stall_in=stall, stall_out=stall, seed=n)
     for k in range(n):
-        assert got[f"o{k}"] == data
+        assert got[f"o[{k}]"] == data
     if stall == 0:
         assert cycles == dut.cycles(len(data))
 
 
 def test_fork_slack_for_a_stalled_consumer():
-    """With o1 blocked, o0 still receives two elements (one per output queue entry)."""
+    """With o[1] blocked, o[0] still receives two elements (one per output queue entry)."""
     dut = Fork(signed(8), 2)
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
     async def bench(ctx):
-        ctx.set(dut.o0.ready, 1)
-        ctx.set(dut.o1.ready, 0)
+        ctx.set(dut.o[0].ready, 1)
+        ctx.set(dut.o[1].ready, 0)
         ctx.set(dut.i.valid, 1)
         received = []
         for v in range(6):
             ctx.set(dut.i.payload, v)
-            _, _, valid, payload = await ctx.tick().sample(dut.o0.valid, dut.o0.payload)
+            _, _, valid, payload = await ctx.tick().sample(dut.o[0].valid, dut.o[0].payload)
             if valid:
                 received.append(payload)
         assert received == [0, 1]
