@@ -116,3 +116,23 @@ def test_stage_times_rows_follow_the_nodes():
                       "l1.res1/out_proj", "l1.res1", "l1.norm1", "l1.res2/body0",
                       "l1.res2/body1", "l1.res2", "l1.norm2", "pooled", "pred"]
     assert np.diff([row[2][-1] for row in acc.stage_times()]).min() >= 0   # parts run side by side
+
+
+def test_a_version_1_run_builds_its_accelerator(tmp_path):
+    """The v1 run of tests/test_saved_run.py (its graph rebuilt from the configuration) and
+    the same model re-saved as v2 generate the same accelerator, bit-exact on its saved
+    windows with exact cycles."""
+    from pathlib import Path
+    run = Path(__file__).parent / "data" / "saved_run_v1"
+    old = IntModel.load(run)
+    old.save(tmp_path)
+    new = IntModel.load(tmp_path)
+    a, b = built(old), built(new)
+    assert [(n.name, n.role, n.ops) for n in a.nodes] == [(n.name, n.role, n.ops) for n in b.nodes]
+    assert a.stage_times() == b.stage_times()
+    with np.load(run / "windows.npz") as z:
+        codes = np.asarray(new.quantize_input(z["raw"][:2]))
+    acc = Accelerator(new)
+    got, cycles = run_stream_block(acc, {"i": codes[0].reshape(-1).tolist()}, {"o": 1})
+    assert got["o"] == new.forward(codes[:1])["pred"][:, 0].tolist()
+    assert cycles == acc.cycles()
