@@ -23,7 +23,7 @@ def demo(out: Path, opts: TrainOptions, progress=print, targets=None) -> int:
     write_json_atomic(out / "timings.json", {"seconds": {"total": round(time.perf_counter() - t0, 1)}})
     print(summary(doc))
     print(f"report: {out / 'report.html'}")
-    return 0 if all(r["mismatches"] == 0 and r.get("fits") is not False
+    return 0 if all("error" not in r and r["mismatches"] == 0 and r.get("fits") is not False
                     for r in doc["targets"].values()) else 1
 
 
@@ -31,6 +31,9 @@ def summary(doc: dict) -> str:
     """A few lines per device: the design, its accuracy, bit-exactness, latency and fit."""
     lines = [f"float model: test RMSE {doc['float_rmse']:.3f} (persistence {doc['persistence_rmse']:.3f})"]
     for target, r in doc["targets"].items():
+        if "error" in r:
+            lines.append(f"{target}: NO DESIGN: {r['error']}")
+            continue
         syn = r.get("synthesis") or {}
         res = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in syn.items())
         fit = {True: "fits", False: "DOES NOT FIT", None: "not built"}[r.get("fits")]

