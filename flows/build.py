@@ -56,14 +56,17 @@ def estimate_run(run: Path, target: str):
 
 def frame(model):
     """How the accelerator's streams are framed (flows.export.Frame, for PORTS.md and the
-    AXI4-Stream top): a window of L x F input codes, time-step-major; one prediction code."""
+    AXI4-Stream top): a window of L x F input codes, time-step-major; one prediction code per
+    step forecast (the horizon)."""
     from .export import Frame
     c = model.config
     L, F = c["window"], c["features"]
     q_in, q_out = model.qtype("input"), model.qtype("pred")
     change = getattr(model, "change_feature", None)
+    H = model.horizon
+    steps = ("next step" if H == 1 else f"next {H} steps, t+1 first, one code per step")
     return Frame(
-        n_in=L * F, n_out=1,
+        n_in=L * F, n_out=H,
         order=(f"the window's {L} time steps, oldest first, each as its {F} features in the "
                f"training data's column order: x[t0][f0], x[t0][f1], ..., x[t0][f{F - 1}], "
                f"x[t1][f0], ... x[t{L - 1}][f{F - 1}]. Each value is a {q_in.bits}-bit "
@@ -72,8 +75,8 @@ def frame(model):
                f"`intmodel.json`"),
         result=(f"the {q_out.bits}-bit {'signed' if q_out.signed else 'unsigned'} prediction "
                 f"code (zero point {q_out.zero_point}) of the "
-                + ("change of the target over the next step (the host adds the window's last "
-                   "target value)" if change is not None else "target at the next step")
+                + (f"change of the target over the {steps} (the host adds the window's last "
+                   "target value)" if change is not None else f"target at the {steps}")
                 + ": `IntModel.dequantize_output`"))
 
 
@@ -83,7 +86,7 @@ def export(run: Path, target: str, vectors: int = 8, vhdl: bool = True, timing: 
     from .export import export_hdl
     tw = load_test_windows(run)
     n = min(vectors, len(tw["inputs"]))
-    vec = (tw["inputs"][:n].reshape(-1), tw["outputs"][:n])
+    vec = (tw["inputs"][:n].reshape(-1), tw["outputs"][:n].reshape(-1))
     acc = accelerator(run, target)
     return export_hdl(acc, Path(run) / "build" / "hdl" / target, name=TOP, test_vectors=vec,
                       vhdl=vhdl, frame=frame(acc.model), timing=timing,
@@ -188,15 +191,17 @@ def verify(run: Path, *, target: str = "xc7s15", amaranth_windows: int = 2,
     executors, mismatched = {}, set()
 
     def compare(name, idx, got, seconds, **extra):
-        expected = reference[idx]
-        bad = [int(i) for i, g, e in zip(idx, got, expected) if g != e]
+        # a window's outputs: one code, or one per step of the horizon
+        expected = reference[idx].reshape(len(idx), -1)
+        got = np.asarray(got, np.int64).reshape(len(idx), -1)
+        bad = [int(i) for i, g, e in zip(idx, got, expected) if not np.array_equal(g, e)]
         mismatched.update(bad)
         executors[name] = {"windows": len(idx), "mismatches": len(bad), "seconds": seconds,
                            "first_mismatches": bad[:10], **extra}
         progress(f"verify: {name}: {len(idx)} windows, {len(bad)} mismatches ({seconds:.1f} s)")
 
     t0 = time.perf_counter()
-    reference = model.forward(inputs)["pred"][:, 0].numpy()
+    reference = model.pred_codes(inputs).numpy()
     if not np.array_equal(reference, tw["outputs"]):
         raise RunError("test_windows.npz does not match the integer model: rerun `intformer train`")
     executors["intmodel"] = {"windows": len(inputs), "mismatches": 0,
@@ -263,7 +268,8 @@ def _simulate(run, target, model, cfg, inputs, n_all, amaranth_windows, ghdl_win
         from sim import compiled
         t0 = time.perf_counter()
         idx = np.arange(n_all)
-        res = compiled.run_stream(verilog, inputs[idx].reshape(-1).tolist(), len(idx), top=TOP,
+        res = compiled.run_stream(verilog, inputs[idx].reshape(-1).tolist(),
+                                  len(idx) * model.horizon, top=TOP,
                                   limit=limit(len(idx)), in_signed=in_signed,
                                   out_signed=out_signed)
         compare("verilator", idx, res.outputs, time.perf_counter() - t0,
@@ -276,7 +282,7 @@ def _simulate(run, target, model, cfg, inputs, n_all, amaranth_windows, ghdl_win
         t0 = time.perf_counter()
         idx = np.arange(min(ghdl_windows, len(inputs)))
         res = ghdl.run_stream(verilog_to_vhdl(verilog, TOP), inputs[idx].reshape(-1).tolist(),
-                              len(idx), limit=limit(len(idx)), in_signed=in_signed,
+                              len(idx) * model.horizon, limit=limit(len(idx)), in_signed=in_signed,
                               out_signed=out_signed)
         compare("ghdl", idx, res.outputs, time.perf_counter() - t0, cycles=res.cycles)
     else:

@@ -66,6 +66,8 @@ def _add_shape_args(p):
 def _add_data_args(p):
     p.add_argument("--max-train-windows", type=int, default=None,
                    help="train on the first N training windows only (quick runs)")
+    p.add_argument("--horizon", type=int, default=1,
+                   help="forecast the next H steps of the target per window (default 1)")
     p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
     p.add_argument("--dataset", default=None,
                    help="a public dataset by name instead of --csv (`python -m flows.datasets` lists them)")
@@ -106,7 +108,7 @@ def _shape_and_data(a) -> dict:
             raise ValueError("give --dataset or --csv, not both")
         return {**_shape_and_data(argparse.Namespace(**{**vars(a), "dataset": None})),
                 **dataset_options(a.dataset)}
-    return {"window": a.window, "d_model": a.d_model, "heads": a.heads, "layers": a.layers,
+    return {"window": a.window, "horizon": a.horizon, "d_model": a.d_model, "heads": a.heads, "layers": a.layers,
             "ffn": a.ffn, "norm": a.norm, "activation": a.activation, "seed": a.seed,
             "max_train_windows": a.max_train_windows, "csv": a.csv,
             "time_column": a.time_column,
@@ -130,6 +132,11 @@ def cmd_train(a, progress: Progress) -> int:
           f"integer {m['int']['test']['rmse']:.3f}  persistence {m['persistence']['test']['rmse']:.3f}"
           f"  (integer = QAT on {100 * m['int_vs_qat']['exact']:.1f}% of windows, "
           f"within 1 LSB on {100 * m['int_vs_qat']['within_1_lsb']:.1f}%)")
+    if "rmse_steps" in m["float"]["test"]:
+        for name, key in (("float", "float"), ("QAT", "qat"), ("integer", "int"),
+                          ("persistence", "persistence")):
+            steps = "  ".join(f"{v:.3f}" for v in m[key]["test"]["rmse_steps"])
+            print(f"  per step t+1..t+{len(m[key]['test']['rmse_steps'])}, {name:11s}: {steps}")
     return 0
 
 

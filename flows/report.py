@@ -149,12 +149,15 @@ def _load_predictions(path: Path) -> dict:
         if k not in arrays:
             raise ReportError(f"{path}: missing array {k!r} (has {sorted(arrays)})")
     n = arrays["times"].shape
+    # forecasts of several steps are (N, horizon), like the truth; times are of step 1
+    steps = arrays["truth"].shape[1:]
     for k, a in arrays.items():
         if k not in _PRED_ARRAYS:
             continue
-        if a.ndim != 1 or a.shape != n or not np.issubdtype(a.dtype, np.number):
-            raise ReportError(f"{path}: array {k!r} should be 1-D numeric of length {n[0] if n else '?'}"
-                              f", got shape {a.shape} dtype {a.dtype}")
+        want = n if k == "times" else n + steps
+        if a.shape != want or len(want) > 2 or not np.issubdtype(a.dtype, np.number):
+            raise ReportError(f"{path}: array {k!r} should be numeric of shape {want} (windows"
+                              f"{', steps' if steps else ''}), got shape {a.shape} dtype {a.dtype}")
     if arrays["times"].size == 0:
         raise ReportError(f"{path}: the arrays are empty")
     return {k: arrays[k] for k in _PRED_ARRAYS if k in arrays}
@@ -236,6 +239,10 @@ def _accuracy(m, p, units):
         out[f"{name}_rmse"] = _get(m, f"{name}.test.rmse", p, required=req)
     for name in ("float", "qat", "int", "persistence"):
         out[f"{name}_mae"] = _get(m, f"{name}.test.mae", p, required=False)
+    for name in ("float", "qat", "int", "persistence"):     # forecasts of several steps
+        steps = _get(m, f"{name}.test.rmse_steps", p, list, required=False)
+        if steps is not None:
+            out[f"{name}_rmse_steps"] = steps
     out["units"] = units
     out["float_val_rmse"] = _get(m, "float.val.rmse", p, required=False)
     out["qat_val_rmse"] = _get(m, "qat.val.rmse", p, required=False)
@@ -433,7 +440,8 @@ def _fig_forecast(pr, units) -> str:
     t = pr["times"].astype(np.int64)
     order = np.argsort(t, kind="stable")
     t = t[order]
-    series = {k: np.asarray(pr[k], float)[order] for k in pr if k != "times"}
+    # of a forecast of several steps, step 1 (the times are its)
+    series = {k: np.asarray(pr[k], float).reshape(t.size, -1)[order, 0] for k in pr if k != "times"}
     when = t.astype("datetime64[s]")
     # break lines across gaps in the time axis (more than 3 typical steps)
     step = np.median(np.diff(t)) if t.size > 1 else 1
@@ -478,7 +486,8 @@ def _fig_forecast(pr, units) -> str:
 def _fig_errors(pr, units) -> str:
     from matplotlib.figure import Figure
     truth = np.asarray(pr["truth"], float)
-    errs = {k: np.asarray(pr[k], float) - truth for k in ("persistence", "float", "int") if k in pr}
+    errs = {k: (np.asarray(pr[k], float) - truth).reshape(-1)
+            for k in ("persistence", "float", "int") if k in pr}
     if not errs:
         return None
     allv = np.concatenate([e[np.isfinite(e)] for e in errs.values()])
@@ -664,6 +673,11 @@ def _headline(rep) -> str:
             rel = f"{abs(gain):.1f}% {'lower' if gain >= 0 else 'higher'} than "
         d = (f"{_e(rel)}persistence ({_num(pers)}{_e(u)})<br>float {_num(acc['float_rmse'])}"
              f" · QAT {_num(acc.get('qat_rmse'))}")
+        key = "int" if acc.get("int_rmse") is not None else "float"
+        if acc.get(f"{key}_rmse_steps") and acc.get("persistence_rmse_steps"):
+            per = lambda k: " / ".join(_num(v) for v in acc[f"{k}_rmse_steps"])
+            d += (f"<br>per step t+1..t+{len(acc[f'{key}_rmse_steps'])}: {name} {per(key)}; "
+                  f"persistence {per('persistence')}")
         cards.append(_card("ok" if better else "bad", f"test RMSE, {name} model",
                            f"{_num(best)}{_e(u)}", d))
     else:
@@ -810,7 +824,9 @@ def render_html(report: dict, run_dir=None) -> str:
                          "<b>Figure 1.</b> Forecasts of the float model (blue) and the integer "
                          "model (orange, dashed) against the truth (black); persistence (the last "
                          "observed value) in grey. Top: the last days of the test period; bottom: "
-                         "the whole test period." if f1 else f"<b>Figure 1</b> (forecasts): {no_pred}"))
+                         "the whole test period."
+                         + (" Of the forecasts of several steps, step t+1."
+                            if pr is not None and pr["truth"].ndim == 2 else "") if f1 else f"<b>Figure 1</b> (forecasts): {no_pred}"))
     parts.append(_figure(f2, "error histogram",
                          "<b>Figure 2.</b> Distribution of forecast errors on the test period, "
                          "float vs integer model (persistence outlined)."

@@ -54,6 +54,7 @@ class TrainOptions:
     """What `intformer train` takes (the model and quantisation knobs a user sets)."""
     features: int | None = None     # taken from the data
     window: int = 24
+    horizon: int = 1                # steps forecast per window (t+1 .. t+horizon)
     d_model: int = 16
     heads: int = 1
     layers: int = 1
@@ -92,8 +93,9 @@ def load_data(opts: TrainOptions):
             raise D.DataError("with --csv give --time-column, --features and --target")
         return D.load_csv(opts.csv, time_column=opts.time_column,
                           feature_columns=opts.feature_columns,
-                          target_column=opts.target_column, window=opts.window)
-    return D.load_weather(window=opts.window)
+                          target_column=opts.target_column, window=opts.window,
+                          horizon=opts.horizon)
+    return D.load_weather(window=opts.window, horizon=opts.horizon)
 
 
 def train_config(opts: TrainOptions, data):
@@ -103,7 +105,8 @@ def train_config(opts: TrainOptions, data):
     from model.transformer import ModelConfig
     mcfg = ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
                        heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
-                       activation=opts.activation, forecast=resolve_forecast(opts.forecast, data))
+                       activation=opts.activation, forecast=resolve_forecast(opts.forecast, data),
+                       horizon=opts.horizon)
     qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
                        default_scheme=opts.scheme, learn_ranges=opts.ranges == "learned")
     tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed,
@@ -129,10 +132,13 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None, 
     from model.convert import to_intmodel_for
 
     out = Path(out)
+    t0 = time.perf_counter()
+    # Data first: data that cannot be used (e.g. a horizon longer than it) leaves no run
+    # directory behind, nor touches an existing one.
+    data = load_data(opts) if data is None else data
+    train_config(opts, data)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").unlink(missing_ok=True)   # never leave a stale result behind
-    t0 = time.perf_counter()
-    data = load_data(opts) if data is None else data
     result = T.train_run(train_config(opts, data), data, out, verbose=verbose, callback=callback,
                          float_model=float_model)
     t_train = time.perf_counter() - t0
@@ -150,31 +156,34 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None, 
 
 
 def integer_metrics(intmodel, qat_model, data) -> dict:
-    """Test RMSE of the integer model and its agreement with the fake-quant model."""
+    """Test RMSE of the integer model (per step too beyond one step) and its agreement with
+    the fake-quant model (over every output)."""
     from model import train as T
     from model.qat import quantize
     import torch
 
     test = data.test
     raw = data.denormalise_features(test.X)
-    codes = intmodel.forward(intmodel.quantize_input(raw))["pred"][:, 0].numpy()
+    codes = intmodel.pred_codes(intmodel.quantize_input(raw)).numpy()
     pred = intmodel.dequantize_output(codes, raw)
     truth = data.denormalise_target(test.y)
-    rmse = float(np.sqrt(np.mean((pred - truth) ** 2)))
+    m = T._metrics(pred, truth)
+    del m["n"]
     with torch.no_grad():
         qat_out = torch.as_tensor(T.predict(qat_model, test.X))
     qat_codes = quantize(qat_out, qat_model.fake_quants()["pred"].qparams()).numpy()
     diff = np.abs(codes - qat_codes)
-    return {"int": {"test": {"rmse": rmse, "mae": float(np.mean(np.abs(pred - truth)))}},
-            "int_vs_qat": {"windows": int(diff.size), "exact": float(np.mean(diff == 0)),
+    return {"int": {"test": m},
+            "int_vs_qat": {"windows": int(diff.shape[0]), "exact": float(np.mean(diff == 0)),
                            "within_1_lsb": float(np.mean(diff <= 1)), "max_lsb": int(diff.max())}}
 
 
 def save_test_windows(out: Path, intmodel, data) -> None:
-    """Quantised test windows with their expected integer outputs, for the hardware checks."""
+    """Quantised test windows with their expected integer outputs ((N,), or (N, horizon)), for
+    the hardware checks."""
     test = data.test
     xq = intmodel.quantize_input(data.denormalise_features(test.X))
-    codes = intmodel.forward(xq)["pred"][:, 0]
+    codes = intmodel.pred_codes(xq)
     np.savez(out / "test_windows.npz", inputs=xq.numpy(), outputs=codes.numpy(),
              truth=data.denormalise_target(test.y), times=test.times.astype("datetime64[s]").astype(np.int64),
              last=test.last)
@@ -187,7 +196,8 @@ def save_predictions(out: Path, result, intmodel, data) -> None:
     np.savez(out / "predictions.npz",
              times=test.times.astype("datetime64[s]").astype(np.int64),
              truth=data.denormalise_target(test.y),
-             persistence=np.asarray(test.last, np.float64),
+             persistence=np.broadcast_to(T._per_step(np.asarray(test.last, np.float64), test.y),
+                                         test.y.shape),
              float=T.forecast_target(result.float_model, data, test.X, T.predict(result.float_model, test.X)),
              qat=T.forecast_target(result.qat_model, data, test.X, T.predict(result.qat_model, test.X)),
              int=intmodel.predict(data.denormalise_features(test.X)))

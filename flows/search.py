@@ -363,7 +363,8 @@ def model_config(opts: TrainOptions, data):
     try:
         return ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
                            heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
-                           activation=opts.activation, forecast=resolve_forecast(opts.forecast, data))
+                           activation=opts.activation, forecast=resolve_forecast(opts.forecast, data),
+                           horizon=opts.horizon)
     except ValueError as e:
         raise SearchError(f"model shape: {e}") from None
 

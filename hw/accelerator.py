@@ -42,7 +42,8 @@ Timing (:meth:`Accelerator.stage_times`) composes the blocks' own element schedu
 same walk, so ``cycles()`` is exact for any graph the generator accepts.
 
 The input stream takes windows of L*F quantised samples back to back (no reset between them),
-the output stream gives one quantised prediction per window.
+the output stream gives one quantised prediction per window (per step of the horizon: the
+``pred`` tensor's elements, step 1 first).
 """
 from __future__ import annotations
 
@@ -147,7 +148,7 @@ def _stream_inputs(block) -> list:
 
 class Accelerator(wiring.Component):
     """Integer-model accelerator: ``i`` takes windows (L*F elements, token-major), ``o`` gives
-    one prediction code per window. ``nodes``: its components in topological order."""
+    one prediction code per window and step of the horizon. ``nodes``: its components in topological order."""
 
     def __init__(self, model: IntModel, hw: HwConfig | dict | None = None):
         self.model = model

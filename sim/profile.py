@@ -32,7 +32,9 @@ def accelerator_ports(acc):
 def profile(acc, window, *, limit: CycleLimit | None = None):
     """Simulate one window (a flat list of input codes) with an ideal source and sink.
 
-    Returns ``(prediction, total_cycles, rows)`` where each row is
+    Returns ``(prediction, total_cycles, rows)``: the prediction code, or the list of a
+    window's codes when the model forecasts several steps (``total_cycles`` up to the last);
+    each row is
     ``(label, first_input_edge, last_output_edge, blocked)`` (edges counted from 1;
     ``blocked`` counts the edges where the block offered an output its consumer did not take).
     Stops with :class:`sim.limits.SimulationTimeout` at the limit of ``limit`` (default: from
@@ -44,6 +46,8 @@ def profile(acc, window, *, limit: CycleLimit | None = None):
     blocked = {label: 0 for label, _, _ in ports}   # output offered but not taken
     last_out = {label: None for label, _, _ in ports}
     result = {}
+    n_out = acc.model.horizon
+    got = []
 
     sim = Simulator(acc)
     sim.add_clock(1e-8)
@@ -74,10 +78,13 @@ def profile(acc, window, *, limit: CycleLimit | None = None):
                 if ov and not orr:
                     blocked[label] += 1
             if o_valid:                                 # the sink is always ready
-                result["pred"], result["cycles"] = int(o_payload), edge
-                return
+                got.append(int(o_payload))
+                if len(got) == n_out:
+                    result["pred"] = got[0] if n_out == 1 else got
+                    result["cycles"] = edge
+                    return
             if edge >= max_cycles:
-                raise limit.timeout("Amaranth simulation (profile)", edge, 0, 1)
+                raise limit.timeout("Amaranth simulation (profile)", edge, len(got), n_out)
 
     sim.add_testbench(source, background=True)
     sim.add_testbench(sink_and_monitor)
