@@ -117,6 +117,7 @@ def test_synthetic_silu_models_are_bit_exact():
     assert got["o"] == model.forward(windows)["pred"][:, 0].tolist()
 
 
+@pytest.mark.slow
 def test_short_qat_training_with_silu(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--out", str(out), "--activation", "silu", "--bits", "6", "--epochs", "1",

@@ -220,6 +220,7 @@ def test_model_quant_points_and_export():
     assert seen["l0.attn"].max() <= 255 / 256
 
 
+@pytest.mark.slow
 def test_gelu_layernorm_multihead_points():
     cfg = ModelConfig(activation="gelu", norm="layernorm", heads=2, layers=2, d_model=8)
     m, x = _calibrated_model(cfg)
@@ -229,6 +230,7 @@ def test_gelu_layernorm_multihead_points():
     assert y.shape == (64,) and torch.isfinite(y).all()
 
 
+@pytest.mark.slow
 def test_qat_matches_float_closely_and_grads_flow():
     m, x = _calibrated_model()
     with torch.no_grad():

@@ -186,6 +186,7 @@ def test_missing_server_driver_says_what_to_install(postgres):
     assert PASSWORD not in str(e.value)
 
 
+@pytest.mark.slow
 def test_searches_starting_together_set_the_study_up_once(postgres, database, tmp_path):
     """Four processes open one new database and create one study at the same moment, as the
     machines of a shared search do: the tables are created once without an error, and the

@@ -117,6 +117,7 @@ def test_ghdl_limit_says_design_outputs_and_formula():
     _check_message(e, "GHDL", "Stuck", "after 120 cycles with 0 of 2 outputs")
 
 
+@pytest.mark.slow
 @pytest.mark.ghdl
 @pytest.mark.skipif(not tools.available("ghdl"), reason="GHDL missing (apt-get install ghdl)")
 def test_ghdl_runs_an_accelerator_whose_window_holds_few_values():
