@@ -211,7 +211,9 @@ def _deploy_target(out, opts, data, float_model, target, build_designs, progress
         if not build_designs:
             return {**result, "fits": None, "built": False}
         res = build(run, target, progress=progress)
-        result.update(built=True, fits=bool(res["fits"]), synthesis=_resources(target, res))
+        # The estimate beside synthesis is the built (fine-tuned) design's, as in synth.json.
+        result.update(built=True, fits=bool(res["fits"]), synthesis=_resources(target, res),
+                      estimate=dict(res["estimate"]["used"]))
         if res["fits"]:
             from . import report
             report.write(run)
