@@ -10,6 +10,7 @@ wrapper if that happens).
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,7 +81,7 @@ def _synth_ice40(yosys, d: Path, top: str, options: str) -> None:
 
 
 def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float = 24.0,
-               seed: int = 1, pack: bool = True) -> Ice40Report:
+               seed: int = 1, pack: bool = True, route_limit_s: float = 300.0) -> Ice40Report:
     """Run the UP5K flow in ``out_dir``; returns utilisation, Fmax and the bitstream path."""
     from .export import parse_verilog_ports
     vtext = _verilog_of(design, top)
@@ -123,7 +124,15 @@ def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float =
         tools.run(pnr, ["--up5k", "--package", "sg48", "--json", "netlist.json", "--asc", "top.asc",
                     "--freq", str(freq_mhz), "--report", "report.json", "--seed", str(seed),
                     "--pcf-allow-unconstrained", "--top", top, "-q", "-l", "nextpnr.log"],
-                  cwd=d)
+                  cwd=d, timeout=route_limit_s)
+    except subprocess.TimeoutExpired:
+        # nextpnr's routers never give up on a congested design (a 4-bit default design at
+        # ~99 % of the logic cells kept 4 to 834 wires overused for over ten minutes, with either
+        # router); designs that route take a minute or two.
+        raise DoesNotFit(f"design does not fit the iCE40 UP5K: nextpnr had not routed it after "
+                         f"{route_limit_s:g} s (congestion: see nextpnr.log); a smaller model or "
+                         f"a narrower width leaves the router room", cells=cells,
+                         times=times) from None
     except tools.ToolError as e:
         if "Unable to place" in str(e) or "no BELs remaining" in str(e):
             raise DoesNotFit(f"design does not fit the iCE40 UP5K (nextpnr): {e}", cells=cells,

@@ -69,3 +69,20 @@ def test_abc9_failure_falls_back_to_classic_abc(tmp_path, monkeypatch):
     monkeypatch.setattr(ice40, "_synth_ice40", broken)
     with pytest.raises(tools.ToolError, match="syntax error"):
         ice40.synth_up5k(ToyMac(), tmp_path / "b", freq_mhz=24, pack=False)
+
+
+def test_a_design_nextpnr_cannot_route_in_time_does_not_fit(tmp_path, monkeypatch):
+    """nextpnr's routers never give up on a congested design: past the limit the flow's answer
+    is 'does not fit', with what to change."""
+    import subprocess
+    real = tools.run
+
+    def slow_pnr(tool, args, cwd=None, timeout=None, **kw):
+        if "--asc" in args:
+            assert timeout == 0.5
+            raise subprocess.TimeoutExpired(["nextpnr-ice40"], timeout)
+        return real(tool, args, cwd=cwd, timeout=timeout, **kw)
+
+    monkeypatch.setattr(tools, "run", slow_pnr)
+    with pytest.raises(ice40.DoesNotFit, match=r"had not routed it after 0.5 s.*smaller model"):
+        ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, route_limit_s=0.5)
