@@ -9,11 +9,13 @@ from model.qat import QuantConfig, quantize, set_observing, set_quantising
 from model.transformer import ModelConfig, build_model
 
 
-def calibrated(cfg: ModelConfig, bits, seed=0):
+def calibrated(cfg: ModelConfig, bits, seed=0, windows=384):
+    """A QAT model of ``cfg`` (untrained) whose ranges are observed on ``windows`` random
+    windows, quantising; and those windows."""
     torch.manual_seed(seed)
     model = build_model(cfg, QuantConfig(default_bits=bits) if isinstance(bits, int)
                         else QuantConfig(default_bits=8, bits=bits), seed=seed)
-    x = torch.randn(384, cfg.window, cfg.features)
+    x = torch.randn(windows, cfg.window, cfg.features)
     model.train()
     set_observing(model, True)
     with torch.no_grad():

@@ -14,10 +14,11 @@ from hw.elementwise import LutActivation
 from model import intops, ops
 from model.convert import to_intmodel
 from model.intmodel import IntModel
-from model.qat import QuantConfig, dequantize, quantize, set_observing, set_quantising
+from model.qat import dequantize, quantize
 from model.synthetic import random_inputs, random_intmodel
-from model.transformer import ModelConfig, build_model
+from model.transformer import ModelConfig
 from sim.streams import run_stream_block
+from test_convert import calibrated
 
 SMALL = dict(features=3, window=4, d_model=4, heads=1, layers=1, ffn=8, norm="batchnorm",
              activation="silu")
@@ -26,16 +27,7 @@ SMALL = dict(features=3, window=4, d_model=4, heads=1, layers=1, ffn=8, norm="ba
 def converted(bits, seed=0, **shape):
     """The integer model of a calibrated (untrained) QAT SiLU model, and its inputs."""
     cfg = ModelConfig(**{**SMALL, **shape}, forecast="level")
-    model = build_model(cfg, QuantConfig(default_bits=bits), seed=seed)
-    x = torch.randn(256, cfg.window, cfg.features)
-    model.train()
-    set_observing(model, True)
-    with torch.no_grad():
-        for i in range(0, len(x), 64):
-            model(x[i:i + 64])
-    model.eval()
-    set_observing(model, False)
-    set_quantising(model, True)
+    model, x = calibrated(cfg, bits, seed, windows=256)
     F = cfg.features
     im = to_intmodel(model, {"mean": np.zeros(F), "std": np.ones(F)}, {"mean": 0.0, "std": 1.0})
     return model, im, x

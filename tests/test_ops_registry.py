@@ -11,10 +11,11 @@ from hw.accelerator import Accelerator
 from model import ops
 from model.convert import to_intmodel
 from model.intmodel import IntModel, ModelFileError, Op, check_config, graph_spec
-from model.qat import QuantConfig, dequantize, set_observing, set_quantising
+from model.qat import dequantize
 from model.synthetic import random_inputs, random_intmodel
-from model.transformer import ModelConfig, build_model
+from model.transformer import ModelConfig
 from sim.streams import run_stream_block
+from test_convert import calibrated
 
 SMALL = dict(features=3, window=4, d_model=4, heads=2, layers=1, ffn=8, norm="batchnorm")
 TABLES = [a for a in ops.activations() if ops.activation(a).table]
@@ -24,16 +25,7 @@ SHAPES = [dict(SMALL, norm=n, activation=a) for n in ("batchnorm", "layernorm")
 
 def converted(shape, bits=6, seed=0):
     cfg = ModelConfig(**shape, forecast="level")
-    model = build_model(cfg, QuantConfig(default_bits=bits), seed=seed)
-    x = torch.randn(128, cfg.window, cfg.features)
-    model.train()
-    set_observing(model, True)
-    with torch.no_grad():
-        for i in range(0, len(x), 64):
-            model(x[i:i + 64])
-    model.eval()
-    set_observing(model, False)
-    set_quantising(model, True)
+    model, _ = calibrated(cfg, bits, seed, windows=128)
     F = cfg.features
     return model, to_intmodel(model, {"mean": np.zeros(F), "std": np.ones(F)},
                               {"mean": 0.0, "std": 1.0})
