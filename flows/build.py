@@ -237,7 +237,7 @@ def _simulate(run, target, model, cfg, inputs, n_all, amaranth_windows, ghdl_win
     from amaranth.back import verilog as vlog
     from hw.accelerator import Accelerator
     from sim.profile import profile
-    from . import tools
+    from sim import tools
 
     design = f"the {target} accelerator of {run}"
     formula_cycles = None

@@ -412,7 +412,7 @@ def synth_ice40_cells(verilog: str, out_dir, top: str = "intformer_top") -> tupl
     """``synth_ice40 -dsp`` as :func:`flows.ice40.synth_up5k` runs it (same script), then
     nextpnr's packing only (no placement, so it also answers for designs that do not fit):
     (cells by type, synthesis seconds, packed utilisation {ICESTORM_LC: used, ...})."""
-    from . import tools
+    from sim import tools
     from .ice40 import synth_cells
     d = Path(out_dir)
     d.mkdir(parents=True, exist_ok=True)
@@ -458,7 +458,7 @@ def synthesize(config: dict, device: str, work_dir) -> dict:
     """Build ``config``, convert it to Verilog and run ``device``'s Yosys synthesis in
     ``work_dir``: the record (label, device, cells, summary, synth_s, yosys_version)."""
     from amaranth.back import verilog as vlog
-    from . import tools
+    from sim import tools
     if device not in DEVICES:
         raise ValueError(f"unknown device {device!r}: choose one of {DEVICES}")
     t0 = time.perf_counter()
@@ -490,7 +490,7 @@ def synthesize_modules(config: dict, device: str, work_dir) -> dict:
     """Like :func:`synthesize` but without flattening: the cells of every module (by its
     hierarchical name, e.g. ``intformer_top.proj.q``), each without its submodules."""
     from amaranth.back import verilog as vlog
-    from . import tools
+    from sim import tools
     _, acc = build(config)
     v = vlog.convert(acc, name="intformer_top")
     d = Path(work_dir)

@@ -344,7 +344,7 @@ def main(argv=None) -> int:
     from model.data import DataError
     from model.intmodel import ModelFileError
     from .run import RunError
-    from .tools import ToolError, ToolNotFound
+    from sim.tools import ToolError, ToolNotFound
     from .xilinx import DoesNotFit
     if getattr(a, "target", None) is None and a.command == "build":
         a.target = ["xc7s15", "ice40up5k"]

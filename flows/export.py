@@ -55,40 +55,16 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["export_hdl", "ExportResult", "Frame", "VerilogPort", "parse_verilog_ports",
-           "stream_port_info", "verilog_text", "STREAM_PORTS", "AXIS_PORTS"]
+from sim.verilog import parse_verilog_ports
+
+__all__ = ["export_hdl", "ExportResult", "Frame", "stream_port_info", "verilog_text",
+           "STREAM_PORTS", "AXIS_PORTS"]
 
 STREAM_PORTS = ("clk", "rst", "i__payload", "i__valid", "i__ready",
                 "o__payload", "o__valid", "o__ready")
 AXIS_PORTS = ("clk", "rst", "s_axis_tdata", "s_axis_tvalid", "s_axis_tready", "s_axis_tlast",
               "m_axis_tdata", "m_axis_tvalid", "m_axis_tready", "m_axis_tlast",
               "event_tlast_unexpected", "event_tlast_missing", "event_tdata_range", "input_error")
-
-
-@dataclass(frozen=True)
-class VerilogPort:
-    name: str
-    direction: str   # "input" | "output" | "inout"
-    width: int
-
-
-def parse_verilog_ports(verilog: str, top: str) -> dict:
-    """{port name: VerilogPort} of module ``top`` in (Amaranth/Yosys-style) Verilog."""
-    m = re.search(r"^\s*module\s+\\?" + re.escape(top) + r"\s*\(([^)]*)\)\s*;", verilog, re.M)
-    if not m:
-        raise ValueError(f"module {top} not found in Verilog")
-    names = [n.strip().lstrip("\\") for n in m.group(1).split(",") if n.strip()]
-    body = verilog[m.end():]
-    body = body[:re.search(r"^\s*endmodule", body, re.M).start()]
-    ports = {}
-    for d in re.finditer(r"^\s*(input|output|inout)\s+(?:wire\s+|reg\s+)?(?:signed\s+)?"
-                         r"(?:\[(\d+):(\d+)\]\s*)?\\?([\w$]+)\s*;", body, re.M):
-        w = abs(int(d.group(2)) - int(d.group(3))) + 1 if d.group(2) else 1
-        ports[d.group(4)] = VerilogPort(d.group(4), d.group(1), w)
-    missing = [n for n in names if n not in ports]
-    if missing:
-        raise ValueError(f"could not find declarations of ports {missing} of {top}")
-    return {n: ports[n] for n in names}
 
 
 def stream_port_info(component):
@@ -161,7 +137,7 @@ def verilog_text(component, name: str, port_attrs: dict | None = None) -> str:
     ``always @*``), ``memory_collect`` and ``write_verilog``. ``port_attrs``:
     ``{port: {attribute: string}}`` Verilog attributes put on top-level ports."""
     from amaranth.back import rtlil
-    from . import tools
+    from sim import tools
     text = rtlil.convert(component, name=name)
     setattrs = []
     for port, attrs in (port_attrs or {}).items():
@@ -383,7 +359,9 @@ def export_hdl(component, out_dir, name: str = "intformer_top", test_vectors=Non
     the component's ``cycles()``). ``clock_mhz``: the clock target, for PORTS.md and the IP.
     """
     from hw.axis import AxisTop, axis_width
-    from . import testbench, tools, vhdl as vhdl_mod, vivado
+    from sim import tools
+
+    from . import testbench, vhdl as vhdl_mod, vivado
 
     out_dir = Path(out_dir)
     ishape, oshape = stream_port_info(component)

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tools
+from sim import tools
 
 __all__ = ["Ice40Report", "synth_up5k", "synth_cells", "DoesNotFit", "UP5K_SG48_IO"]
 
@@ -83,7 +83,7 @@ def _synth_ice40(yosys, d: Path, top: str, options: str) -> None:
 def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float = 24.0,
                seed: int = 1, pack: bool = True, route_limit_s: float = 300.0) -> Ice40Report:
     """Run the UP5K flow in ``out_dir``; returns utilisation, Fmax and the bitstream path."""
-    from .export import parse_verilog_ports
+    from sim.verilog import parse_verilog_ports
     vtext = _verilog_of(design, top)
     ports = parse_verilog_ports(vtext, top)
     nio = sum(p.width for p in ports.values())

@@ -28,7 +28,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import tools
+from sim import tools
 
 __all__ = ["write_testbenches", "TestbenchFiles", "run_icarus", "run_ghdl", "TbResult",
            "parse_tb_output", "xsim_script_inputs"]

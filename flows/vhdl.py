@@ -34,7 +34,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from . import tools
+from sim import tools
 
 __all__ = ["UnsupportedCell", "YOSYS_PREP", "verilog_to_netlist", "netlist_to_vhdl",
            "verilog_to_vhdl", "component_to_vhdl", "vhdl_port_name", "port_map"]

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import tools
+from sim import tools
 
 __all__ = ["XC7S15", "DoesNotFit", "XilinxReport", "synth_xc7s15", "parse_stat",
            "LUTRAM_LUTS"]
@@ -222,7 +222,6 @@ def synth_xc7s15(design, out_dir=None, top: str = "intformer_top", *, abc9=False
 
     Artefacts (``synth.ys``, ``yosys.log``, ``stat.json``, ``netlist.json``) go to
     ``out_dir`` (a temporary directory if None)."""
-    from .export import parse_verilog_ports  # noqa: F401 (validates imports)
     if isinstance(design, (str, Path)) and Path(str(design)).suffix == ".v" and Path(design).is_file():
         vtext = Path(design).read_text()
     elif isinstance(design, str):

@@ -26,10 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows import tools
-from flows.export import parse_verilog_ports
-
+from . import tools
 from .limits import CycleLimit
+from .verilog import parse_verilog_ports
 
 __all__ = ["StreamResult", "build_stream", "run_stream", "run_cycles", "run_cycles_many",
            "cache_dir"]

@@ -20,8 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from flows import tools
-
+from . import tools
 from .limits import CycleLimit
 
 __all__ = ["StreamResult", "run_stream", "run_cycles", "parse_entity_ports"]

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import tools
 from flows.cli import main
+from sim import tools
 
 WINDOW = 6
 TINY = ["--window", str(WINDOW), "--d-model", "8", "--ffn", "16", "--epochs", "2",

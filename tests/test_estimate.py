@@ -164,7 +164,7 @@ def test_yosys_puts_the_registered_sum_in_the_dsp(tmp_path):
     """The premise of the rule above, on Yosys itself: no carry chain and no flip-flop is left
     beside the DSP48E1 when the product's sum is registered."""
     from amaranth.back import verilog
-    from flows import tools
+    from sim import tools
     d = _MulAdd(8, True)
     (tmp_path / "t.v").write_text(verilog.convert(d, name="top", ports=[d.a, d.b, d.c, d.o]))
     tools.run(tools.yosys(), ["-q", "-p", "read_verilog t.v; synth_xilinx -family xc7 -top top; "

@@ -6,8 +6,10 @@ import re
 
 import pytest
 
-from flows import testbench, tools
-from flows.export import AXIS_PORTS, Frame, export_hdl, parse_verilog_ports
+from flows import testbench
+from flows.export import AXIS_PORTS, Frame, export_hdl
+from sim import tools
+from sim.verilog import parse_verilog_ports
 from flows.vhdl import vhdl_port_name
 from hw.accelerator import Accelerator
 from hw.amaranth_adapter import discard

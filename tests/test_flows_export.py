@@ -13,8 +13,9 @@ from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 
-from flows import tools
-from flows.export import export_hdl, parse_verilog_ports
+from flows.export import export_hdl
+from sim import tools
+from sim.verilog import parse_verilog_ports
 from hw.amaranth_adapter import discard
 from sim.limits import CycleLimit
 

@@ -1,6 +1,7 @@
 import pytest
 
-from flows import ice40, tools
+from flows import ice40
+from sim import tools
 from test_flows_export import ToyMac
 
 pytestmark = pytest.mark.skipif(not (tools.available("yosys") and tools.available("nextpnr-ice40")),

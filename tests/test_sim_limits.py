@@ -9,11 +9,11 @@ from amaranth.back import verilog
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from flows import tools
 from hw.accelerator import Accelerator
 from hw.amaranth_adapter import discard
 from hw.plumbing import Fork
 from model.synthetic import random_inputs, random_intmodel
+from sim import tools
 from sim.limits import MARGIN, SLACK, CycleLimit, SimulationTimeout
 
 TOP = "intformer_top"

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from flows import tools
 from flows.build import verify
+from sim import tools
 
 
 @pytest.mark.slow

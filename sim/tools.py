@@ -1,4 +1,10 @@
-"""Locate the external EDA tools used by the flows and report their versions.
+"""Locate the external EDA tools (Verilator, GHDL, Yosys, nextpnr, Icarus) and run them.
+
+Why here, in ``sim``: the packages are layered ``model`` <- ``hw`` <- ``sim`` <- ``flows``
+(tests/test_layering.py), and ``sim`` is the lowest layer that runs a tool: the compiled
+simulators (:mod:`sim.compiled`, :mod:`sim.ghdl`) start Verilator and GHDL. The flows
+(synthesis, export, testbenches) run their tools through this module too, so every tool is
+found, run and reported one way. ``hw`` describes hardware and never runs a program.
 
 Every lookup either returns something runnable or raises :class:`ToolNotFound`
 whose message names the package that provides the tool, e.g.::
