@@ -461,6 +461,45 @@ def mean_pool(x, x_type: QType, multiplier: int, shift: int, out: QType) -> torc
 
 
 # ---------------------------------------------------------------------------------------------
+# Classification head
+# ---------------------------------------------------------------------------------------------
+
+def argmax(x) -> torch.Tensor:
+    """Index of the largest element along the last axis. **Ties go to the lowest index** (the
+    first of the equal maxima in stream order): the one tie-breaking rule of every executor."""
+    x = as_int(x, name="argmax input")
+    n = x.shape[-1]
+    if n < 1:
+        raise ValueError("argmax of an empty axis")
+    top = x.max(dim=-1, keepdim=True).values
+    idx = torch.arange(n, device=x.device).expand_as(x)
+    return torch.where(x == top, idx, torch.full_like(idx, n)).min(dim=-1).values
+
+
+def argmax_out_type(x_type: QType, n: int) -> QType:
+    """Type of :func:`logits_argmax`'s output for ``n`` logits of type ``x_type``: the logits'
+    own codes (same signedness and zero point) and the index ``0 .. n-1``, so as many bits as
+    the logits have or as the index needs, whichever is more."""
+    if n < 1:
+        raise ValueError(f"argmax needs at least one input, got {n}")
+    need = signed_bits(n - 1) if x_type.signed else unsigned_bits(n - 1)
+    bits = max(x_type.bits, need)
+    if bits > MAX_BITS:
+        raise ValueError(f"{n} classes need {bits}-bit codes, more than {MAX_BITS}: "
+                         f"use at most {(1 << (MAX_BITS - 1)) if x_type.signed else 1 << MAX_BITS} classes")
+    return QType(bits, x_type.signed, x_type.zero_point)
+
+
+def logits_argmax(x, x_type: QType, out: QType) -> torch.Tensor:
+    """``n`` logit codes (..., n) -> (..., n + 1): the logits unchanged, then :func:`argmax`'s
+    index (the classifier's output: scores and class)."""
+    x = x_type.check(x, "argmax input")
+    if out != argmax_out_type(x_type, x.shape[-1]):
+        raise ValueError(f"argmax output type {out} is not {argmax_out_type(x_type, x.shape[-1])}")
+    return out.check(torch.cat([x, argmax(x)[..., None]], dim=-1), "argmax output")
+
+
+# ---------------------------------------------------------------------------------------------
 # Default internal precisions (derived from the bit-widths; stored in the model file)
 # ---------------------------------------------------------------------------------------------
 

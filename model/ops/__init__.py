@@ -65,6 +65,12 @@ class OpKind:
         (``ctx``: :class:`model.convert.ConvertContext`)."""
         raise NotImplementedError
 
+    def derived_type(self, tensors: dict, spec):
+        """``(QType, scale)`` of the output when the operator derives it from its inputs'
+        (``tensors``: the :class:`model.intmodel.TensorInfo` declared so far) instead of having
+        a quantiser of its own (``argmax``); None (the default): the output is quantised."""
+        return None
+
     def output_signed(self, spec) -> bool:
         """Whether a synthetic model may give the output an unsigned type only (False)."""
         return True

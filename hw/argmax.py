@@ -1,0 +1,106 @@
+"""The classifier's output block (``intops.logits_argmax``): ``n`` logits in, the same ``n``
+logits then the index of the largest out.
+
+Each logit is passed on as it arrives while the largest so far and its index are kept in
+registers; a logit replaces them only when it is strictly larger (so ties keep the lowest index,
+:func:`model.intops.argmax`). After the last logit the index follows it. Back-pressure through
+credits ( reserved on entry: one per logit, two for the last,
+which also brings the index, in a counter beside a :class:`hw.plumbing.Fifo`), so ``i.ready``
+depends on registers only. The input pauses for one
+cycle after a window's last logit: the index takes the queue's write port then.
+"""
+from __future__ import annotations
+
+from amaranth import Module, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from model import intops
+from model.intops import QType
+from hw.common import Recorded, Storage, element_stream, qshape
+from hw.plumbing import Fifo, checked_init
+
+
+class Argmax(Recorded, wiring.Component):
+    """``n`` elements in (``i``), ``n + 1`` out (``o``): the inputs, then the argmax.
+
+    Timing: a logit accepted at edge ``a`` is written to the queue at ``a + 1`` and leaves at
+    ``a + 3`` (ideal sink); the index is written one edge after the last logit and leaves one
+    edge after it."""
+
+    QUEUE = 6    # in flight with an ideal sink: three logits and the last one's two reservations
+
+    @checked_init
+    def __init__(self, x_type: QType, out_type: QType, *, n: int):
+        if n < 1:
+            raise ValueError(f"argmax needs n >= 1 inputs, got {n}")
+        if out_type != intops.argmax_out_type(x_type, n):
+            raise ValueError(f"output type {out_type} is not {intops.argmax_out_type(x_type, n)}")
+        self.x_type, self.out_type, self.n = x_type, out_type, int(n)
+        super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
+
+    @classmethod
+    def from_op(cls, model, output_name: str, **knobs):
+        op = model.op(output_name)
+        if op.kind != "argmax":
+            raise ValueError(f"{output_name!r} is a {op.kind} operator, not argmax")
+        src = op.spec.inputs[0]
+        return cls(model.qtype(src), model.qtype(output_name), n=model.tensors[src].shape[-1],
+                   **knobs)
+
+    def cycles(self) -> int:
+        """One window from an always-valid source (inputs at edges 1 .. n): the index leaves at
+        edge ``n + 4``."""
+        return self.output_times(list(range(1, self.n + 1)))[-1]
+
+    def output_times(self, arrive) -> list:
+        """Output edges (``n + 1`` per window) given the input elements' edges (ideal sink)."""
+        out, accept, last = [], None, -10 ** 9
+        for k, a in enumerate(arrive):
+            accept = a if accept is None else max(a, accept + 1)
+            last = max(accept + 3, last + 1)
+            out.append(last)
+            if (k + 1) % self.n == 0:
+                last = max(accept + 4, last + 1)
+                out.append(last)
+                accept += 1                     # the pause after a window's last logit
+        return out
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.n
+        m.submodules.q = q = Fifo(qshape(self.out_type), self.QUEUE, Storage.REGISTERS)
+        used = Signal(range(self.QUEUE + 1))        # reserved or stored, not yet sent
+        reserve = Signal(range(3))
+        w_en = Signal()
+        w_data = Signal(qshape(self.out_type))
+        k = Signal(range(max(n, 2)))
+        best = Signal(qshape(self.x_type))
+        best_k = Signal(range(max(n, 2)))
+        x1 = Signal(qshape(self.x_type))
+        v1, last1, v2 = Signal(), Signal(), Signal()
+        fire = Signal()
+        is_last = Signal()
+        m.d.comb += [
+            is_last.eq(k == n - 1),
+            self.i.ready.eq((used <= self.QUEUE - 2) & ~(v1 & last1)),
+            fire.eq(self.i.valid & self.i.ready),
+            reserve.eq(fire + (fire & is_last)),
+            q.i.valid.eq(w_en), q.i.payload.eq(w_data),
+        ]
+        m.d.sync += used.eq(used + reserve - (q.o.valid & q.o.ready))
+        m.d.sync += [v1.eq(fire), v2.eq(v1 & last1)]
+        with m.If(fire):
+            m.d.sync += [x1.eq(self.i.payload), last1.eq(is_last)]
+            with m.If(is_last):
+                m.d.sync += k.eq(0)
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+            with m.If((k == 0) | (self.i.payload > best)):
+                m.d.sync += [best.eq(self.i.payload), best_k.eq(k)]
+        with m.If(v2):
+            m.d.comb += [w_en.eq(1), w_data.eq(best_k)]
+        with m.Elif(v1):
+            m.d.comb += [w_en.eq(1), w_data.eq(x1)]
+        wiring.connect(m, q.o, wiring.flipped(self.o))
+        return m
