@@ -21,11 +21,14 @@ from .transformer import Forecaster, ModelConfig
 @dataclass
 class ConvertContext:
     """What an operator kind's ``convert`` (:mod:`model.ops`) reads of the QAT model: its
-    configuration, every tensor's quantisation, its linears and norms by output name."""
-    cfg: ModelConfig
+    configuration (None for a composed module, :mod:`model.compose`), every tensor's
+    quantisation, its linears and norms by output name, and the tensors declared so far
+    (shapes come from there, not from the configuration, so that any graph converts)."""
+    cfg: ModelConfig | None
     qp: dict
     linears: dict
     norms: dict
+    tensors: dict
 
     def s_in(self, spec) -> list:
         return [self.qp[n].scale for n in spec.inputs]
@@ -61,7 +64,7 @@ def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
     declare("pe", (cfg.window, cfg.d_model))
     constants = {"pe": quantize(model.pe, qp["pe"]).numpy()}
 
-    ctx = ConvertContext(cfg, qp, linears, norms)
+    ctx = ConvertContext(cfg, qp, linears, norms, tensors)
     ops = []
     for spec in graph_spec(icfg):
         declare(spec.output, spec.shape)

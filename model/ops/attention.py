@@ -42,7 +42,7 @@ class Scores(_Product):
         return intops.requantize(acc, op.params["multiplier"], op.params["shift"], out)
 
     def convert(self, ctx, spec):
-        dh = ctx.cfg.d_model // ctx.cfg.heads
+        dh = ctx.tensors[spec.inputs[0]].shape[-1] // spec.dims["heads"]
         s_q, s_k = ctx.s_in(spec)
         m, s = intops.quantize_multiplier(s_q * s_k / math.sqrt(dh) / ctx.s_out(spec))
         return {"multiplier": m, "shift": s}, {}

@@ -21,7 +21,7 @@ class LayerNorm(OpKind):
         ln = ctx.norms[spec.output].ln
         s_out = ctx.s_out(spec)
         norm_bits, recip_bits = intops.layernorm_precision(
-            ctx.cfg.d_model, ctx.qp[spec.inputs[0]].qtype(), ctx.qp[spec.output].bits)
+            spec.shape[-1], ctx.qp[spec.inputs[0]].qtype(), ctx.qp[spec.output].bits)
         gamma = ln.weight.double().numpy() / (s_out * (1 << norm_bits))
         scales, offsets, s = intops.quantize_affine(gamma, ln.bias.double().numpy() / s_out)
         return ({"shift": s, "norm_bits": norm_bits, "recip_bits": recip_bits},
