@@ -73,17 +73,40 @@ def test_abc9_failure_falls_back_to_classic_abc(tmp_path, monkeypatch):
 
 
 def test_a_design_nextpnr_cannot_route_in_time_does_not_fit(tmp_path, monkeypatch):
-    """nextpnr's routers never give up on a congested design: past the limit the flow's answer
-    is 'does not fit', with what to change."""
+    """nextpnr's routers never give up on a congested design: each placement seed gets the
+    limit, the next seed is tried, and when none routes the answer is 'does not fit', with what
+    to change."""
     import subprocess
     real = tools.run
+    seeds = []
 
     def slow_pnr(tool, args, cwd=None, timeout=None, **kw):
         if "--asc" in args:
             assert timeout == 0.5
+            seeds.append(int(args[args.index("--seed") + 1]))
             raise subprocess.TimeoutExpired(["nextpnr-ice40"], timeout)
         return real(tool, args, cwd=cwd, timeout=timeout, **kw)
 
     monkeypatch.setattr(tools, "run", slow_pnr)
-    with pytest.raises(ice40.DoesNotFit, match=r"had not routed it after 0.5 s.*smaller model"):
-        ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, route_limit_s=0.5)
+    with pytest.raises(ice40.DoesNotFit, match=r"had not routed it after 0.5 s with any of the "
+                                               r"placement seeds 1, 2.*smaller model"):
+        ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, seeds=(1, 2), route_limit_s=0.5)
+    assert seeds == [1, 2]
+
+
+def test_an_unlucky_placement_seed_is_followed_by_the_next(tmp_path, monkeypatch):
+    import subprocess
+    real = tools.run
+    seeds = []
+
+    def first_seed_congested(tool, args, cwd=None, timeout=None, **kw):
+        if "--asc" in args:
+            seeds.append(int(args[args.index("--seed") + 1]))
+            if seeds == [1]:
+                raise subprocess.TimeoutExpired(["nextpnr-ice40"], timeout)
+        return real(tool, args, cwd=cwd, timeout=timeout, **kw)
+
+    monkeypatch.setattr(tools, "run", first_seed_congested)
+    rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, pack=False, route_limit_s=60)
+    assert seeds == [1, 2] and rep.fmax > 24
+    assert "routed with seed 2 after seed(s) 1 had not routed in 60 s" in rep.notes[-1]
