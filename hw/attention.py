@@ -37,7 +37,8 @@ from model.intops import QType, signed_bits
 from .amaranth_adapter import discard
 from .common import (Buffer, Recorded, Storage, check_lane_mul, check_mul, element_stream, mul,
                      packing, qshape, requantiser, unpack_products)
-from .softmax import CreditQueue, Softmax, _inc_mod
+from .plumbing import CreditQueue, QueueTiming
+from .softmax import Softmax, _inc_mod
 
 
 class AttentionCore(Recorded, wiring.Component):
@@ -56,6 +57,8 @@ class AttentionCore(Recorded, wiring.Component):
     """
 
     SCORE_LATENCY = 6     # last-step issue edge -> score transferred into the softmax
+    SCORE_QUEUE_DEPTH = SCORE_LATENCY + 1
+    OUT_QUEUE_DEPTH = 4
 
     @property
     def out_latency(self) -> int:
@@ -166,13 +169,13 @@ class AttentionCore(Recorded, wiring.Component):
         the control of :meth:`elaborate` is followed edge by edge (score issue and its credit
         queue, :class:`hw.softmax.SoftmaxTiming`, the probability consumer, the finished row
         handed to the output stage, its credit queue): exact whatever waits for what."""
-        from .softmax import QueueTiming, SoftmaxTiming
+        from .softmax import SoftmaxTiming
         L, d, H, dh = self.tokens, self.d_model, self.heads, self.dh
         S, Sv = dh // self.qk_lanes, dh // self.pv_lanes
         n_scores, n_out = L * H * L, L * d
-        sq = QueueTiming(self.SCORE_LATENCY + 1, self.SCORE_LATENCY - 1)
+        sq = QueueTiming(self.SCORE_QUEUE_DEPTH, self.SCORE_LATENCY - 1)
         sm = SoftmaxTiming(self.softmax)
-        oq = QueueTiming(4, self.out_latency - 5)
+        oq = QueueTiming(self.OUT_QUEUE_DEPTH, self.out_latency - 5)
         ss = scores = 0                   # score side: step, scores issued
         cs = cj = oc = 0                  # context side: step, probability in row, channel out
         out_busy = done_pending = False
@@ -182,12 +185,12 @@ class AttentionCore(Recorded, wiring.Component):
         while len(out) < n_out:
             e += 1
             # the cycle before edge e: conditions from registers
-            go = scores < n_scores and sq.can_issue()
+            go = scores < n_scores and sq.can_reserve()
             last_step = ss == S - 1
             sq_take = sq.valid() and sm.in_ready()
             take_p = sm.out_valid() and cs == 0 and (cj != L - 1 or not (out_busy or done_pending))
             issue = take_p or cs != 0
-            ogo = out_busy and oq.can_issue()
+            ogo = out_busy and oq.can_reserve()
             take_o = oq.valid()
             # edge e
             if go:
@@ -259,15 +262,16 @@ class AttentionCore(Recorded, wiring.Component):
 
         # ---- scores: loops i, h, j, step ----
         S = dh // ql
-        m.submodules.sq = squeue = CreditQueue(qshape(self.score_type), self.SCORE_LATENCY + 1)
+        m.submodules.sq = squeue = CreditQueue(qshape(self.score_type), self.SCORE_QUEUE_DEPTH,
+                                              latency=1)
         wiring.connect(m, squeue.o, sm.i)
         s_slot = Signal(range(SLOTS))
         si, sh, sj, ss = Signal(range(L)), Signal(range(H)), Signal(range(L)), Signal(range(S))
         ready_slot = loaded["q"][s_slot] & loaded["k"][s_slot] & loaded["v"][s_slot]
         s_done = Array(Signal(name=f"scored{s}") for s in range(SLOTS))   # slot fully scored
-        go = ready_slot & ~s_done[s_slot] & squeue.can_issue
+        go = ready_slot & ~s_done[s_slot] & squeue.can_reserve
         last_step = ss == S - 1
-        m.d.comb += squeue.issue.eq(go & last_step)
+        m.d.comb += squeue.reserve.eq(go & last_step)
         words = d // ql
         for b in qb:
             m.d.comb += b.r_addr.eq(s_slot * (L * words) + si * words + sh * S + ss)
@@ -421,10 +425,11 @@ class AttentionCore(Recorded, wiring.Component):
     def _output_stage(self, m, done, out_busy, done_pending):
         """The context's credit queue and its channel counter: a finished row (``done``) is
         issued one channel per cycle while the queue has credit. Returns (queue, issue, channel)."""
-        m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), 4)
+        m.submodules.oq = oqueue = CreditQueue(qshape(self.context_type), self.OUT_QUEUE_DEPTH,
+                                              latency=1)
         wiring.connect(m, wiring.flipped(self.o), oqueue.o)
-        ogo = out_busy & oqueue.can_issue
-        m.d.comb += oqueue.issue.eq(ogo)
+        ogo = out_busy & oqueue.can_reserve
+        m.d.comb += oqueue.reserve.eq(ogo)
         oc = Signal(range(self.dh))
         with m.If(done):
             m.d.sync += [out_busy.eq(1), done_pending.eq(0)]

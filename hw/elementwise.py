@@ -2,7 +2,7 @@
 batch-norm) and table activations (any registered in :mod:`model.ops`: GELU, SiLU, ...).
 
 All three are fully pipelined (one element per cycle) fixed-latency datapaths that never stall;
-flow control is done at the entrance with credits of an :class:`hw.plumbing.OutputQueue`
+flow control is done at the entrance with credits of an :class:`hw.plumbing.CreditQueue`
 (``i.ready`` is a function of registers only). Arithmetic uses :mod:`hw.common`'s builders,
 i.e. exactly :mod:`model.intops`; every register width comes from an intops bound.
 """
@@ -17,7 +17,7 @@ from model import intops
 from model.intops import QType
 from hw.common import (Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
                        round_saturate)
-from hw.plumbing import OutputQueue, checked_init
+from hw.plumbing import CreditQueue, checked_init
 
 
 def _check_mult(name, v):
@@ -108,7 +108,7 @@ class Add(Recorded, _OneElementPerCycle, wiring.Component):
         pa_bits = intops.signed_bits(at.max_offset * abs(self.ma))
         pb_bits = intops.signed_bits(bt.max_offset * abs(self.mb))
         lat = self.LATENCY
-        m.submodules.q = q = OutputQueue(qshape(ot), _queue_depth(lat))
+        m.submodules.q = q = CreditQueue(qshape(ot), _queue_depth(lat), latency=2)
 
         fire = Signal()
         a1 = Signal(qshape(at))
@@ -193,7 +193,7 @@ class Affine(Recorded, _OneElementPerCycle, wiring.Component):
         # Bound: intops.affine_acc_bound.
         acc_bits = intops.signed_bits(intops.affine_acc_bound(xt, self.scales, self.offsets))
         lat = self.LATENCY
-        m.submodules.q = q = OutputQueue(qshape(ot), _queue_depth(lat))
+        m.submodules.q = q = CreditQueue(qshape(ot), _queue_depth(lat), latency=2)
         m.submodules.srom = srom = Rom(self.scales, signed(s_bits), self.storage)
         m.submodules.orom = orom = Rom(self.offsets, signed(o_bits), self.storage)
         ch = Signal(range(max(self.channels, 2)))
@@ -244,7 +244,7 @@ class LutActivation(Recorded, _OneElementPerCycle, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         xt, ot = self.x_type, self.out_type
-        m.submodules.q = q = OutputQueue(qshape(ot), _queue_depth(self.LATENCY))
+        m.submodules.q = q = CreditQueue(qshape(ot), _queue_depth(self.LATENCY), latency=2)
         m.submodules.rom = rom = Rom(self.table, qshape(ot), self.storage)
         fire = Signal()
         m.d.comb += [self.i.ready.eq(q.can_reserve), fire.eq(self.i.valid & q.can_reserve),

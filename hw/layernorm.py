@@ -33,7 +33,8 @@ from model.intops import QType, signed_bits, unsigned_bits
 from .amaranth_adapter import discard
 from .common import (Buffer, Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
                      round_saturate, rounding_shift)
-from .softmax import CreditQueue, Reciprocal, _inc_mod
+from .plumbing import CreditQueue
+from .softmax import Reciprocal, _inc_mod
 
 
 class Isqrt(wiring.Component):
@@ -196,7 +197,7 @@ class LayerNorm(Recorded, wiring.Component):
         m.submodules.offsets = roff = Rom(self.offsets, off_shape, self.weight_storage)
         m.submodules.sqrt = sq = self.sqrt
         m.submodules.recip = div = self.recip
-        m.submodules.queue = queue = CreditQueue(qshape(self.out_type), self.OUT_LATENCY + 2)
+        m.submodules.queue = queue = CreditQueue(qshape(self.out_type), self.OUT_LATENCY + 2, latency=1)
         wiring.connect(m, wiring.flipped(self.o), queue.o)
 
         tag = Array(Signal(range(5), name=f"tag{b}") for b in range(B))
@@ -250,9 +251,9 @@ class LayerNorm(Recorded, wiring.Component):
 
         # Stage 3: output pipeline.
         p3, j3 = Signal(range(B)), Signal(range(N))
-        go = (tag[p3] == 4) & queue.can_issue
+        go = (tag[p3] == 4) & queue.can_reserve
         m.d.comb += [buf.r_addr.eq(p3 * N + j3), rscale.addr.eq(j3), roff.addr.eq(j3),
-                     queue.issue.eq(go)]
+                     queue.reserve.eq(go)]
         with m.If(go):
             with m.If(j3 == N - 1):
                 m.d.sync += [j3.eq(0), tag[p3].eq(0), p3.eq(_inc_mod(p3, B))]

@@ -33,7 +33,7 @@ from model.intops import QType
 from hw.common import (Buffer, Recorded, Rom, Storage, check_lane_mul, check_mul, const,
                        element_stream, mul, mul_const, pack_words, packing, qshape, requantiser,
                        round_saturate, tree_sum, union_shape, unpack_products)
-from hw.plumbing import OutputQueue, checked_init
+from hw.plumbing import CreditQueue, checked_init
 
 
 class Linear(Recorded, wiring.Component):
@@ -256,7 +256,8 @@ class Linear(Recorded, wiring.Component):
             bank = Buffer(qshape(it), 2 * K, self.buffer_storage)
             m.submodules[f"bank{j}"] = bank
             banks.append(bank)
-        m.submodules.q = q = OutputQueue(self.out_shape, self.queue_depth(), pe, self.buffer_storage)
+        m.submodules.q = q = CreditQueue(self.out_shape, self.queue_depth(), latency=2, max_reserve=pe,
+                                         storage=self.buffer_storage)
 
         # ---- loader: element-serial input into the half h_w of the double buffer
         full = Signal(2)                  # half h holds a complete token not yet fully read

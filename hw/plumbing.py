@@ -3,16 +3,17 @@
 Why credits: a compute block's datapath (multipliers, requantisation) is a fixed-latency
 pipeline that never stalls, which keeps it short and fast. Back-pressure is handled at the
 *entrance*: before an element (or a group of outputs) enters the pipeline, room for its results
-is reserved in an :class:`OutputQueue` at the exit. ``i.ready`` of a block then depends only on
+is reserved in a :class:`CreditQueue` at the exit. ``i.ready`` of a block then depends only on
 registers, never combinationally on ``o.ready``, so chains of blocks cannot form ready loops and
 the ready path is one register deep.
 """
 from __future__ import annotations
 
 import functools
+from collections import deque
 
-from amaranth import Array, Module, Mux, Signal
-from amaranth.lib import stream, wiring
+from amaranth import Array, Module, Mux, Shape, Signal
+from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.amaranth_adapter import discard
@@ -108,45 +109,105 @@ class Fifo(Recorded, wiring.Component):
         return m
 
 
-class OutputQueue(wiring.Component):
-    """Exit of a fixed-latency compute pipeline: a :class:`Fifo` plus a credit counter.
+class CreditQueue(wiring.Component):
+    """Exit of a fixed-latency compute pipeline: a FIFO plus a credit counter. Every compute
+    block ends in one.
 
     The producer asks ``can_reserve`` (a function of registers only) before starting work that
     will produce up to ``max_reserve`` results, pulses ``reserve`` with the number of results it
     commits to (0 .. max_reserve), and later writes them with ``w_en``/``w_data`` without any
     flow control: room was guaranteed by the reservation. A credit is returned when an element
     leaves on ``o``.
+
+    ``latency``: edges from a write to the first edge the element can leave on ``o``. The two
+    blocks' families were designed around different FIFOs, and each latency is part of their
+    cycle formulas and timing models, so both are kept:
+
+    * 2: a :class:`Fifo` (``o.valid`` a register; ``storage`` selectable), behind the
+      element-wise blocks, the linear and the mean pool;
+    * 1: Amaranth's ``SyncFIFO`` (first-word fall-through, ``o.valid`` from its level; always
+      in registers), behind the row-wise blocks (softmax, layer-norm, the attention core),
+      whose :class:`QueueTiming` models count one edge.
     """
 
+    LATENCIES = (1, 2)
+
     @checked_init
-    def __init__(self, shape, depth: int, max_reserve: int = 1, storage=Storage.REGISTERS):
-        if depth < max_reserve:
-            raise ValueError("the output queue must hold at least one reservation")
+    def __init__(self, shape, depth: int, *, latency: int, max_reserve: int = 1,
+                 storage=Storage.REGISTERS):
+        if latency not in self.LATENCIES:
+            raise ValueError(f"a credit queue has latency 1 or 2, got {latency}")
+        if depth < max_reserve or max_reserve < 1:
+            raise ValueError("the credit queue must hold at least one reservation")
+        self.storage = Storage.parse(storage)
+        if latency == 1 and self.storage is not Storage.REGISTERS:
+            raise ValueError("a credit queue of latency 1 lives in registers")
         self.shape = shape
         self.depth = depth
+        self.latency = latency
         self.max_reserve = max_reserve
-        self.storage = Storage.parse(storage)
         super().__init__({
             "reserve": In(range(max_reserve + 1)), "can_reserve": Out(1),
             "w_en": In(1), "w_data": In(shape),
             "o": Out(stream.Signature(shape)),
         })
 
+    def timing(self, latency: int) -> "QueueTiming":
+        """The edge-by-edge model of this queue behind a pipeline of ``latency`` edges (from
+        the reserving edge to the write edge)."""
+        return QueueTiming(self.depth, latency, self.latency)
+
     def elaborate(self, platform):
         m = Module()
-        m.submodules.fifo = fifo = Fifo(self.shape, self.depth, self.storage)
         used = Signal(range(self.depth + 1))      # reserved or stored, not yet sent
         out_fire = Signal()
-        m.d.comb += [
-            fifo.i.valid.eq(self.w_en), fifo.i.payload.eq(self.w_data),
-            wiring.flipped(self.o).valid.eq(fifo.o.valid),
-            self.o.payload.eq(fifo.o.payload),
-            fifo.o.ready.eq(self.o.ready),
-            out_fire.eq(fifo.o.valid & self.o.ready),
-            self.can_reserve.eq(used <= self.depth - self.max_reserve),
-        ]
+        if self.latency == 2:
+            m.submodules.fifo = q = Fifo(self.shape, self.depth, self.storage)
+            m.d.comb += [q.i.valid.eq(self.w_en), q.i.payload.eq(self.w_data)]
+            wiring.connect(m, q.o, wiring.flipped(self.o))
+        else:
+            m.submodules.fifo = q = fifo.SyncFIFO(width=Shape.cast(self.shape).width,
+                                                  depth=self.depth)
+            m.d.comb += [q.w_en.eq(self.w_en), q.w_data.eq(self.w_data),
+                         self.o.valid.eq(q.r_rdy), self.o.payload.eq(q.r_data),
+                         q.r_en.eq(self.o.ready)]
+        m.d.comb += [out_fire.eq(self.o.valid & self.o.ready),
+                     self.can_reserve.eq(used <= self.depth - self.max_reserve)]
         m.d.sync += used.eq(used + self.reserve - out_fire)
         return m
+
+
+class QueueTiming:
+    """Edge-by-edge model of a :class:`CreditQueue` of ``depth`` entries and ``queue_latency``
+    behind a pipeline of fixed ``latency`` (reserve edge -> write edge): what its handshakes
+    do, without the data. The timing models of the blocks built on them (:class:`hw.softmax.
+    SoftmaxTiming`, the attention core's) drive it with the same decisions as the hardware, so
+    their schedules are exact in every case, back-pressure included.
+
+    Per edge: :meth:`can_reserve` and :meth:`valid` are the registered conditions of the cycle
+    before the edge; :meth:`edge` then applies the edge's reservation and take."""
+
+    def __init__(self, depth: int, latency: int, queue_latency: int = 1):
+        self.depth, self.latency = depth, latency
+        self.visible = latency + queue_latency - 1    # reserve edge -> counted as offered
+        self.count = 0                    # reserved, not yet taken (the credit counter)
+        self.level = 0                    # offered, not yet taken
+        self.writes = deque()             # edges from which the pending writes are offered
+
+    def can_reserve(self) -> bool:
+        return self.count < self.depth
+
+    def valid(self) -> bool:
+        return self.level > 0
+
+    def edge(self, e: int, reserve: bool, take: bool) -> None:
+        self.count += int(reserve) - int(take)
+        if reserve:
+            self.writes.append(e + self.visible)
+        while self.writes and self.writes[0] == e:
+            self.writes.popleft()
+            self.level += 1
+        self.level -= int(take)
 
 
 class _Skid(wiring.Component):

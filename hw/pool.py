@@ -17,7 +17,7 @@ from model import intops
 from model.intops import QType
 from hw.common import (Buffer, Recorded, Storage, check_mul, element_stream, qshape,
                        requantiser)
-from hw.plumbing import OutputQueue, checked_init
+from hw.plumbing import CreditQueue, checked_init
 
 
 class MeanPool(Recorded, wiring.Component):
@@ -72,7 +72,7 @@ class MeanPool(Recorded, wiring.Component):
         # Bound: |sum over L tokens of (x - zx)| <= L * max_offset (intops.mean_pool's sum).
         acc_bound = L * xt.max_offset
         acc_bits = intops.signed_bits(acc_bound)
-        m.submodules.q = q = OutputQueue(qshape(ot), self.LATENCY + 3)
+        m.submodules.q = q = CreditQueue(qshape(ot), self.LATENCY + 3, latency=2)
         m.submodules.acc = acc = Buffer(signed(acc_bits), C, self.buffer_storage)
 
         c = Signal(range(max(C, 2)))

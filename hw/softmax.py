@@ -1,5 +1,5 @@
 """Integer softmax (intops.softmax) over rows of scores, plus the serial arithmetic units
-(reciprocal divider, credit-checked output queue) that the row-wise blocks share.
+(the reciprocal divider) that the row-wise blocks share.
 
 Why this structure
 ------------------
@@ -25,7 +25,7 @@ from collections import deque
 
 import numpy as np
 from amaranth import Array, Cat, Module, Mux, Shape, Signal, unsigned
-from amaranth.lib import fifo, stream, wiring
+from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from model import intops
@@ -33,6 +33,7 @@ from model.intops import QType, unsigned_bits
 
 from .amaranth_adapter import discard
 from .common import Buffer, Rom, Storage, check_mul, element_stream, mul, qshape, rounding_shift, saturate
+from .plumbing import CreditQueue, QueueTiming
 
 
 def _inc_mod(sig, n: int):
@@ -93,62 +94,6 @@ class Reciprocal(wiring.Component):
         return m
 
 
-class CreditQueue(wiring.Component):
-    """Output FIFO of a pipeline without back-pressure: the pipeline may ``issue`` an element
-    only while ``can_issue`` (elements in flight + queued < depth), and writes it ``w_en``
-    some fixed number of cycles later. ``o`` is the element stream to the sink. ``depth`` must
-    exceed the issue-to-output latency for full throughput."""
-
-    def __init__(self, shape, depth: int):
-        self.shape = shape
-        self.depth = depth
-        super().__init__({"issue": In(1), "w_en": In(1), "w_data": In(shape),
-                          "can_issue": Out(1), "o": Out(stream.Signature(shape))})
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.fifo = q = fifo.SyncFIFO(width=Shape.cast(self.shape).width, depth=self.depth)
-        count = Signal(range(self.depth + 1))
-        take = self.o.valid & self.o.ready
-        m.d.sync += count.eq(count + self.issue - take)
-        m.d.comb += [self.can_issue.eq(count < self.depth),
-                     q.w_en.eq(self.w_en), q.w_data.eq(self.w_data),
-                     self.o.valid.eq(q.r_rdy), self.o.payload.eq(q.r_data), q.r_en.eq(self.o.ready)]
-        return m
-
-
-class QueueTiming:
-    """Edge-by-edge model of a :class:`CreditQueue` behind a pipeline of fixed ``latency``
-    (issue edge -> write edge): what its handshakes do, without the data. The timing models
-    of the blocks built on credit queues (:class:`SoftmaxTiming`, the attention core's) drive
-    it with the same decisions as the hardware, so their schedules are exact in every case,
-    back-pressure included.
-
-    Per edge: :meth:`can_issue` and :meth:`valid` are the registered conditions of the cycle
-    before the edge; :meth:`edge` then applies the edge's issue and take."""
-
-    def __init__(self, depth: int, latency: int):
-        self.depth, self.latency = depth, latency
-        self.count = 0                    # issued, not yet taken (the credit counter)
-        self.level = 0                    # written, not yet taken (the FIFO's level)
-        self.writes = deque()             # edges of the pending writes
-
-    def can_issue(self) -> bool:
-        return self.count < self.depth
-
-    def valid(self) -> bool:
-        return self.level > 0
-
-    def edge(self, e: int, issue: bool, take: bool) -> None:
-        self.count += int(issue) - int(take)
-        if issue:
-            self.writes.append(e + self.latency)
-        while self.writes and self.writes[0] == e:
-            self.writes.popleft()
-            self.level += 1
-        self.level -= int(take)
-
-
 class SoftmaxTiming:
     """Edge-by-edge model of the control of a :class:`Softmax` (bank tags, stage counters,
     divider, output queue): ``in_ready()`` / ``out_valid()`` for the cycle before an edge,
@@ -161,7 +106,7 @@ class SoftmaxTiming:
         self.p0 = self.j0 = self.p1 = self.j1 = self.p2 = self.p3 = self.j3 = 0
         self.busy, self.cnt = False, 0
         self.summed = deque()             # (edge, bank): the sum of a row is stored (tag 3)
-        self.queue = QueueTiming(sm.OUT_LATENCY + 2, sm.OUT_LATENCY - 1)
+        self.queue = QueueTiming(sm.QUEUE_DEPTH, sm.OUT_LATENCY - 1)
 
     def in_ready(self) -> bool:
         return self.tag[self.p0] == 0
@@ -174,7 +119,7 @@ class SoftmaxTiming:
         go1 = tag[self.p1] == 1
         last = self.busy and self.cnt == 1
         start = not self.busy and tag[self.p2] == 3
-        go3 = tag[self.p3] == 4 and self.queue.can_issue()
+        go3 = tag[self.p3] == 4 and self.queue.can_reserve()
         new = {}
         if take_in:                                       # stage 0: ingest
             if self.j0 == N - 1:
@@ -216,6 +161,7 @@ class Softmax(wiring.Component):
 
     OUT_LATENCY = 4       # output stage: issue edge -> transfer edge (read, table, multiply, FIFO)
     SUM_LATENCY = 2       # stage 1: last issue edge -> sum stored (read, table)
+    QUEUE_DEPTH = OUT_LATENCY + 2
 
     def __init__(self, score_type: QType, exp_table, exp_bits: int, recip_bits: int, out_type: QType,
                  *, rows: int, row_length: int, table_storage="registers", buffer_storage="lutram",
@@ -310,7 +256,7 @@ class Softmax(wiring.Component):
         m.submodules.rom1 = rom1 = Rom(self.table, self.e_shape, self.table_storage)
         m.submodules.rom3 = rom3 = Rom(self.table, self.e_shape, self.table_storage)
         m.submodules.recip = div = self.recip
-        m.submodules.queue = queue = CreditQueue(qshape(self.out_type), self.OUT_LATENCY + 2)
+        m.submodules.queue = queue = CreditQueue(qshape(self.out_type), self.QUEUE_DEPTH, latency=1)
         wiring.connect(m, wiring.flipped(self.o), queue.o)
 
         tag = Array(Signal(range(5), name=f"tag{b}") for b in range(B))
@@ -367,12 +313,12 @@ class Softmax(wiring.Component):
 
         # Stage 3: output (read | table | multiply | round+saturate into the queue).
         p3, j3 = Signal(range(B)), Signal(range(N))
-        go3 = (tag[p3] == 4) & queue.can_issue
+        go3 = (tag[p3] == 4) & queue.can_reserve
         u1, u2, u3 = Signal(), Signal(), Signal()
         max3 = Signal(sshape)
         r3a, r3b = Signal(div.result.shape()), Signal(div.result.shape())
         prod = Signal(unsigned(self.recip_bits + 1))      # e * r <= 2**recip_bits
-        m.d.comb += [buf3.r_addr.eq(p3 * N + j3), queue.issue.eq(go3)]
+        m.d.comb += [buf3.r_addr.eq(p3 * N + j3), queue.reserve.eq(go3)]
         m.d.sync += [u1.eq(go3), max3.eq(max_arr[p3]), r3a.eq(r_arr[p3])]
         with m.If(go3):
             with m.If(j3 == N - 1):
