@@ -105,3 +105,14 @@ def test_a_worker_failure_comes_back_as_a_picklable_error(tmp_path):
     with pytest.raises(RunError, match=r"xc7s15: FileNotFoundError: .*float\.pt") as info:
         _deploy_target_in_process(tmp_path, TrainOptions(**QUICK), "xc7s15", False, lambda m: None)
     assert str(pickle.loads(pickle.dumps(info.value))) == str(info.value)
+
+
+def test_the_main_job_shows_progress_when_piped(capsys):
+    """demo and deploy run for minutes, often with their output in a log: progress lines go to
+    stderr even when it is not a terminal, unless --quiet."""
+    from flows.cli import Progress
+    Progress(quiet=False, verbose=False, piped=True)("float training")
+    assert "float training" in capsys.readouterr().err
+    Progress(quiet=False, verbose=False)("float training")
+    Progress(quiet=True, verbose=False, piped=True)("float training")
+    assert capsys.readouterr().err == ""
