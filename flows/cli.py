@@ -20,10 +20,11 @@ EPILOG = """examples:
 
 
 class Progress:
-    """Progress lines on a terminal (or with --verbose); silent with --quiet or when piped."""
+    """Progress lines on a terminal (or with --verbose); silent with --quiet or when piped,
+    except for the main job's long commands (``piped``), whose logs are often all a user has."""
 
-    def __init__(self, quiet: bool, verbose: bool):
-        self.enabled = not quiet and (verbose or sys.stderr.isatty())
+    def __init__(self, quiet: bool, verbose: bool, piped: bool = False):
+        self.enabled = not quiet and (verbose or piped or sys.stderr.isatty())
         self.verbose = verbose
         self.t0 = time.perf_counter()
 
@@ -340,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
-    progress = Progress(a.quiet, a.verbose)
+    progress = Progress(a.quiet, a.verbose, piped=a.command in ("demo", "deploy"))
     from model.data import DataError
     from model.intmodel import ModelFileError
     from .run import RunError
