@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import math
 import operator
+import re
 import traceback
 
 import numpy as np
@@ -354,19 +355,19 @@ class _Tracer(fx.Tracer):
         return isinstance(m, (Layer, *_PASS_THROUGH)) or super().is_leaf_module(m, qualname)
 
 
-_HINTS = {operator.add: "a residual sum is the layer Add() (it owns its quantisation point)",
-          torch.add: "a residual sum is the layer Add() (it owns its quantisation point)",
+_HINTS = {operator.add: "a sum is the layer Add(), which owns its quantisation point",
+          torch.add: "a sum is the layer Add(), which owns its quantisation point",
           "mean": "the mean over the window is the layer MeanPool()",
-          torch.relu: "ReLU() or Linear(..., relu=True)",
+          torch.relu: "use ReLU() or Linear(..., relu=True)",
           torch.softmax: "softmax is inside MultiHeadAttention"}
 
 
 def _where(text: str | None) -> str:
-    """The last line of ``forward`` a node came from (fx's recorded stack)."""
-    if not text:
-        return ""
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return f" at {lines[-2]}: {lines[-1]}" if len(lines) >= 2 else ""
+    """``file:line: code`` of the user's line a node came from (fx's recorded stack, whose
+    innermost frames are fx's own)."""
+    frames = re.findall(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)', text or "")
+    frames = [f for f in frames if "/torch/" not in f[0].replace("\\", "/")]
+    return f" at {frames[-1][0]}:{frames[-1][1]}: {frames[-1][2].strip()}" if frames else ""
 
 
 def _refuse(what: str, where: str = "", hint: str = "") -> CompositionError:
@@ -398,15 +399,15 @@ def trace(module: nn.Module) -> fx.GraphModule:
         if node.op == "call_module":
             m = modules[node.target]
             if not isinstance(m, (Layer, *_PASS_THROUGH)):
-                raise _refuse(f"module {node.target!r} ({type(m).__module__}.{type(m).__name__})", where)
+                raise _refuse(f"module {node.target!r} ({type(m).__name__})", where)
             if node.kwargs or any(not isinstance(a, fx.Node) for a in node.args):
                 raise _refuse(f"calling {node.target!r} with non-tensor arguments "
                               f"{[a for a in node.args if not isinstance(a, fx.Node)]}{list(node.kwargs)}",
                               where)
             continue
         target = node.target
-        name = (target if isinstance(target, str)
-                else f"{getattr(target, '__module__', '') or ''}.{getattr(target, '__name__', target)}")
+        module_name = (getattr(target, "__module__", "") or "").replace("_operator", "operator")
+        name = target if isinstance(target, str) else f"{module_name}.{getattr(target, '__name__', target)}"
         kind = {"call_function": "function", "call_method": "tensor method",
                 "get_attr": "attribute"}.get(node.op, node.op)
         raise _refuse(f"{kind} {name.lstrip('.')}", where, _HINTS.get(target, ""))
