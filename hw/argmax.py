@@ -4,9 +4,8 @@ logits then the index of the largest out.
 Each logit is passed on as it arrives while the largest so far and its index are kept in
 registers; a logit replaces them only when it is strictly larger (so ties keep the lowest index,
 :func:`model.intops.argmax`). After the last logit the index follows it. Back-pressure through
-credits ( reserved on entry: one per logit, two for the last,
-which also brings the index, in a counter beside a :class:`hw.plumbing.Fifo`), so ``i.ready``
-depends on registers only. The input pauses for one
+the credits of a :class:`hw.plumbing.CreditQueue` (reserved on entry: one per logit, two for
+the last, which also brings the index), so ``i.ready`` depends on registers only. The input pauses for one
 cycle after a window's last logit: the index takes the queue's write port then.
 """
 from __future__ import annotations
@@ -17,8 +16,8 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import Recorded, Storage, element_stream, qshape
-from hw.plumbing import Fifo, checked_init
+from hw.common import Recorded, element_stream, qshape
+from hw.plumbing import CreditQueue, checked_init
 
 
 class Argmax(Recorded, wiring.Component):
@@ -41,12 +40,13 @@ class Argmax(Recorded, wiring.Component):
 
     @classmethod
     def from_op(cls, model, output_name: str, **knobs):
+        """The block of ``model``'s argmax ``output_name``. It has no knobs: the ones given are
+        not its own (a preset's entry for the name "pred", a forecaster's output linear)."""
         op = model.op(output_name)
         if op.kind != "argmax":
             raise ValueError(f"{output_name!r} is a {op.kind} operator, not argmax")
         src = op.spec.inputs[0]
-        return cls(model.qtype(src), model.qtype(output_name), n=model.tensors[src].shape[-1],
-                   **knobs)
+        return cls(model.qtype(src), model.qtype(output_name), n=model.tensors[src].shape[-1])
 
     def cycles(self) -> int:
         """One window from an always-valid source (inputs at edges 1 .. n): the index leaves at
@@ -69,11 +69,8 @@ class Argmax(Recorded, wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.n
-        m.submodules.q = q = Fifo(qshape(self.out_type), self.QUEUE, Storage.REGISTERS)
-        used = Signal(range(self.QUEUE + 1))        # reserved or stored, not yet sent
-        reserve = Signal(range(3))
-        w_en = Signal()
-        w_data = Signal(qshape(self.out_type))
+        m.submodules.q = q = CreditQueue(qshape(self.out_type), self.QUEUE, latency=2,
+                                         max_reserve=2)
         k = Signal(range(max(n, 2)))
         best = Signal(qshape(self.x_type))
         best_k = Signal(range(max(n, 2)))
@@ -83,12 +80,10 @@ class Argmax(Recorded, wiring.Component):
         is_last = Signal()
         m.d.comb += [
             is_last.eq(k == n - 1),
-            self.i.ready.eq((used <= self.QUEUE - 2) & ~(v1 & last1)),
+            self.i.ready.eq(q.can_reserve & ~(v1 & last1)),
             fire.eq(self.i.valid & self.i.ready),
-            reserve.eq(fire + (fire & is_last)),
-            q.i.valid.eq(w_en), q.i.payload.eq(w_data),
+            q.reserve.eq(fire + (fire & is_last)),
         ]
-        m.d.sync += used.eq(used + reserve - (q.o.valid & q.o.ready))
         m.d.sync += [v1.eq(fire), v2.eq(v1 & last1)]
         with m.If(fire):
             m.d.sync += [x1.eq(self.i.payload), last1.eq(is_last)]
@@ -99,8 +94,8 @@ class Argmax(Recorded, wiring.Component):
             with m.If((k == 0) | (self.i.payload > best)):
                 m.d.sync += [best.eq(self.i.payload), best_k.eq(k)]
         with m.If(v2):
-            m.d.comb += [w_en.eq(1), w_data.eq(best_k)]
+            m.d.comb += [q.w_en.eq(1), q.w_data.eq(best_k)]
         with m.Elif(v1):
-            m.d.comb += [w_en.eq(1), w_data.eq(x1)]
+            m.d.comb += [q.w_en.eq(1), q.w_data.eq(x1)]
         wiring.connect(m, q.o, wiring.flipped(self.o))
         return m
