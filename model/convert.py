@@ -67,7 +67,11 @@ def to_intmodel(model: Forecaster, input_norm: dict, target_norm: dict,
     ctx = ConvertContext(cfg, qp, linears, norms, tensors)
     ops = []
     for spec in graph_spec(icfg):
-        declare(spec.output, spec.shape)
+        derived = registry.kind(spec.kind).derived_type(tensors, spec)
+        if derived is None:
+            declare(spec.output, spec.shape)
+        else:           # no quantiser: a type from its inputs' (argmax)
+            tensors[spec.output] = TensorInfo(spec.output, tuple(spec.shape), *derived)
         params, arrays = registry.kind(spec.kind).convert(ctx, spec)
         ops.append(Op(spec, params, arrays))
 
@@ -82,5 +86,7 @@ def to_intmodel_for(model: Forecaster, data) -> IntModel:
     return to_intmodel(model, {"mean": data.feature_mean, "std": data.feature_std},
                        {"mean": data.target_mean, "std": data.target_std},
                        meta={"source": data.source, "features": list(data.feature_names),
-                             "target": data.target_name},
+                             "target": data.target_name,
+                             **({"class_names": list(data.class_names)}
+                                if getattr(data, "class_names", None) else {})},
                        change_feature=data.target_feature if model.config.forecast == "change" else None)

@@ -120,6 +120,10 @@ class Dataset:
     target_std: float
     counts: dict[str, int] = field(default_factory=dict)
     source: str = ""
+    # "classify" (model.classdata): y holds class indices (int64), one class per window, of
+    # the names class_names; target_* and last are unused (0 / 1 / zeros).
+    task: str = "forecast"
+    class_names: list | None = None
 
     @property
     def n_features(self) -> int:
@@ -172,10 +176,16 @@ class Dataset:
             "target_mean": float(self.target_mean),
             "target_std": float(self.target_std),
             "counts": dict(self.counts),
+            **({"task": self.task, "class_names": list(self.class_names)}
+               if self.task != "forecast" else {}),
         }
 
     def summary(self) -> str:
         c = self.counts
+        if self.task == "classify":
+            return (f"{self.source}: {c['classes']} classes {self.class_names}, windows of "
+                    f"{self.window} x {self.n_features}; train/val/test = {c['windows_train']}/"
+                    f"{c['windows_val']}/{c['windows_test']}")
         return (
             f"{self.source}: {c['rows']} rows, {c['time_gaps']} time gaps, "
             f"{c['missing_values']} missing values ({c['interpolated_values']} interpolated); "

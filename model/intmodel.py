@@ -45,7 +45,10 @@ READABLE_VERSIONS = (1, 2)
 
 CONFIG_KEYS = ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")
 # Optional: "horizon", the steps forecast per window (outputs of "pred"), absent for 1 so that
-# one-step models keep the configuration (and files) they had before horizons.
+# one-step models keep the configuration (and files) they had before horizons; "task" and
+# "classes": a classifier ("classify", classes >= 2: "pred" is the argmax operator's output, the
+# classes' logit codes then the class), absent for a forecaster.
+TASKS = ("forecast", "classify")
 
 
 def check_config(config: dict) -> dict:
@@ -67,12 +70,33 @@ def check_config(config: dict) -> dict:
         raise ValueError(f"horizon must be an integer >= 1, got {horizon!r}")
     if horizon != 1:
         c["horizon"] = int(horizon)
+    task = config.get("task", "forecast")
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    if task == "classify":
+        classes = config.get("classes")
+        if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
+            raise ValueError(f"a classifier needs classes >= 2, got {classes!r}")
+        if horizon != 1:
+            raise ValueError("a classifier has no horizon")
+        c["task"], c["classes"] = task, classes
     return c
 
 
 def horizon(config: dict) -> int:
-    """Steps forecast per window: the number of ``pred`` outputs."""
+    """Steps forecast per window (1 for a classifier)."""
     return int(config.get("horizon", 1))
+
+
+def task(config: dict) -> str:
+    """What the model computes: "forecast" or "classify"."""
+    return config.get("task", "forecast")
+
+
+def outputs(config: dict) -> int:
+    """Codes of ``pred`` per window, the accelerator's outputs per window: the steps forecast,
+    or a classifier's ``classes`` logits and its class."""
+    return config["classes"] + 1 if task(config) == "classify" else horizon(config)
 
 
 @dataclass(frozen=True)
@@ -115,8 +139,14 @@ def graph_spec(config: dict) -> list[OpSpec]:
                   OpSpec("add", (p + "norm1", p + "ffn_out"), p + "res2", (L, d)),
                   OpSpec(norm_kind, (p + "res2",), p + "norm2", (L, d))]
         x = p + "norm2"
-    specs += [OpSpec("mean_pool", (x,), "pooled", (d,), {"length": L}),
-              OpSpec("linear", ("pooled",), "pred", (horizon(c),), {"in": d, "out": horizon(c)})]
+    specs.append(OpSpec("mean_pool", (x,), "pooled", (d,), {"length": L}))
+    if task(c) == "classify":
+        C = c["classes"]
+        specs += [OpSpec("linear", ("pooled",), "logits", (C,), {"in": d, "out": C}),
+                  OpSpec("argmax", ("logits",), "pred", (C + 1,))]
+    else:
+        specs.append(OpSpec("linear", ("pooled",), "pred", (horizon(c),),
+                            {"in": d, "out": horizon(c)}))
     return specs
 
 
@@ -211,7 +241,9 @@ class IntModel:
             raise ModelFileError("no operator writes the output 'pred'")
         if tuple(self.tensors["pred"].shape) != (self.horizon,):
             raise ModelFileError(f"the output 'pred' has shape {tuple(self.tensors['pred'].shape)}, "
-                                 f"not (horizon,) = ({self.horizon},)")
+                                 f"not ({self.horizon},) (the "
+                                 + ("classes and the class" if self.task == "classify" else "horizon")
+                                 + ")")
         # Every operator contributes to the prediction: hardware would leave a dead one's
         # stream without a consumer.
         live = {"pred"}
@@ -237,11 +269,24 @@ class IntModel:
 
     @property
     def horizon(self) -> int:
-        return horizon(self.config)
+        """Codes of ``pred`` per window (:func:`outputs`): the steps forecast, or a classifier's
+        logits and class; what the accelerator streams per window."""
+        return outputs(self.config)
+
+    @property
+    def task(self) -> str:
+        return task(self.config)
+
+    def classify(self, xq, device=None) -> tuple[np.ndarray, np.ndarray]:
+        """A classifier's integer input codes (N, L, F) -> (logit codes (N, C), classes (N,))."""
+        if self.task != "classify":
+            raise ValueError("this model is not a classifier (task 'classify')")
+        codes = self.pred_codes(xq, device=device).cpu().numpy()
+        return codes[:, :-1], codes[:, -1]
 
     def pred_codes(self, xq, device=None) -> torch.Tensor:
         """Integer input codes (N, L, F) -> prediction codes: (N,) for a one-step model,
-        (N, horizon) otherwise."""
+        (N, horizon) otherwise (a classifier: (N, classes + 1), the logits then the class)."""
         codes = self.forward(xq, device=device)["pred"]
         return codes[..., 0] if self.horizon == 1 else codes
 
@@ -263,6 +308,8 @@ class IntModel:
         """Integer prediction codes ((N,), or (N, horizon) beyond one step) -> target in its own
         units. A change forecast needs the raw ``windows`` (N, L, F) the codes were computed
         from: their last value is added (to every step)."""
+        if self.task == "classify":
+            raise ValueError("a classifier's output is its class: IntModel.classify")
         t = self.tensors["pred"]
         if isinstance(q, torch.Tensor):
             q = q.cpu().numpy()

@@ -17,6 +17,11 @@ Metrics: RMSE / MAE in target units (deg F for the default data) on val and test
 float model, the QAT model and the persistence baseline (prediction = last target value of
 the window).
 
+Classification (``ModelConfig.task == "classify"``): the same phases with cross-entropy on the
+class indices (early stopping on the validation cross-entropy); metrics are accuracy, macro-F1
+and the confusion matrix, and the baselines are the majority class and the nearest centroid
+(the training windows' mean per class, Euclidean distance on the normalised windows).
+
 Everything is seeded (``TrainConfig.seed``): model init and batch order.
 """
 
@@ -129,7 +134,7 @@ def training_target(data: Dataset, split: Split, forecast: str) -> np.ndarray:
     """What the network learns to output (normalised): the target, or for ``"change"`` its
     change from the window's last value, in the target's normalisation (the network then sees
     a small, zero-centred quantity, which a 4-bit output resolves far better)."""
-    if forecast == "level":
+    if forecast == "level" or data.task == "classify":
         return split.y
     base = (data.last_target(split.X) - data.target_mean) / data.target_std
     return (split.y - _per_step(base, split.y)).astype(np.float32)
@@ -192,13 +197,49 @@ def _metrics(pred_raw: np.ndarray, true_raw: np.ndarray) -> dict:
     return m
 
 
+def class_metrics(pred, truth, classes: int) -> dict:
+    """Accuracy, macro-F1 (the mean over classes of F1; a class never predicted nor present
+    counts 0) and the confusion matrix (rows: true class, columns: predicted) of class indices."""
+    pred, truth = np.asarray(pred, np.int64).reshape(-1), np.asarray(truth, np.int64).reshape(-1)
+    cm = np.zeros((classes, classes), np.int64)
+    np.add.at(cm, (truth, pred), 1)
+    tp = np.diag(cm).astype(np.float64)
+    denom = cm.sum(0) + cm.sum(1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(classes), where=denom > 0)
+    return {"accuracy": float(np.mean(pred == truth)) if len(truth) else 0.0,
+            "macro_f1": float(f1.mean()), "confusion": cm.tolist(), "n": int(len(truth))}
+
+
+def _ce(logits, y) -> float:
+    return float(nn.functional.cross_entropy(torch.as_tensor(logits, dtype=torch.float32),
+                                             torch.as_tensor(y, dtype=torch.int64)))
+
+
 def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> dict:
-    """RMSE / MAE in target units, plus the normalised MSE (``loss``)."""
+    """RMSE / MAE in target units, plus the normalised MSE (``loss``); for a classifier
+    :func:`class_metrics` and the cross-entropy (``loss``)."""
     s = data.split(split)
     p = predict(model, s.X)
+    if data.task == "classify":
+        m = class_metrics(p.argmax(-1), s.y, len(data.class_names))
+        m["loss"] = _ce(p, s.y)
+        return m
     m = _metrics(forecast_target(model, data, s.X, p), data.denormalise_target(s.y))
     m["loss"] = float(np.mean((p.astype(np.float64) - training_target(data, s, model.config.forecast)) ** 2))
     return m
+
+
+def baseline_class_metrics(data: Dataset, split: str = "test") -> dict:
+    """The classification baselines on ``split``: the majority class of the training split and
+    the nearest centroid (per-class mean of the normalised training windows)."""
+    s, C = data.split(split), len(data.class_names)
+    tr = data.train
+    majority = np.full(len(s.y), int(np.bincount(tr.y, minlength=C).argmax()))
+    flat = tr.X.reshape(len(tr.y), -1).astype(np.float64)
+    cent = np.stack([flat[tr.y == c].mean(0) for c in range(C)])
+    d = ((s.X.reshape(len(s.y), -1)[:, None, :] - cent[None]) ** 2).sum(-1)
+    return {"majority": class_metrics(majority, s.y, C),
+            "nearest_centroid": class_metrics(d.argmin(1), s.y, C)}
 
 
 def persistence_metrics(data: Dataset, split: str = "test") -> dict:
@@ -210,6 +251,8 @@ def persistence_metrics(data: Dataset, split: str = "test") -> dict:
 
 def _val_loss(model, Xv, yv) -> float:
     p = predict(model, Xv)
+    if model.config.task == "classify":
+        return _ce(p, yv)
     return float(np.mean((p.astype(np.float64) - yv.numpy()) ** 2))
 
 
@@ -225,7 +268,8 @@ def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_deca
     if range_lr is not None and ranges:
         groups.append({"params": range_parameters(model), "lr": range_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.MSELoss()
+    loss_fn = nn.CrossEntropyLoss() if model.config.task == "classify" else nn.MSELoss()
+    teacher_fn = nn.MSELoss()       # to the float model's outputs (a classifier's: its logits)
     best = _val_loss(model, Xv, yv)
     best_state = copy.deepcopy(model.state_dict())
     emit({"phase": phase, "epoch": 0, "train_loss": None, "val_loss": best, "best": True})
@@ -242,7 +286,7 @@ def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_deca
             out = model(xb)
             loss = loss_fn(out, yb)
             if teacher is not None and distill > 0.0:
-                loss = (1.0 - distill) * loss + distill * loss_fn(out, teacher[idx])
+                loss = (1.0 - distill) * loss + distill * teacher_fn(out, teacher[idx])
             loss.backward()
             if grad_clip:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -357,7 +401,9 @@ def _train_qat(config, data, float_model, history, emit) -> Forecaster:
     Xt, yt, Xv, yv = _train_val(config, data)
     teacher = None
     if config.qat_distill > 0.0:
-        teacher = torch.as_tensor(predict(float_model, Xt), dtype=yt.dtype).reshape(yt.shape)
+        teacher = torch.as_tensor(predict(float_model, Xt), dtype=torch.float32)
+        if config.model.task != "classify":
+            teacher = teacher.reshape(yt.shape)
     calibrate(model, Xt, config.calib_batches, config.batch_size, config.seed)
     set_quantising(model, True)
     model.set_freeze_bn(config.qat_freeze_bn)
@@ -405,6 +451,11 @@ def _check_data(config: TrainConfig, data: Dataset) -> None:
         raise ValueError(f"the target {data.target_name!r} is not among the input features, so a "
                          f"change forecast has no last value to start from: add it to the features "
                          f"or set ModelConfig(forecast='level')")
+    if (data.task == "classify") != (c.task == "classify"):
+        raise ValueError(f"the data is for task {data.task!r} but the model for {c.task!r}")
+    if c.task == "classify" and len(data.class_names) != c.classes:
+        raise ValueError(f"the data has {len(data.class_names)} classes but the model "
+                         f"{c.classes}; set ModelConfig(classes={len(data.class_names)})")
     if data.horizon != c.horizon:
         raise ValueError(f"data has horizon {data.horizon} but the model forecasts {c.horizon} "
                          f"steps; set ModelConfig(horizon={data.horizon})")
@@ -452,15 +503,23 @@ def _train_run(config, data, out_dir, qat, verbose, callback, float_model=None) 
                              f"{config.model}")
         fmodel = float_model
     t_float = time.perf_counter() - t0
-    metrics: dict = {"float": {s: evaluate(fmodel, data, s) for s in ("val", "test")},
-                     "persistence": {s: persistence_metrics(data, s) for s in ("val", "test")}}
-    emit({"message": f"float test RMSE {metrics['float']['test']['rmse']:.3f} "
-                     f"(persistence {metrics['persistence']['test']['rmse']:.3f})"})
+    metrics: dict = {"float": {s: evaluate(fmodel, data, s) for s in ("val", "test")}}
+    if data.task == "classify":
+        metrics["baseline"] = {s: baseline_class_metrics(data, s) for s in ("val", "test")}
+        emit({"message": f"float test accuracy {metrics['float']['test']['accuracy']:.3f} "
+                         f"(nearest centroid "
+                         f"{metrics['baseline']['test']['nearest_centroid']['accuracy']:.3f})"})
+    else:
+        metrics["persistence"] = {s: persistence_metrics(data, s) for s in ("val", "test")}
+        emit({"message": f"float test RMSE {metrics['float']['test']['rmse']:.3f} "
+                         f"(persistence {metrics['persistence']['test']['rmse']:.3f})"})
     qmodel = None
     if qat:
         qmodel = train_qat(config, data, fmodel, history=history, emit=emit)
         metrics["qat"] = {s: evaluate(qmodel, data, s) for s in ("val", "test")}
-        emit({"message": f"QAT test RMSE {metrics['qat']['test']['rmse']:.3f}"})
+        q = metrics["qat"]["test"]
+        emit({"message": f"QAT test accuracy {q['accuracy']:.3f}" if data.task == "classify"
+              else f"QAT test RMSE {q['rmse']:.3f}"})
     seconds = time.perf_counter() - t0
     metrics["seconds"] = {"float": t_float, "total": seconds}
     out = None

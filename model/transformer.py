@@ -26,6 +26,10 @@ mirror it operator by operator. Every tensor that exists in hardware passes thro
     pooled = mean_t(norm2)                 -> fq "pooled"
     pred   = Linear(pooled)                -> fq "pred"          weight "pred.weight"   (B,)
 
+``task="classify"`` (``classes`` = C): the head is ``logits = Linear(pooled)`` (fq "logits",
+weight "logits.weight", (B, C)), trained with cross-entropy; the integer model's output ``pred``
+is the ``argmax`` operator's: the C logit codes, then the class (no float counterpart).
+
 Weight names are ``<op output>.weight`` as in the integer-model file. Biases are
 fake-quantised at scale ``s_w * s_x`` (see :mod:`model.qat`).
 
@@ -51,6 +55,8 @@ __all__ = ["ModelConfig", "Forecaster", "Norm", "sinusoidal_pe", "quant_point_na
 
 NORMS = ("batchnorm", "layernorm")
 FORECASTS = ("change", "level")
+#: What the network is trained for: "forecast" (the default), "classify" (a class per window).
+TASKS = ("forecast", "classify")
 
 
 @dataclass
@@ -72,6 +78,9 @@ class ModelConfig:
     forecast: str = "change"
     # Steps forecast per window (t+1 .. t+horizon): the outputs of the "pred" linear.
     horizon: int = 1
+    # "classify": a class per window, ``classes`` logits from the "logits" linear.
+    task: str = "forecast"
+    classes: int = 0
 
     def __post_init__(self):
         if self.ffn is None:
@@ -87,11 +96,23 @@ class ModelConfig:
         registry.activation(self.activation)   # raises for an unregistered one
         if self.forecast not in FORECASTS:
             raise ValueError(f"forecast must be one of {FORECASTS}, got {self.forecast!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "classify":
+            if isinstance(self.classes, bool) or not isinstance(self.classes, int) or self.classes < 2:
+                raise ValueError(f"a classifier needs classes >= 2, got {self.classes!r}")
+            if self.horizon != 1 or self.forecast != "level":
+                raise ValueError("a classifier has no horizon and no change forecast: "
+                                 "set horizon=1, forecast='level'")
+        elif self.classes:
+            raise ValueError(f"classes is for task='classify', not {self.task!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if d["horizon"] == 1:   # absent means 1: one-step configurations read as they did before
             del d["horizon"]
+        if d["task"] == "forecast":     # absent means forecast, as before tasks
+            del d["task"], d["classes"]
         return d
 
     @classmethod
@@ -107,7 +128,14 @@ class ModelConfig:
         c = {k: getattr(self, k) for k in ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")}
         if self.horizon != 1:      # absent means 1 (model.intmodel.check_config)
             c["horizon"] = self.horizon
+        if self.task != "forecast":  # absent means forecast
+            c["task"], c["classes"] = self.task, self.classes
         return c
+
+    @property
+    def head(self) -> str:
+        """The output linear: "pred" (a forecast) or "logits" (a classifier)."""
+        return "logits" if self.task == "classify" else "pred"
 
 
 def sinusoidal_pe(length: int, d: int) -> torch.Tensor:
@@ -130,7 +158,7 @@ def quant_point_names(config: ModelConfig) -> list[str]:
         if registry.activation(config.activation).table:
             names.append(p + "ffn_pre")
         names += [p + s for s in ("ffn_hidden", "ffn_out", "res2", "norm2")]
-    return names + ["pooled", "pred"]
+    return names + ["pooled", config.head]
 
 
 def linear_names(config: ModelConfig) -> list[str]:
@@ -139,7 +167,7 @@ def linear_names(config: ModelConfig) -> list[str]:
         p = f"l{i}."
         first = registry.activation(config.activation).first_linear
         names += [p + s for s in ("q", "k", "v", "attn_out", first, "ffn_out")]
-    return names + ["pred"]
+    return names + [config.head]
 
 
 class Norm(nn.Module):
@@ -255,7 +283,8 @@ class Forecaster(nn.Module):
         self.proj.input_name = "input"
         self.register_buffer("pe", sinusoidal_pe(cfg.window, cfg.d_model))
         self.layers = nn.ModuleList(EncoderLayer(i, cfg, fqs, quant) for i in range(cfg.layers))
-        self.head = QLinear(cfg.d_model, cfg.horizon, "pred", quant)
+        outputs = cfg.classes if cfg.task == "classify" else cfg.horizon
+        self.head = QLinear(cfg.d_model, outputs, cfg.head, quant)
         self.head.input_name = "pooled"
 
     def fq_point(self, name: str) -> FakeQuant:
@@ -306,8 +335,8 @@ class Forecaster(nn.Module):
             h = layer(h, h_fq)
             h_fq = f[f"{layer.prefix}norm2"]
         pooled = f["pooled"](h.mean(dim=1))
-        out = f["pred"](self.head(pooled, f["pooled"]))
-        return out.squeeze(-1) if cfg.horizon == 1 else out
+        out = f[cfg.head](self.head(pooled, f["pooled"]))
+        return out.squeeze(-1) if cfg.head == "pred" and cfg.horizon == 1 else out
 
     def set_freeze_bn(self, flag: bool = True) -> None:
         for m in self.modules():
