@@ -172,10 +172,23 @@ def _run_targets(run: Path) -> tuple:
     return tuple(_read_json(p).get("targets", ()))
 
 
+def _run_task(run: Path) -> str:
+    """The run's task (config.json's model), "forecast" when it names none or is unreadable
+    (the config section reports that)."""
+    try:
+        return json.loads((run / "config.json").read_text())["train"]["model"].get("task", "forecast")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "forecast"
+
+
 def _read_sources(run: Path) -> tuple[dict, list]:
     docs, missing = {}, []
     targets = _run_targets(run)
+    task = _run_task(run)
     for key, (rel, cmd, optional) in SOURCES.items():
+        if key == "predictions" and task == "classify":   # a classifier's are in metrics.json
+            docs[key] = None
+            continue
         optional = optional or (key in ("xc7s15", "ice40up5k") and key not in targets)
         p = run / rel
         if not p.is_file():
@@ -248,6 +261,26 @@ def _accuracy(m, p, units):
     out["qat_val_rmse"] = _get(m, "qat.val.rmse", p, required=False)
     ivq = _get(m, "int_vs_qat", p, dict, required=False)
     out["int_vs_qat"] = ivq
+    out["train_seconds"] = _get(m, "seconds", p, dict, required=False)
+    return out
+
+
+def _class_accuracy(m, p, class_names):
+    """A classifier's test accuracy, macro-F1 and confusion matrices (model/train.py)."""
+    out = {"task": "classify", "classes": class_names}
+    for name, key, req in (("float", "float", True), ("qat", "qat", False), ("int", "int", False),
+                           ("nearest_centroid", "baseline.nearest_centroid", True),
+                           ("majority", "baseline.majority", True)):
+        at = key if "." not in key else f"baseline.test.{key.split('.')[1]}"
+        at = at if "." in at else f"{key}.test"
+        if _get(m, at, p, dict, required=req) is None:
+            continue
+        out[f"{name}_accuracy"] = _get(m, f"{at}.accuracy", p)
+        out[f"{name}_macro_f1"] = _get(m, f"{at}.macro_f1", p)
+        out[f"{name}_confusion"] = _get(m, f"{at}.confusion", p, list)
+    out["float_val_accuracy"] = _get(m, "float.val.accuracy", p, required=False)
+    out["qat_val_accuracy"] = _get(m, "qat.val.accuracy", p, required=False)
+    out["int_vs_qat"] = _get(m, "int_vs_qat", p, dict, required=False)
     out["train_seconds"] = _get(m, "seconds", p, dict, required=False)
     return out
 
@@ -383,7 +416,9 @@ def collect(run_dir) -> dict:
         "generated_at": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dataset": _dataset(cfg, path("config")) if cfg is not None else None,
         "config": _config(cfg, path("config"), ver) if cfg is not None else None,
-        "accuracy": _accuracy(met, path("metrics"), _units(cfg)) if met is not None else None,
+        "accuracy": (None if met is None else
+                     _class_accuracy(met, path("metrics"), (cfg or {}).get("data", {}).get("class_names"))
+                     if _run_task(run) == "classify" else _accuracy(met, path("metrics"), _units(cfg))),
         "bitexact": _bitexact(ver, path("verify")) if ver is not None else None,
         "latency": _latency(ver, path("verify")) if ver is not None else None,
         "xc7s15": _xc7s15(docs["xc7s15"], path("xc7s15")) if docs["xc7s15"] is not None else None,
@@ -547,6 +582,32 @@ def _fig_blocks(lat) -> str:
         return _png(fig)
 
 
+def _fig_confusion(acc) -> str:
+    """Confusion matrices (test split) of the float and integer models and the baseline."""
+    from matplotlib.figure import Figure
+    names = [(k, t) for k, t in (("float", "float model"), ("int", "integer model"),
+                                 ("nearest_centroid", "nearest centroid")) if acc.get(f"{k}_confusion")]
+    labels = acc.get("classes") or list(range(len(acc[f"{names[0][0]}_confusion"])))
+    with _style():
+        fig = Figure(figsize=(3.4 * len(names) + 0.6, 3.3), layout="constrained")
+        axes = fig.subplots(1, len(names), squeeze=False)[0]
+        for ax, (k, title) in zip(axes, names):
+            cm = np.asarray(acc[f"{k}_confusion"])
+            ax.imshow(cm, cmap="Blues")
+            ax.grid(False)
+            for i in range(cm.shape[0]):
+                for j in range(cm.shape[1]):
+                    ax.text(j, i, f"{cm[i, j]:,}", ha="center", va="center",
+                            color="white" if cm[i, j] > cm.max() / 2 else "#222222")
+            ax.set_xticks(range(len(labels)), [str(v) for v in labels])
+            ax.set_yticks(range(len(labels)), [str(v) for v in labels])
+            ax.set_xlabel("predicted class")
+            ax.set_ylabel("true class")
+            ax.set_title(f"{title}\naccuracy {acc[f'{k}_accuracy']:.3f}, "
+                         f"macro-F1 {acc[f'{k}_macro_f1']:.3f}", fontsize=9)
+        return _png(fig)
+
+
 def _fig_resources(rep) -> str:
     from matplotlib.figure import Figure
     devs = [(d, title) for d, title in (("xc7s15", "AMD Spartan-7 XC7S15"),
@@ -659,7 +720,15 @@ def _need(rep, section) -> str:
 def _headline(rep) -> str:
     cards = []
     acc = rep.get("accuracy")
-    if acc:
+    if acc and acc.get("task") == "classify":
+        key = "int" if acc.get("int_accuracy") is not None else "float"
+        best, base = acc[f"{key}_accuracy"], acc["nearest_centroid_accuracy"]
+        d = (f"macro-F1 {_num(acc[f'{key}_macro_f1'])}<br>float {_num(acc['float_accuracy'])}"
+             f" · nearest centroid {_num(base)} · majority {_num(acc['majority_accuracy'])}")
+        cards.append(_card("ok" if best >= base else "bad",
+                           f"test accuracy, {'integer' if key == 'int' else 'float'} model",
+                           _num(best), d))
+    elif acc:
         u = f" {acc['units']}" if acc.get("units") else ""
         best = acc.get("int_rmse")
         name = "integer"
@@ -783,7 +852,12 @@ def render_html(report: dict, run_dir=None) -> str:
     name = Path(rep.get("run_dir", "run")).name
 
     sub = []
-    if ds:
+    classify = (acc or {}).get("task") == "classify"
+    if ds and classify:
+        sub.append(f"{_e(ds['source'])}: classify windows of {_e(ds.get('window'))} steps of "
+                   f"{len(ds['features'])} feature(s) into {len(acc.get('classes') or [])} classes "
+                   f"<b>{_e(', '.join(map(str, acc.get('classes') or [])))}</b>")
+    elif ds:
         sub.append(f"{_e(ds['source'])}: forecast <b>{_e(ds['target'])}</b> from "
                    f"{len(ds['features'])} features over a window of {_e(ds.get('window'))} steps")
     if cfg:
@@ -820,14 +894,20 @@ def render_html(report: dict, run_dir=None) -> str:
     if rep.get("xc7s15") or rep.get("ice40up5k"):
         f4 = _fig_resources(rep)
     no_pred = _need(rep, "test_period")
-    parts.append(_figure(f1, "forecast vs truth",
+    if classify:
+        f1 = _fig_confusion(acc)
+        parts.append(_figure(f1, "confusion matrices",
+                             "<b>Figure 1.</b> Confusion matrices on the test split (rows: true "
+                             "class, columns: predicted) of the float model, the integer model "
+                             "(the hardware's class) and the nearest-centroid baseline."))
+    parts.append("" if classify else _figure(f1, "forecast vs truth",
                          "<b>Figure 1.</b> Forecasts of the float model (blue) and the integer "
                          "model (orange, dashed) against the truth (black); persistence (the last "
                          "observed value) in grey. Top: the last days of the test period; bottom: "
                          "the whole test period."
                          + (" Of the forecasts of several steps, step t+1."
                             if pr is not None and pr["truth"].ndim == 2 else "") if f1 else f"<b>Figure 1</b> (forecasts): {no_pred}"))
-    parts.append(_figure(f2, "error histogram",
+    parts.append("" if classify else _figure(f2, "error histogram",
                          "<b>Figure 2.</b> Distribution of forecast errors on the test period, "
                          "float vs integer model (persistence outlined)."
                          if f2 else "<b>Figure 2</b> (errors): "
