@@ -35,8 +35,8 @@ the features, any token-wise or pooled linear, optional fused ReLU), :class:`Pos
 :class:`LayerNorm`, :class:`BatchNorm` (folded into a per-channel affine),
 :class:`Activation` (:class:`ReLU`, :class:`GELU`, :class:`SiLU`: any registered activation,
 a table in hardware), :class:`Add` (two tensors of one shape: residuals), :class:`MeanPool`
-(over the window), and the convenience :class:`FeedForward` (made of the others, traced
-through). ``nn.Identity`` and ``nn.Dropout`` pass their input on.
+(over the window), and the convenience modules :class:`FeedForward` and
+:class:`EncoderBlock` (the CLI forecaster's layer), made of the others and traced through. ``nn.Identity`` and ``nn.Dropout`` pass their input on.
 
 Limits (of the hardware generator, :mod:`hw.accelerator`, not of this module): an
 :class:`Add` in hardware needs one operand to descend from the other through a closed body
@@ -64,7 +64,7 @@ from .transformer import Norm, sinusoidal_pe
 
 __all__ = ["CompositionError", "Layer", "Input", "Linear", "PositionalEncoding",
            "MultiHeadAttention", "LayerNorm", "BatchNorm", "Activation", "ReLU", "GELU", "SiLU",
-           "Add", "MeanPool", "FeedForward", "supported", "calibrate", "fit", "to_intmodel"]
+           "Add", "MeanPool", "FeedForward", "EncoderBlock", "supported", "calibrate", "fit", "to_intmodel"]
 
 
 class CompositionError(ValueError):
@@ -331,6 +331,23 @@ class FeedForward(nn.Module):
         return self.down(self.act(self.up(x)))
 
 
+class EncoderBlock(nn.Module):
+    """The CLI forecaster's encoder layer (:mod:`model.transformer`), post-norm, as layers:
+    ``norm1(x + attention(x))``, then ``norm2(h + ffn(h))``; ``norm`` is ``"batchnorm"`` or
+    ``"layernorm"``."""
+
+    def __init__(self, d: int, heads: int, ffn: int, norm: str = "batchnorm",
+                 activation: str = "relu", bits: int = 8):
+        super().__init__()
+        make_norm = {"batchnorm": BatchNorm, "layernorm": LayerNorm}[norm]
+        self.attn, self.res1, self.norm1 = MultiHeadAttention(d, heads, bits), Add(bits), make_norm(d, bits)
+        self.ffn, self.res2, self.norm2 = FeedForward(d, ffn, activation, bits), Add(bits), make_norm(d, bits)
+
+    def forward(self, x):
+        h = self.norm1(self.res1(x, self.attn(x)))
+        return self.norm2(self.res2(h, self.ffn(h)))
+
+
 #: Modules that pass their input on (in eval mode), besides the layers.
 _PASS_THROUGH = (nn.Identity, nn.Dropout)
 
@@ -561,7 +578,8 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
     gm = _prepare(module)
     fqs = {fq.name: fq for m in module.modules() if isinstance(m, Layer)
            for fq in m.quant_points().values()}
-    if not all(fq.calibrated for fq in fqs.values()):
+    # Weights and constants ("current" observers) follow their tensor on every forward pass.
+    if not all(fq.calibrated for fq in fqs.values() if fq.observer != "current"):
         calibrate(module, calibration_windows)
     module.eval()
     set_quantising(module, True)

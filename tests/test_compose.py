@@ -155,3 +155,84 @@ def test_the_window_must_enter_through_input_and_leave_as_one_vector():
     with pytest.raises(cq.CompositionError, match=r"one vector"):
         cq.to_intmodel(TokensOut(), torch.randn(4, 8, 1))
     assert len(cq.to_intmodel(Net(), torch.randn(4, 8, 1)).ops) == 3
+
+
+class ComposedForecaster(torch.nn.Module):
+    """The CLI's forecaster (model.transformer.Forecaster, a level forecast) written with the
+    composed layers."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.input, self.proj = cq.Input(c.features, c.window), cq.Linear(c.features, c.d_model)
+        self.pe = cq.PositionalEncoding(c.window, c.d_model)
+        self.layers = torch.nn.ModuleList(cq.EncoderBlock(c.d_model, c.heads, c.ffn, c.norm, c.activation)
+                                          for _ in range(c.layers))
+        self.pool, self.head = cq.MeanPool(), cq.Linear(c.d_model, c.horizon)
+
+    def forward(self, x):
+        h = self.pe(self.proj(self.input(x)))
+        for layer in self.layers:
+            h = layer(h)
+        return self.head(self.pool(h))
+
+
+def copy_forecaster(f, c):
+    """A composed twin of the calibrated forecaster ``f``: its weights, norms and ranges."""
+    twin = ComposedForecaster(f.config)
+    cq.trace(twin)
+    lin = {"proj": (twin.proj, f.proj), "pred": (twin.head, f.head)}
+    fq = {"input": twin.input.out, "proj": twin.proj.out, "pe": twin.pe.pe_quant,
+          "embed": twin.pe.out, "pooled": twin.pool.out, "pred": twin.head.out}
+    for i, (t, s) in enumerate(zip(twin.layers, f.layers)):
+        p, table = f"l{i}.", not isinstance(t.ffn.act, torch.nn.Identity)
+        lin.update({p + "q": (t.attn.q, s.q), p + "k": (t.attn.k, s.k), p + "v": (t.attn.v, s.v),
+                    p + "attn_out": (t.attn.o, s.o), p + "ffn1": (t.ffn.up, s.ffn1),
+                    p + "ffn_out": (t.ffn.down, s.ffn2)})
+        fq.update({p + "q": t.attn.q_out, p + "k": t.attn.k_out, p + "v": t.attn.v_out,
+                   p + "scores": t.attn.scores_out, p + "attn": t.attn.attn_out,
+                   p + "context": t.attn.context_out, p + "attn_out": t.attn.out,
+                   p + "res1": t.res1.out, p + "norm1": t.norm1.out, p + "ffn_out": t.ffn.down.out,
+                   p + "res2": t.res2.out, p + "norm2": t.norm2.out,
+                   p + "ffn_hidden": t.ffn.act.out if table else t.ffn.up.out})
+        if table:
+            fq[p + "ffn_pre"] = t.ffn.up.out
+        t.norm1.norm.load_state_dict(s.norm1.state_dict())
+        t.norm2.norm.load_state_dict(s.norm2.state_dict())
+    with torch.no_grad():
+        for t, s in lin.values():
+            (t.linear if isinstance(t, cq.Linear) else t).weight.copy_(s.weight)
+            (t.linear if isinstance(t, cq.Linear) else t).bias.copy_(s.bias)
+        for name, m in fq.items():
+            src = f.fq_point(name)
+            m.lo.copy_(src.lo), m.hi.copy_(src.hi), m.n_obs.copy_(src.n_obs)
+    return twin
+
+
+@pytest.mark.parametrize("config", [
+    dict(),
+    dict(norm="layernorm", activation="gelu", heads=2, layers=2, d_model=8, ffn=12, horizon=3),
+])
+def test_the_forecaster_composed_converts_to_the_same_integer_model(config):
+    """One conversion path: the CLI's forecaster written with the composed layers converts
+    (trace, registry) to the integer model model.convert makes of it, operator by operator
+    (names aside), with the same outputs."""
+    from model.convert import to_intmodel
+    from model.transformer import ModelConfig
+    from tests.test_convert import calibrated
+    cfg = ModelConfig(forecast="level", **config)
+    f, x = calibrated(cfg, 8, windows=128)
+    norm = ({"mean": np.zeros(cfg.features), "std": np.ones(cfg.features)}, {"mean": 0.0, "std": 1.0})
+    want = to_intmodel(f, *norm)
+    got = cq.to_intmodel(copy_forecaster(f, cfg), x)
+    assert [o.kind for o in got.ops] == [o.kind for o in want.ops]
+    names = {"input": "input", "pe.pe": "pe"} | {g.output: w.output for g, w in zip(got.ops, want.ops)}
+    for g, w in zip(got.ops, want.ops):
+        assert tuple(names[n] for n in g.spec.inputs) == w.spec.inputs
+        assert (g.spec.shape, g.params, sorted(g.arrays)) == (w.spec.shape, w.params, sorted(w.arrays))
+        assert all((g.arrays[k] == w.arrays[k]).all() for k in g.arrays), g.output
+    for n, t in got.tensors.items():
+        assert (t.shape, t.qtype, t.scale) == (want.tensors[names[n]].shape,) + \
+            (want.tensors[names[n]].qtype, want.tensors[names[n]].scale)
+    assert (got.constants["pe.pe"] == want.constants["pe"]).all()
+    xq = want.quantize_input(x[:32].numpy())
+    assert torch.equal(got.pred_codes(xq), want.pred_codes(xq))
