@@ -292,7 +292,7 @@ class AttentionCore(Recorded, wiring.Component):
         # read | products | adder tree | accumulate | multiply | round+saturate -> queue
         g1, f1, l1 = Signal(), Signal(), Signal()
         m.d.sync += [g1.eq(go), f1.eq(ss == 0), l1.eq(last_step)]
-        qk_bits = signed_bits(self.q_type.max_offset * self.k_type.max_offset)
+        qk_bits = signed_bits(intops.product_bound(self.q_type, self.k_type))
         prods = [Signal(signed(qk_bits), name=f"qk{l}") for l in range(ql)]
         g2, f2, l2 = Signal(), Signal(), Signal()
         m.d.sync += [g2.eq(g1), f2.eq(f1), l2.eq(l1)]
@@ -353,12 +353,13 @@ class AttentionCore(Recorded, wiring.Component):
             lj1, lj2 = Signal(), Signal()          # a step of the row's last probability
             m.d.sync += [lj1.eq(cj == L - 1), lj2.eq(lj1)]
         at, vt = self.attn_type, self.v_type
-        pv_bits = intops.signed_bits(at.max_offset * vt.max_offset)
+        pv_bits = signed_bits(intops.product_bound(at, vt))
         h2, st2, fj2, lr2 = Signal(), Signal(range(Sv)), Signal(), Signal()
         m.d.sync += [h2.eq(h1), st2.eq(st1), fj2.eq(fj1), lr2.eq(lr1)]
         pdiff = p1 - at.zero_point
         vdiff = [vb[l].r_data - vt.zero_point for l in range(pl)]
-        g_pack, k_pack = (packing(at.bits + 1, vt.bits + 1, at.max_offset * vt.max_offset)
+        g_pack, k_pack = (packing(intops.offset_bits(at), intops.offset_bits(vt),
+                                  intops.product_bound(at, vt))
                           if self.pv_mul == "dsp_packed" else (1, 0))
         pv = [None] * pl
         for s0 in range(0, pl, g_pack):
@@ -371,7 +372,8 @@ class AttentionCore(Recorded, wiring.Component):
             # The packed V operand sum(v_l << (g-1-i)*k) is built from the lane values: shifts
             # of sign-extended fields (an adder chain on the V side, off the DSP).
             packed = sum((vdiff[l] << ((len(grp) - 1 - i) * k_pack)) for i, l in enumerate(grp))
-            pa = Signal(signed(at.bits + 2 + (len(grp) - 1) * k_pack + vt.bits + 2), name=f"pvp{s0}")
+            pa = Signal(signed(signed_bits(intops.packed_product_bound(at, vt, len(grp), k_pack))),
+                        name=f"pvp{s0}")
             m.d.sync += pa.eq(pdiff * packed)
             for l, v in zip(grp, unpack_products(pa, len(grp), k_pack)):
                 pr = Signal(signed(pv_bits), name=f"pv{l}")

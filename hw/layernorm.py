@@ -113,13 +113,12 @@ class LayerNorm(Recorded, wiring.Component):
         self.weight_storage = Storage.parse(weight_storage)
         self.buffer_storage = Storage.parse(buffer_storage)
         self.mul = check_mul(mul)
-        n, mo = channels, x_type.max_offset
-        b = intops.layernorm_bounds(n, x_type, norm_bits, recip_bits)
+        b = intops.layernorm_bounds(channels, x_type, norm_bits, recip_bits)
         self.bounds = b
-        # Widths from intops.layernorm_bounds and the QType ranges.
-        self.xc_shape = signed(signed_bits(mo))                      # |xc| <= max_offset
-        self.s_shape = signed(signed_bits(n * mo))                   # |S| <= n*max_offset
-        self.q_shape = unsigned(unsigned_bits(n * mo * mo))          # Q <= n*max_offset**2
+        # Widths from intops.layernorm_bounds.
+        self.xc_shape = signed(signed_bits(b["xc"]))
+        self.s_shape = signed(signed_bits(b["sum"]))
+        self.q_shape = unsigned(unsigned_bits(b["sq_acc"]))
         self.frac = intops.LN_SD_FRAC_BITS
         # v = n*Q - S*S and (v << 2F) <= bound var
         self.var_shape = unsigned(unsigned_bits(b["var"] >> (2 * self.frac)))
@@ -225,8 +224,8 @@ class LayerNorm(Recorded, wiring.Component):
             with m.Else():
                 m.d.sync += j0.eq(j0 + 1)
         v2, first2, last2, bank2 = Signal(), Signal(), Signal(), Signal(range(B))
-        sq2 = Signal(unsigned(unsigned_bits(self.x_type.max_offset ** 2)))
-        ss2 = Signal(unsigned(unsigned_bits((N * self.x_type.max_offset) ** 2)))
+        sq2 = Signal(unsigned(unsigned_bits(self.bounds["sq"])))
+        ss2 = Signal(unsigned(unsigned_bits(self.bounds["sum_sq"])))
         q_acc = Signal(self.q_shape)
         m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1), bank2.eq(bank1),
                      sq2.eq(mul(xc1, xc1, self.mul)), ss2.eq(mul(s_last, s_last, self.mul))]

@@ -207,8 +207,8 @@ class Linear(Recorded, wiring.Component):
         # Widths, all from intops bounds.
         wts = self.weight_types
         wt = max(wts, key=lambda t: t.max_offset)          # the widest w - zw of the segments
-        wb = max(t.bits for t in wts) + 1                  # w - zw
-        prod_bound = it.max_offset * wt.max_offset
+        wb = intops.offset_bits(wt)                        # w - zw
+        prod_bound = intops.product_bound(it, wt)
         row_zp = [wts[r * len(wts) // self.n_out].zero_point for r in range(self.n_out)]
         prod_bits = intops.signed_bits(prod_bound)
         tree_bits = intops.signed_bits(simd * prod_bound)
@@ -222,7 +222,7 @@ class Linear(Recorded, wiring.Component):
         # ---- memories
         # Lane groups: with mul="dsp_packed" the pe lanes (which share the input element) go
         # g to a DSP, their weights pre-packed in the ROM word; otherwise one lane per group.
-        x_bits = it.bits + 1
+        x_bits = intops.offset_bits(it)
         g_pack, k_pack = (packing(x_bits, wb, prod_bound) if self.mul == "dsp_packed" else (1, 0))
         lane_groups = [list(range(s0, min(s0 + g_pack, pe))) for s0 in range(0, pe, g_pack)]
 

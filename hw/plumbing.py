@@ -152,11 +152,6 @@ class CreditQueue(wiring.Component):
             "o": Out(stream.Signature(shape)),
         })
 
-    def timing(self, latency: int) -> "QueueTiming":
-        """The edge-by-edge model of this queue behind a pipeline of ``latency`` edges (from
-        the reserving edge to the write edge)."""
-        return QueueTiming(self.depth, latency, self.latency)
-
     def elaborate(self, platform):
         m = Module()
         used = Signal(range(self.depth + 1))      # reserved or stored, not yet sent

@@ -69,8 +69,7 @@ class MeanPool(Recorded, wiring.Component):
         m = Module()
         xt, ot = self.x_type, self.out_type
         L, C = self.length, self.channels
-        # Bound: |sum over L tokens of (x - zx)| <= L * max_offset (intops.mean_pool's sum).
-        acc_bound = L * xt.max_offset
+        acc_bound = intops.mean_pool_acc_bound(L, xt)
         acc_bits = intops.signed_bits(acc_bound)
         m.submodules.q = q = CreditQueue(qshape(ot), self.LATENCY + 3, latency=2)
         m.submodules.acc = acc = Buffer(signed(acc_bits), C, self.buffer_storage)

@@ -178,11 +178,10 @@ class Softmax(wiring.Component):
         self.table_storage = Storage.parse(table_storage)
         self.mul = check_mul(mul)
         self.buffer_storage = Storage.parse(buffer_storage)
-        # Widths: e <= 2**exp_bits; 2**exp_bits <= sum <= N * 2**exp_bits (table[0] is in every
-        # row); r <= 2**recip_bits / 2**exp_bits; e*r <= 2**recip_bits (e <= sum).
-        self.e_shape = unsigned(unsigned_bits(1 << exp_bits))
-        self.sum_shape = unsigned(unsigned_bits(row_length << exp_bits))
-        self.recip = Reciprocal(recip_bits, 1 << exp_bits, row_length << exp_bits, div_bits)
+        self.bounds = b = intops.softmax_bounds(row_length, exp_bits, recip_bits)
+        self.e_shape = unsigned(unsigned_bits(b["e"]))
+        self.sum_shape = unsigned(unsigned_bits(b["sum"]))
+        self.recip = Reciprocal(recip_bits, b["sum_min"], b["sum"], div_bits)
         super().__init__({"i": In(element_stream(score_type)), "o": Out(element_stream(out_type))})
 
     @staticmethod
@@ -317,7 +316,7 @@ class Softmax(wiring.Component):
         u1, u2, u3 = Signal(), Signal(), Signal()
         max3 = Signal(sshape)
         r3a, r3b = Signal(div.result.shape()), Signal(div.result.shape())
-        prod = Signal(unsigned(self.recip_bits + 1))      # e * r <= 2**recip_bits
+        prod = Signal(unsigned(unsigned_bits(self.bounds["product"])))
         m.d.comb += [buf3.r_addr.eq(p3 * N + j3), queue.reserve.eq(go3)]
         m.d.sync += [u1.eq(go3), max3.eq(max_arr[p3]), r3a.eq(r_arr[p3])]
         with m.If(go3):

@@ -237,14 +237,32 @@ def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False) -> t
 # Linear layers and matrix products
 # ---------------------------------------------------------------------------------------------
 
+def offset_bits(qtype: QType) -> int:
+    """Width of ``x - zero_point`` for the codes ``x`` of ``qtype`` (the operand of every
+    product)."""
+    return signed_bits(qtype.max_offset)
+
+
+def product_bound(a: QType, b: QType) -> int:
+    """Largest ``abs`` of one product ``(x - za) * (y - zb)`` of codes of ``a`` and ``b``."""
+    return a.max_offset * b.max_offset
+
+
+def packed_product_bound(a: QType, b: QType, g: int, k: int) -> int:
+    """Largest ``abs`` of ``(x - za) * sum_i (y_i - zb) * 2**((g-1-i)*k)``: ``g`` products that
+    share the operand ``x``, computed as one multiplication by their other operands packed
+    ``k`` bits apart (each is then read from its own ``k``-bit field)."""
+    return product_bound(a, b) * sum(1 << (i * k) for i in range(g))
+
+
 def bias_bound(fan_in: int, a: QType, b: QType) -> int:
     """Bias magnitudes are saturated to this bound when the model is converted."""
-    return fan_in * a.max_offset * b.max_offset
+    return fan_in * product_bound(a, b)
 
 
 def dot_acc_bound(fan_in: int, a: QType, b: QType, with_bias: bool = False) -> int:
     """Largest ``abs`` of ``sum((a - za) * (b - zb)) [+ bias]`` over ``fan_in`` terms."""
-    bound = fan_in * a.max_offset * b.max_offset
+    bound = fan_in * product_bound(a, b)
     return bound + (bias_bound(fan_in, a, b) if with_bias else 0)
 
 
@@ -356,6 +374,14 @@ def softmax_exp_table(score_scale: float, score_type: QType, exp_bits: int) -> n
     return table
 
 
+def softmax_bounds(row_length: int, exp_bits: int, recip_bits: int) -> dict:
+    """Bounds of the softmax intermediates over rows of ``row_length`` scores: ``e`` and the
+    row's ``sum`` (at least ``sum_min``: ``exp_table[0]`` is in every row), the reciprocal
+    ``recip`` and the product ``e * recip`` (at most ``2**recip_bits``, since ``e <= sum``)."""
+    return {"e": 1 << exp_bits, "sum_min": 1 << exp_bits, "sum": row_length << exp_bits,
+            "recip": (1 << recip_bits) >> exp_bits, "product": 1 << recip_bits}
+
+
 def softmax(scores, score_type: QType, exp_table, exp_bits: int, recip_bits: int,
             out: QType) -> torch.Tensor:
     """Integer softmax over the last axis.
@@ -443,13 +469,21 @@ def layernorm_bounds(n: int, x_type: QType, norm_bits: int, recip_bits: int) -> 
     # |dev| / sd <= sqrt(n) * n ... bounded by |dev| * r with sd >= 1.
     z = rounding_shift(dev * (1 << recip_bits), recip_bits - norm_bits - LN_SD_FRAC_BITS)
     var = (sq_sum << (2 * LN_SD_FRAC_BITS)) // n
-    return {"dev": dev, "sq_sum": sq_sum, "var": var, "sd": math.isqrt(var),
+    # xc = x - zx; sum = sum(xc), sq = xc**2 and sq_acc = sum(xc**2) (the hardware's running
+    # statistics, var = n*sq_acc - sum**2), sum_sq = sum**2
+    return {"xc": m, "sum": n * m, "sq": m * m, "sq_acc": n * m * m, "sum_sq": (n * m) ** 2,
+            "dev": dev, "sq_sum": sq_sum, "var": var, "sd": math.isqrt(var),
             "recip": 1 << recip_bits, "z": int(z)}
 
 
 # ---------------------------------------------------------------------------------------------
 # Pooling
 # ---------------------------------------------------------------------------------------------
+
+def mean_pool_acc_bound(length: int, x_type: QType) -> int:
+    """Largest ``abs`` of :func:`mean_pool`'s sum ``sum_t (x - zx)`` over ``length`` tokens."""
+    return length * x_type.max_offset
+
 
 def mean_pool(x, x_type: QType, multiplier: int, shift: int, out: QType) -> torch.Tensor:
     """Mean over the time axis (second to last): ``sum_t (x - zx)`` requantised

@@ -294,3 +294,28 @@ def test_synthetic_constants_are_as_wide_as_the_converters():
     assert {"add", "layernorm"} <= kinds
     old = random_intmodel(config, bits=6, seed=5, constant_style="fixed-shift")
     assert {op.params["shift"] for op in old.ops if op.kind == "add"} == {14}
+
+
+@given(st.data())
+@settings(max_examples=60)
+def test_product_and_packed_product_bounds_are_tight(data):
+    """The worst-case operands reach product_bound and packed_product_bound and never exceed
+    them; offset_bits holds every x - zero_point."""
+    a, b = data.draw(qtypes()), data.draw(qtypes())
+    g, k = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 20))
+    xs = [a.qmin - a.zero_point, a.qmax - a.zero_point]
+    ys = [b.qmin - b.zero_point, b.qmax - b.zero_point]
+    assert max(abs(x * y) for x in xs for y in ys) == intops.product_bound(a, b)
+    for q, offs in ((a, xs), (b, ys)):
+        w = intops.offset_bits(q)
+        assert all(-(1 << (w - 1)) <= o < (1 << (w - 1)) for o in offs)
+    packed = max(abs(x * sum(y << ((g - 1 - i) * k) for i in range(g))) for x in xs for y in ys)
+    assert packed == intops.packed_product_bound(a, b, g, k)
+
+
+@pytest.mark.parametrize("n,exp_bits,recip_bits", [(1, 4, 12), (6, 8, 16), (24, 10, 20)])
+def test_softmax_bounds_hold(n, exp_bits, recip_bits):
+    b = intops.softmax_bounds(n, exp_bits, recip_bits)
+    for total in (b["sum_min"], b["sum"]):
+        r = (1 << recip_bits) // total
+        assert r <= b["recip"] and min(total, b["e"]) * r <= b["product"]
