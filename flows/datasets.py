@@ -31,7 +31,7 @@ TASK_DATASETS = {
         "aeon", "1.6.0", "aeon/datasets/data/ItalyPowerDemand/ItalyPowerDemand_{}.ts", "classify",
         "UCR ItalyPowerDemand (aeon 1.6.0): 1,096 days of Italian electrical power demand, "
         "24 hourly values each; class 1: October to March, class 2: April to September "
-        "(67 training days, split 50/17 into train/validation, and 1,029 test days)"),
+        "(67 training days, split 51/16 into train/validation, stratified, and 1,029 test days)"),
 }
 
 
