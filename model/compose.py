@@ -409,6 +409,7 @@ def trace(module: nn.Module) -> fx.GraphModule:
                       "the integer model computes one fixed graph for every window") from None
     gm = fx.GraphModule(module, graph)
     modules = dict(gm.named_modules())
+    called = set()
     for node in graph.nodes:
         where = _where(node.stack_trace)
         if node.op in ("placeholder", "output"):
@@ -417,6 +418,11 @@ def trace(module: nn.Module) -> fx.GraphModule:
             m = modules[node.target]
             if not isinstance(m, (Layer, *_PASS_THROUGH)):
                 raise _refuse(f"module {node.target!r} ({type(m).__name__})", where)
+            if isinstance(m, Layer) and node.target in called:
+                raise CompositionError(f"layer {node.target!r} is called twice{where}: each call "
+                                       f"needs a layer of its own (a layer owns the quantisation "
+                                       f"point of its output, and names its tensor)")
+            called.add(node.target)
             if node.kwargs or any(not isinstance(a, fx.Node) for a in node.args):
                 raise _refuse(f"calling {node.target!r} with non-tensor arguments "
                               f"{[a for a in node.args if not isinstance(a, fx.Node)]}{list(node.kwargs)}",

@@ -152,8 +152,14 @@ def test_the_window_must_enter_through_input_and_leave_as_one_vector():
 
     with pytest.raises(cq.CompositionError, match=r"Input\(features, window\)"):
         cq.to_intmodel(NoInput(), torch.randn(4, 8, 1))
+    class Twice(Net):
+        def middle(self, h):
+            return self.lin(h)
+
     with pytest.raises(cq.CompositionError, match=r"one vector"):
         cq.to_intmodel(TokensOut(), torch.randn(4, 8, 1))
+    with pytest.raises(cq.CompositionError, match=r"layer 'lin' is called twice at .*self.lin\(h\)"):
+        cq.to_intmodel(Twice(), torch.randn(4, 8, 1))
     assert len(cq.to_intmodel(Net(), torch.randn(4, 8, 1)).ops) == 3
 
 
