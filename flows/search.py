@@ -62,7 +62,7 @@ import optuna
 
 from model import ops as registry
 
-from .run import TrainOptions, load_data, resolve_forecast, write_json_atomic
+from .run import TrainOptions, load_data, write_json_atomic
 
 DEVICES = ("xc7s15", "ice40up5k")
 BIT_CHOICES = (4, 6, 8)
@@ -139,6 +139,8 @@ def _linear_groups(c: dict) -> list[LinearGroup]:
             LinearGroup(p + "ffn_in", (first,), tuple(dict.fromkeys((first, p + "ffn_hidden"))),
                         d, ffn),
             LinearGroup(p + "ffn_out", (p + "ffn_out",), (p + "ffn_out",), ffn, d)]
+    if c.get("task") == "classify":       # the classifier's head linear (argmax follows it)
+        return groups + [LinearGroup("logits", ("logits",), ("logits",), d, c["classes"])]
     return groups + [LinearGroup("pred", ("pred",), ("pred",), d, 1)]
 
 
@@ -359,12 +361,9 @@ def check_fit(space: SearchSpace, cand: Candidate) -> FitCheck:
 # =============================================================================================
 
 def model_config(opts: TrainOptions, data):
-    from model.transformer import ModelConfig
+    from .run import train_config
     try:
-        return ModelConfig(features=data.n_features, window=opts.window, d_model=opts.d_model,
-                           heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
-                           activation=opts.activation, forecast=resolve_forecast(opts.forecast, data),
-                           horizon=opts.horizon)
+        return train_config(opts, data).model       # the model `intformer train` would build
     except ValueError as e:
         raise SearchError(f"model shape: {e}") from None
 
@@ -479,9 +478,13 @@ def to_integer(qat_model, data):
 
 
 def integer_rmse(intmodel, data, split: str = "val") -> float:
-    """RMSE of the integer model in target units (as flows/run.py scores the test split)."""
+    """RMSE of the integer model in target units (as flows/run.py scores the test split); a
+    classifier's error rate, 1 - accuracy (the search's accuracy objective, "val_rmse")."""
     import numpy as np
     s = data.split(split)
+    if data.task == "classify":
+        _, classes = intmodel.classify(intmodel.quantize_input(data.denormalise_features(s.X)))
+        return float(np.mean(classes != s.y))
     pred = intmodel.predict(data.denormalise_features(s.X))
     return float(np.sqrt(np.mean((pred - data.denormalise_target(s.y)) ** 2)))
 
@@ -548,7 +551,8 @@ class Objective:
         trial.set_user_attr("us", cycles / clock)
         trial.set_user_attr("clock_mhz", clock)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
-        self.progress(f"trial {trial.number}: validation RMSE {rmse:.3f}, {cycles:,} cycles "
+        what = "validation error rate" if ctx.data.task == "classify" else "validation RMSE"
+        self.progress(f"trial {trial.number}: {what} {rmse:.3f}, {cycles:,} cycles "
                       f"({cycles / clock:.1f} us at {clock:g} MHz)")
         return rmse, cycles
 
@@ -983,7 +987,8 @@ def write_pareto_png(path: Path, docs: list[dict], front: list[dict], chosen: in
     pruned = sum(d["state"] == "PRUNED" for d in docs)
     ax.set_title(f"{device}: {len(done)} trained designs ({pruned} pruned: do not fit)")
     ax.set_xlabel("latency (cycles per window)")
-    ax.set_ylabel(f"validation RMSE of {target} (integer model)")
+    ax.set_ylabel(f"validation RMSE of {target} (integer model)" if target is not None
+                  else "validation error rate, 1 - accuracy (integer model)")
     ax.grid(True, color="#e6e6e6")
     ax.legend(fontsize=8, frameon=False)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -1001,7 +1006,7 @@ def write_chosen_run(run: Path, ctx: TrainingContext, space: SearchSpace, doc: d
     from model import train as T
     from model.qat import quant_params
 
-    from .run import integer_metrics, save_predictions, save_test_windows
+    from .run import classify_metrics, integer_metrics, save_predictions, save_test_windows
 
     run = Path(run)
     data = ctx.data
@@ -1024,15 +1029,22 @@ def write_chosen_run(run: Path, ctx: TrainingContext, space: SearchSpace, doc: d
         write_json_atomic(tmp / "history.json", ctx.float_history + qat_history)
         intmodel = to_integer(qat_model, data)
         intmodel.save(tmp)
+        classify = data.task == "classify"
         metrics = {"float": {s: T.evaluate(ctx.float_model, data, s) for s in ("val", "test")},
-                   "persistence": {s: T.persistence_metrics(data, s) for s in ("val", "test")},
-                   "qat": {s: T.evaluate(qat_model, data, s) for s in ("val", "test")},
-                   **integer_metrics(intmodel, qat_model, data)}
-        metrics["int"]["val"] = {"rmse": integer_rmse(intmodel, data, "val")}
+                   "qat": {s: T.evaluate(qat_model, data, s) for s in ("val", "test")}}
+        if classify:
+            metrics["baseline"] = {s: T.baseline_class_metrics(data, s) for s in ("val", "test")}
+            metrics.update(classify_metrics(intmodel, qat_model, data))
+            metrics["int"]["val"] = {"accuracy": 1.0 - integer_rmse(intmodel, data, "val")}
+        else:
+            metrics["persistence"] = {s: T.persistence_metrics(data, s) for s in ("val", "test")}
+            metrics.update(integer_metrics(intmodel, qat_model, data))
+            metrics["int"]["val"] = {"rmse": integer_rmse(intmodel, data, "val")}
         metrics["seconds"] = {"search_trial": doc.get("seconds")}
         save_test_windows(tmp, intmodel, data)
-        save_predictions(tmp, T.TrainResult(ctx.float_model, qat_model, metrics, [], tmp, 0.0),
-                         intmodel, data)
+        if not classify:
+            save_predictions(tmp, T.TrainResult(ctx.float_model, qat_model, metrics, [], tmp, 0.0),
+                             intmodel, data)
         write_json_atomic(tmp / "metrics.json", metrics)
         other = [t for t in DEVICES if t != space.device]
         write_json_atomic(tmp / "hw_config.json", {space.device: cand.hw, **{
@@ -1138,7 +1150,9 @@ def summarise(opts: SearchOptions, space: SearchSpace, study, data) -> dict:
             + (f" with at most {opts.max_cycles:,} cycles" if opts.max_cycles else ""))
     doc = {"device": opts.device, "study": study.study_name, "storage": redact(opts.storage),
            "objectives": {"val_rmse": f"minimise: integer model, validation split, "
-                                      f"{data.target_name} units", "cycles": "minimise: "
+                                      + ("error rate (1 - accuracy; a classifier)"
+                                         if data.task == "classify" else
+                                         f"{data.target_name} units"), "cycles": "minimise: "
                                       "Accelerator.cycles(), one window"},
            "model": space.shape, "setup": study.user_attrs.get("setup"),
            "options": {"trials": opts.trials, "workers": opts.workers, "epochs": opts.epochs,
@@ -1151,6 +1165,6 @@ def summarise(opts: SearchOptions, space: SearchSpace, study, data) -> dict:
            "trials": docs}
     write_pareto_csv(out / "pareto.csv", front)
     write_pareto_png(out / "pareto.png", docs, front, pick["number"] if pick else None,
-                     opts.device, data.target_name)
+                     opts.device, data.target_name if data.task != "classify" else None)
     return doc
 
