@@ -417,7 +417,10 @@ def trace(module: nn.Module) -> fx.GraphModule:
         if node.op == "call_module":
             m = modules[node.target]
             if not isinstance(m, (Layer, *_PASS_THROUGH)):
-                raise _refuse(f"module {node.target!r} ({type(m).__name__})", where)
+                twin = type(m).__name__ if type(m).__name__ in supported() else ""
+                raise _refuse(f"module {node.target!r} ({type(m).__name__})", where,
+                              f"use model.compose.{twin}, which owns its quantisation points"
+                              if twin else "")
             if isinstance(m, Layer) and node.target in called:
                 raise CompositionError(f"layer {node.target!r} is called twice{where}: each call "
                                        f"needs a layer of its own (a layer owns the quantisation "
