@@ -39,6 +39,10 @@ CONFIGS = [
     ("default-4b", DEFAULT_SHAPE, 4),
     ("d32-8b", dict(DEFAULT_SHAPE, d_model=32, ffn=128), 8),
     ("2layers-4b", dict(DEFAULT_SHAPE, layers=2), 4),
+    # --task classify: the ItalyPowerDemand classifier's shape (README, "Tasks"): 2 logits and
+    # the class out
+    ("classify-8b", dict(DEFAULT_SHAPE, features=1, d_model=8, ffn=32, task="classify",
+                         classes=2), 8),
 ]
 TARGETS = ("xc7s15", "ice40up5k")
 
