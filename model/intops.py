@@ -533,6 +533,16 @@ def logits_argmax(x, x_type: QType, out: QType) -> torch.Tensor:
     return out.check(torch.cat([x, argmax(x)[..., None]], dim=-1), "argmax output")
 
 
+def score_flag(x, x_type: QType, threshold: int) -> torch.Tensor:
+    """An anomaly score code (..., 1) -> (..., 2): the score unchanged, then the flag, 1 when
+    ``score >= threshold`` (a code of ``x_type``; compared as integers), else 0. The output has
+    the score's type (0 and 1 are codes of every type)."""
+    x = x_type.check(x, "score")
+    if x.shape[-1] != 1:
+        raise ValueError(f"score_flag takes one score per window, got {x.shape[-1]}")
+    return torch.cat([x, (x >= int(threshold)).to(torch.int64)], dim=-1)
+
+
 # ---------------------------------------------------------------------------------------------
 # Default internal precisions (derived from the bit-widths; stored in the model file)
 # ---------------------------------------------------------------------------------------------
