@@ -23,8 +23,9 @@ would see the modules but not how ``forward`` wires them.)
 
 Each layer owns its quantisation points (an output :class:`~model.qat.FakeQuant`, its weights',
 attention's internal tensors), so the user names none; they are named after the layer's path
-in the module (``blocks.0.attn.q``, ``head.weight``) when the module is first traced, the
-names the integer model's tensors carry. Each layer's :meth:`Layer.emit` writes the operators
+in the module (``blocks.0.attn.q``, ``embed.weight``; the returned tensor's layer is
+``pred``) when the module is first traced: the names the integer model's tensors carry, and
+the keys of a plain quantisation configuration (:func:`configure`). Each layer's :meth:`Layer.emit` writes the operators
 it computes as registry kinds (:mod:`model.ops`) and the conversion fills in their integer
 parameters with the registry's own ``convert``, as :func:`model.convert.to_intmodel` does for
 the fixed-shape forecaster: there is no second list of operators here.
@@ -58,13 +59,14 @@ from torch import fx, nn
 from . import ops as registry
 from .convert import ConvertContext
 from .intmodel import IntModel, Op, OpSpec, TensorInfo
-from .qat import (FakeQuant, QLinear, QuantConfig, integer_softmax, quantize, set_observing,
-                  set_quantising)
+from .qat import (FakeQuant, QLinear, QuantConfig, check_bits, integer_softmax, quantize,
+                  set_observing, set_quantising)
 from .transformer import Norm, sinusoidal_pe
 
-__all__ = ["CompositionError", "Layer", "Input", "Linear", "PositionalEncoding",
+__all__ = ["CompositionError", "QuantConfig", "Layer", "Input", "Linear", "PositionalEncoding",
            "MultiHeadAttention", "LayerNorm", "BatchNorm", "Activation", "ReLU", "GELU", "SiLU",
-           "Add", "MeanPool", "FeedForward", "EncoderBlock", "supported", "calibrate", "fit", "to_intmodel"]
+           "Add", "MeanPool", "FeedForward", "EncoderBlock", "supported", "configure",
+           "quant_names", "calibrate", "fit", "to_intmodel"]
 
 
 class CompositionError(ValueError):
@@ -444,15 +446,29 @@ def trace(module: nn.Module) -> fx.GraphModule:
     return gm
 
 
+def _output_producer(gm: fx.GraphModule, modules: dict) -> fx.Node:
+    """The node whose tensor the module returns (past pass-through modules): the integer
+    model's ``pred``."""
+    result = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if not isinstance(result, fx.Node):
+        raise CompositionError(f"a composed module returns one tensor, got {result!r}")
+    while result.op == "call_module" and isinstance(modules[result.target], _PASS_THROUGH):
+        result = result.args[0]
+    return result
+
+
 def _prepare(module: nn.Module) -> fx.GraphModule:
     """Trace, name every quantisation point after its layer's path, and give each layer the
     quantisers of its inputs (its biases are quantised at s_w * s_x)."""
     gm = trace(module)
+    modules = dict(gm.named_modules())
+    producer = _output_producer(gm, modules)
+    output_layer = modules.get(producer.target) if producer.op == "call_module" else None
     for path, m in module.named_modules():
         if isinstance(m, Layer):
+            base = "input" if isinstance(m, Input) else "pred" if m is output_layer else path
             for suffix, fq in m.quant_points().items():
-                fq.name = path + suffix
-    modules = dict(gm.named_modules())
+                fq.name = base + suffix
     quant_of = {}
     for node in gm.graph.nodes:
         if node.op != "call_module":
@@ -470,6 +486,35 @@ def _prepare(module: nn.Module) -> fx.GraphModule:
         raise CompositionError("a composed module calls one Input(features, window) layer, first, "
                                "on the window")
     return gm
+
+
+def configure(module: nn.Module, quant: QuantConfig) -> nn.Module:
+    """Set the precision of a composed module's quantisation points from a plain
+    :class:`~model.qat.QuantConfig` (bits and schemes by tensor name or pattern, as
+    ``--bits-map`` does for the CLI's model: ``{"attn.*": 6, "*.weight": 4}``), before it is
+    calibrated. The names are the layers' paths (``quant_names``); a key matching none is an
+    error. The attention's probabilities keep their fixed format (only their bits are set)."""
+    _prepare(module)
+    points = _quant_points(module)
+    quant.check_names(points)
+    for name, fq in points.items():
+        if int(fq.n_obs) and fq.observer != "current":
+            raise ValueError(f"{name!r} is calibrated already: configure before calibrating")
+        fq.bits = check_bits(quant.bits_for(name), f"bit-width of {name!r}")
+        if not fq.fixed_softmax:
+            fq.scheme = quant.scheme_for(name)
+    return module
+
+
+def quant_names(module: nn.Module) -> list:
+    """The names of a composed module's quantisation points (what :func:`configure` keys on)."""
+    _prepare(module)
+    return list(_quant_points(module))
+
+
+def _quant_points(module: nn.Module) -> dict:
+    return {fq.name: fq for m in module.modules() if isinstance(m, Layer)
+            for fq in m.quant_points().values()}
 
 
 # -- training and calibration -----------------------------------------------------------------
@@ -585,8 +630,7 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
     normalisation. The module forecasts the target's level (its output is the normalised
     target, one value per step of the horizon)."""
     gm = _prepare(module)
-    fqs = {fq.name: fq for m in module.modules() if isinstance(m, Layer)
-           for fq in m.quant_points().values()}
+    fqs = _quant_points(module)
     # Weights and constants ("current" observers) follow their tensor on every forward pass.
     if not all(fq.calibrated for fq in fqs.values() if fq.observer != "current"):
         calibrate(module, calibration_windows)
@@ -597,17 +641,9 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
     recorder.run(x[:1])
 
     modules = dict(gm.named_modules())
-    out_node = next(n for n in gm.graph.nodes if n.op == "output")
-    result = out_node.args[0]
-    if not isinstance(result, fx.Node):
-        raise CompositionError(f"a composed module returns one tensor, got {result!r}")
     graph = _Graph()
     tensor_of = {}
-    # The module's output tensor is the integer model's "pred": the node producing it (past
-    # pass-through modules) names its output so.
-    producer = result
-    while producer.op == "call_module" and isinstance(modules[producer.target], _PASS_THROUGH):
-        producer = producer.args[0]
+    producer = _output_producer(gm, modules)
     for node in gm.graph.nodes:
         if node.op == "placeholder":
             tensor_of[node] = None          # the raw window: only Input may read it
@@ -633,10 +669,9 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
             raise CompositionError(f"{node.target!r} ({type(m).__name__}) writes a tensor of "
                                    f"shape {recorder.shapes[node]}, its operators "
                                    f"{graph.shapes[tensor_of[node]]}")
-        for suffix, fq in m.quant_points().items():
-            tensor = "input" if isinstance(m, Input) else name + suffix
-            graph.qp[tensor] = fq.qparams()
-    if tensor_of[result] != "pred":
+        for fq in m.quant_points().values():     # named as the tensors (_prepare)
+            graph.qp["input" if isinstance(m, Input) else fq.name] = fq.qparams()
+    if tensor_of[producer] != "pred":
         raise CompositionError("the module's output is its input window: no operator computes it")
     pred_shape = graph.shapes["pred"]
     if len(pred_shape) != 1:

@@ -242,3 +242,37 @@ def test_the_forecaster_composed_converts_to_the_same_integer_model(config):
     assert (got.constants["pe.pe"] == want.constants["pe"]).all()
     xq = want.quantize_input(x[:32].numpy())
     assert torch.equal(got.pred_codes(xq), want.pred_codes(xq))
+
+
+def test_a_plain_configuration_sets_the_precision_by_name():
+    model = OddShape()
+    names = cq.quant_names(model)
+    assert {"input", "embed", "embed.weight", "attn.q", "attn.attn", "attn.weight", "pred",
+            "pred.weight", "hidden"} <= set(names)
+    cq.configure(model, cq.QuantConfig(default_bits=8, bits={"attn.*": 5, "*.weight": 4,
+                                                              "pred": 7}))
+    intmodel = cq.to_intmodel(model, torch.randn(16, 32, 1))
+    bits = {n: t.qtype.bits for n, t in intmodel.tensors.items()}
+    assert bits["attn.q"] == bits["attn.attn"] == 5 and bits["pred"] == 7 and bits["embed"] == 8
+    assert intmodel.op("hidden").params["weight_type"]["bits"] == 4
+    with pytest.raises(ValueError, match="matches no tensor"):
+        cq.configure(OddShape(), cq.QuantConfig(bits={"atn.*": 5}))
+
+
+def test_two_parallel_branches_summed_convert_but_the_hardware_refuses_the_join():
+    """The README's word on the hardware generator's limit."""
+    class Parallel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.input, self.embed = cq.Input(2, 6), cq.Linear(2, 4)
+            self.a, self.b, self.add = cq.MultiHeadAttention(4), cq.MultiHeadAttention(4, 2), cq.Add()
+            self.pool, self.head = cq.MeanPool(), cq.Linear(4, 1)
+
+        def forward(self, x):
+            h = self.embed(self.input(x))
+            return self.head(self.pool(self.add(self.a(h), self.b(h))))
+
+    intmodel = cq.to_intmodel(Parallel(), torch.randn(8, 6, 2))
+    assert intmodel.op("add").spec.inputs == ("a", "b")
+    with pytest.raises(ValueError, match="join 'add' reads \\['a', 'b'\\]: none descends"):
+        Accelerator(intmodel)
