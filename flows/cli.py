@@ -67,10 +67,12 @@ def _add_shape_args(p):
 def _add_data_args(p):
     p.add_argument("--max-train-windows", type=int, default=None,
                    help="train on the first N training windows only (quick runs)")
-    p.add_argument("--task", choices=["forecast", "classify"], default="forecast",
-                   help="forecast the target (default) or classify labelled series (--dataset "
+    p.add_argument("--task", choices=["forecast", "classify", "anomaly"], default="forecast",
+                   help="forecast the target (default); classify labelled series (--dataset "
                         "italy-power-demand, or --csv with one example per row and --target the "
-                        "class column; the window is the series' length)")
+                        "class column; the window is the series' length); or score windows for "
+                        "anomalies (--dataset ucr-internal-bleeding-16, or --csv with --features "
+                        "VALUE --target 0/1-LABEL)")
     p.add_argument("--horizon", type=int, default=1,
                    help="forecast the next H steps of the target per window (default 1)")
     p.add_argument("--csv", default=None, help="your own CSV instead of the default weather data")
@@ -133,6 +135,14 @@ def cmd_train(a, progress: Progress) -> int:
     progress(f"training into {a.out}")
     m = train_stage(Path(a.out), _train_options(a), verbose=False, callback=progress.training_event)
     progress("done")
+    if "baseline" in m and "max_abs_diff" in m["baseline"]["test"]:      # an anomaly detector
+        b = m["baseline"]["test"]["max_abs_diff"]
+        print("test precision / recall / F1: " + "  ".join(
+            f"{name} {r['precision']:.3f} / {r['recall']:.3f} / {r['f1']:.3f}" for name, r in (
+                ("float", m["float"]["test"]), ("QAT", m["qat"]["test"]),
+                ("integer", m["int"]["test"]), ("baseline |dx|", b)))
+              + f"  (integer threshold code {m['int']['test']['threshold']}, chosen on validation)")
+        return 0
     if "baseline" in m:         # a classifier
         b = m["baseline"]["test"]
         print("test accuracy / macro-F1: " + "  ".join(

@@ -32,6 +32,12 @@ TASK_DATASETS = {
         "UCR ItalyPowerDemand (aeon 1.6.0): 1,096 days of Italian electrical power demand, "
         "24 hourly values each; class 1: October to March, class 2: April to September "
         "(67 training days, split 51/16 into train/validation, stratified, and 1,029 test days)"),
+    "ucr-internal-bleeding-16": (
+        "aeon", "1.6.0", "aeon/datasets/data/KDD-TSAD_135/135_UCR_Anomaly_InternalBleeding16_TEST.csv",
+        "anomaly",
+        "UCR anomaly archive (KDD Cup 2021) series 135, InternalBleeding16 (aeon 1.6.0): 7,501 "
+        "samples of a physiological signal, the first 1,200 anomaly-free (training), one "
+        "labelled anomaly of 12 samples (rows 4,187-4,198)"),
 }
 
 
@@ -62,17 +68,25 @@ def task_dataset_paths(name: str) -> list:
     return paths
 
 
-def load_task_dataset(name: str, task: str, seed: int = 0):
+def load_task_dataset(name: str, task: str, seed: int = 0, window: int = 24):
     """The :class:`model.data.Dataset` of a :data:`TASK_DATASETS` entry for ``task``."""
     if task_of(name) != task:
         raise DataError(f"dataset {name!r} is for --task {task_of(name)}: it has no "
                         f"{'class labels' if task == 'classify' else 'labels for ' + task}; "
                         f"use one of {sorted(n for n in TASK_DATASETS if task_of(n) == task)}")
-    from model.classdata import load_ts
     dist_name = TASK_DATASETS[name][0]
+    source = f"{name} ({dist_name} {importlib.metadata.version(dist_name)})"
+    if task == "anomaly":
+        from model.anomalydata import load_anomaly_csv
+        (path,) = task_dataset_paths(name)
+        # the archive's convention: the number in the file name ends the training part
+        # (its _TRAIN.csv beside it holds those first rows)
+        train_end = sum(1 for _ in open(path.replace("_TEST.csv", "_TRAIN.csv"))) - 1
+        return load_anomaly_csv(path, "value", "is_anomaly", window, train_end=train_end,
+                                seed=seed, source=source)
+    from model.classdata import load_ts
     train, test = task_dataset_paths(name)
-    return load_ts(train, test, seed=seed,
-                   source=f"{name} ({dist_name} {importlib.metadata.version(dist_name)})")
+    return load_ts(train, test, seed=seed, source=source)
 
 
 def dataset_path(name: str) -> str:

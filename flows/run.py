@@ -6,7 +6,9 @@ Layout of ``RUN/`` (each stage reads what the previous ones wrote):
 * ``intmodel.json`` + ``intmodel.npz`` (the integer model, loadable with NumPy alone),
 * ``metrics.json`` (test RMSE of float, QAT, integer models and persistence, in target units;
   integer-vs-QAT agreement in output LSBs; ``--task classify``: accuracy, macro-F1 and the
-  confusion matrix of each, with the majority-class and nearest-centroid baselines),
+  confusion matrix of each, with the majority-class and nearest-centroid baselines; ``--task
+  anomaly``: precision, recall, F1 and threshold of each and of the largest-difference
+  baseline; ``anomaly.npz`` the test windows' scores and flags, for the report),
 * ``test_windows.npz`` (the quantised test windows, expected integer outputs, truth),
 * later stages: ``hw/`` (exported HDL, synthesis results), ``report.json``, ``report.html``.
 """
@@ -78,20 +80,21 @@ class TrainOptions:
     qat_lr: float | None = None     # QAT learning rate (None: TrainConfig's)
     distill: float = 0.0            # weight of the float model's output in the QAT loss
     qat_bn: str = "frozen"          # batch-norm statistics during QAT: "frozen" or "train" (re-estimated)
-    task: str = "forecast"          # "forecast" or "classify" (labelled series: --dataset or --csv)
+    task: str = "forecast"          # "forecast", "classify" or "anomaly" (labelled series:
+                                    # --dataset or --csv)
     dataset: str | None = None      # a registered dataset by name (flows.datasets)
 
 
 def resolve_forecast(forecast: str, data) -> str:
     """``"auto"``: forecast the change from the last value when the target is an input feature."""
-    if getattr(data, "task", "forecast") == "classify":
+    if getattr(data, "task", "forecast") != "forecast":
         return "level"
     if forecast == "auto":
         return "change" if data.target_feature is not None else "level"
     return forecast
 
 
-TASKS = ("forecast", "classify")
+TASKS = ("forecast", "classify", "anomaly")
 
 
 def load_data(opts: TrainOptions):
@@ -122,10 +125,21 @@ def _load_task_data(opts: TrainOptions):
         raise DataError(f"--horizon is for forecasting; --task {opts.task} takes none")
     if opts.dataset:
         from .datasets import load_task_dataset
-        return load_task_dataset(opts.dataset, opts.task, seed=0)
+        return load_task_dataset(opts.dataset, opts.task, seed=0, window=opts.window)
+    if opts.csv and opts.task == "anomaly":
+        from model.anomalydata import load_anomaly_csv
+        cols = opts.feature_columns or []
+        if len(cols) != 1:
+            raise DataError("--task anomaly scores one series: give its column with --features "
+                            "VALUE and the 0/1 anomaly labels with --target LABEL")
+        return load_anomaly_csv(opts.csv, cols[0], opts.target_column, opts.window)
     if opts.csv:
         from model.classdata import load_classes_csv
         return load_classes_csv(opts.csv, opts.target_column, opts.feature_columns)
+    if opts.task == "anomaly":
+        raise DataError("--task anomaly needs a labelled series and the default weather data "
+                        "has no anomaly labels: give --dataset ucr-internal-bleeding-16, or --csv "
+                        "FILE --features VALUE --target LABEL (0/1 per row)")
     raise DataError(f"--task {opts.task} needs labelled series and the default weather data "
                     f"has no labels: give --dataset italy-power-demand, or --csv FILE with one "
                     f"example per row and --target CLASS_COLUMN")
@@ -142,7 +156,8 @@ def train_config(opts: TrainOptions, data):
                        heads=opts.heads, layers=opts.layers, ffn=opts.ffn, norm=opts.norm,
                        activation=opts.activation, forecast=resolve_forecast(opts.forecast, data),
                        horizon=opts.horizon,
-                       **({"task": "classify", "classes": len(data.class_names)} if classify else {}))
+                       **({"task": "classify", "classes": len(data.class_names)} if classify else
+                          {"task": "anomaly"} if data.task == "anomaly" else {}))
     qcfg = QuantConfig(default_bits=opts.bits, bits=dict(opts.bits_map or {}),
                        default_scheme=opts.scheme, learn_ranges=opts.ranges == "learned")
     tcfg = T.TrainConfig(model=mcfg, quant=qcfg, seed=opts.seed,
@@ -182,6 +197,15 @@ def train_stage(out: Path, opts: TrainOptions, *, verbose=False, callback=None, 
     intmodel = to_intmodel_for(result.qat_model, data)
     intmodel.save(out)
 
+    if data.task == "anomaly":
+        metrics = dict(result.metrics)
+        metrics.update(anomaly_metrics(intmodel, result.qat_model, data))
+        intmodel.save(out)            # with the threshold chosen on validation
+        metrics["seconds"]["convert"] = time.perf_counter() - t0 - t_train
+        save_test_windows(out, intmodel, data)
+        save_anomaly_scores(out, result, intmodel, data)
+        write_json_atomic(out / "metrics.json", metrics)
+        return metrics
     if data.task == "classify":
         metrics = dict(result.metrics)
         metrics.update(classify_metrics(intmodel, result.qat_model, data))
@@ -241,6 +265,57 @@ def classify_metrics(intmodel, qat_model, data) -> dict:
                            "exact": float(np.mean((diff == 0).all(-1))),
                            "within_1_lsb": float(np.mean((diff <= 1).all(-1))),
                            "max_lsb": int(diff.max())}}
+
+
+def set_threshold(intmodel, data) -> int:
+    """The integer detector's threshold: the F1-best score code on the validation split (what
+    the hardware compares with); set in its ``threshold`` operator. Returns it."""
+    from model import train as T
+    op = intmodel.op("pred")
+    op.params["threshold"] = intmodel.qtype("score").qmax + 1       # scores only
+    val = data.val
+    scores, _ = intmodel.detect(intmodel.quantize_input(data.denormalise_features(val.X)))
+    op.params["threshold"] = int(round(T.choose_threshold(scores, val.y)))
+    return op.params["threshold"]
+
+
+def anomaly_metrics(intmodel, qat_model, data) -> dict:
+    """The integer detector (its threshold from validation, in its model) on the test split,
+    and its agreement with the fake-quant model's score codes."""
+    from model import train as T
+    from model.qat import quantize
+    import torch
+
+    t = set_threshold(intmodel, data)
+    test = data.test
+    scores, flags = intmodel.detect(intmodel.quantize_input(data.denormalise_features(test.X)))
+    m = T.detection_metrics(flags, test.y)
+    m["threshold"] = t
+    with torch.no_grad():
+        qat_out = torch.as_tensor(T.predict(qat_model, test.X))
+    qat_codes = quantize(qat_out, qat_model.fake_quants()["score"].qparams()).numpy()
+    diff = np.abs(scores - qat_codes)
+    return {"int": {"test": m},
+            "int_vs_qat": {"windows": int(len(test.y)), "exact": float(np.mean(diff == 0)),
+                           "within_1_lsb": float(np.mean(diff <= 1)), "max_lsb": int(diff.max())}}
+
+
+def save_anomaly_scores(out: Path, result, intmodel, data) -> None:
+    """The test windows' end rows, values, labels, integer scores (dequantised) and flags, the
+    float model's scores and the baseline's, with every threshold: the report's trace."""
+    from model import train as T
+    test = data.test
+    codes, flags = intmodel.detect(intmodel.quantize_input(data.denormalise_features(test.X)))
+    st = intmodel.tensors["score"]
+    fl = T.predict(result.float_model, test.X)
+    t_float = T.choose_threshold(T.predict(result.float_model, data.val.X), data.val.y)
+    b, bv = T.baseline_scores(data, test), T.baseline_scores(data, data.val)
+    np.savez(out / "anomaly.npz", rows=test.times.astype("datetime64[s]").astype(np.int64),
+             value=test.last, label=test.y, int_score=st.scale * (codes - st.qtype.zero_point),
+             int_flag=flags, int_threshold=st.scale * (intmodel.op("pred").params["threshold"]
+                                                       - st.qtype.zero_point),
+             float_score=fl, float_flag=fl >= t_float, float_threshold=t_float,
+             baseline_score=b, baseline_threshold=T.choose_threshold(bv, data.val.y))
 
 
 def save_test_windows(out: Path, intmodel, data) -> None:

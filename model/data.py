@@ -121,7 +121,9 @@ class Dataset:
     counts: dict[str, int] = field(default_factory=dict)
     source: str = ""
     # "classify" (model.classdata): y holds class indices (int64), one class per window, of
-    # the names class_names; target_* and last are unused (0 / 1 / zeros).
+    # the names class_names; target_* and last are unused (0 / 1 / zeros). "anomaly"
+    # (model.anomalydata): y holds 0/1 labels (float32), times the row each window ends at,
+    # last the raw value there.
     task: str = "forecast"
     class_names: list | None = None
 
@@ -177,11 +179,17 @@ class Dataset:
             "target_std": float(self.target_std),
             "counts": dict(self.counts),
             **({"task": self.task, "class_names": list(self.class_names)}
-               if self.task != "forecast" else {}),
+               if self.task == "classify" else {}),
+            **({"task": self.task} if self.task == "anomaly" else {}),
         }
 
     def summary(self) -> str:
         c = self.counts
+        if self.task == "anomaly":
+            return (f"{self.source}: {c['rows']} rows, windows of {self.window} x "
+                    f"{self.n_features}; train/val/test = {c['windows_train']}/{c['windows_val']}/"
+                    f"{c['windows_test']} windows, anomalous {c['anomalous_train']}/"
+                    f"{c['anomalous_val']}/{c['anomalous_test']}")
         if self.task == "classify":
             return (f"{self.source}: {c['classes']} classes {self.class_names}, windows of "
                     f"{self.window} x {self.n_features}; train/val/test = {c['windows_train']}/"

@@ -47,8 +47,9 @@ CONFIG_KEYS = ("features", "window", "d_model", "heads", "layers", "ffn", "norm"
 # Optional: "horizon", the steps forecast per window (outputs of "pred"), absent for 1 so that
 # one-step models keep the configuration (and files) they had before horizons; "task" and
 # "classes": a classifier ("classify", classes >= 2: "pred" is the argmax operator's output, the
-# classes' logit codes then the class), absent for a forecaster.
-TASKS = ("forecast", "classify")
+# classes' logit codes then the class; "anomaly": "pred" is the threshold operator's output, the
+# score code then the flag), absent for a forecaster.
+TASKS = ("forecast", "classify", "anomaly")
 
 
 def check_config(config: dict) -> dict:
@@ -80,6 +81,10 @@ def check_config(config: dict) -> dict:
         if horizon != 1:
             raise ValueError("a classifier has no horizon")
         c["task"], c["classes"] = task, classes
+    elif task == "anomaly":
+        if horizon != 1:
+            raise ValueError("an anomaly detector has no horizon")
+        c["task"] = task
     return c
 
 
@@ -89,14 +94,16 @@ def horizon(config: dict) -> int:
 
 
 def task(config: dict) -> str:
-    """What the model computes: "forecast" or "classify"."""
+    """What the model computes: "forecast", "classify" or "anomaly"."""
     return config.get("task", "forecast")
 
 
 def outputs(config: dict) -> int:
     """Codes of ``pred`` per window, the accelerator's outputs per window: the steps forecast,
     or a classifier's ``classes`` logits and its class."""
-    return config["classes"] + 1 if task(config) == "classify" else horizon(config)
+    if task(config) == "classify":
+        return config["classes"] + 1
+    return 2 if task(config) == "anomaly" else horizon(config)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,9 @@ def graph_spec(config: dict) -> list[OpSpec]:
         C = c["classes"]
         specs += [OpSpec("linear", ("pooled",), "logits", (C,), {"in": d, "out": C}),
                   OpSpec("argmax", ("logits",), "pred", (C + 1,))]
+    elif task(c) == "anomaly":
+        specs += [OpSpec("linear", ("pooled",), "score", (1,), {"in": d, "out": 1}),
+                  OpSpec("threshold", ("score",), "pred", (2,))]
     else:
         specs.append(OpSpec("linear", ("pooled",), "pred", (horizon(c),),
                             {"in": d, "out": horizon(c)}))
@@ -242,7 +252,8 @@ class IntModel:
         if tuple(self.tensors["pred"].shape) != (self.horizon,):
             raise ModelFileError(f"the output 'pred' has shape {tuple(self.tensors['pred'].shape)}, "
                                  f"not ({self.horizon},) (the "
-                                 + ("classes and the class" if self.task == "classify" else "horizon")
+                                 + {"classify": "classes and the class",
+                                    "anomaly": "score and the flag"}.get(self.task, "horizon")
                                  + ")")
         # Every operator contributes to the prediction: hardware would leave a dead one's
         # stream without a consumer.
@@ -284,6 +295,13 @@ class IntModel:
         codes = self.pred_codes(xq, device=device).cpu().numpy()
         return codes[:, :-1], codes[:, -1]
 
+    def detect(self, xq, device=None) -> tuple[np.ndarray, np.ndarray]:
+        """An anomaly detector's integer input codes (N, L, F) -> (score codes (N,), flags (N,))."""
+        if self.task != "anomaly":
+            raise ValueError("this model is not an anomaly detector (task 'anomaly')")
+        codes = self.pred_codes(xq, device=device).cpu().numpy()
+        return codes[:, 0], codes[:, 1]
+
     def pred_codes(self, xq, device=None) -> torch.Tensor:
         """Integer input codes (N, L, F) -> prediction codes: (N,) for a one-step model,
         (N, horizon) otherwise (a classifier: (N, classes + 1), the logits then the class)."""
@@ -308,8 +326,9 @@ class IntModel:
         """Integer prediction codes ((N,), or (N, horizon) beyond one step) -> target in its own
         units. A change forecast needs the raw ``windows`` (N, L, F) the codes were computed
         from: their last value is added (to every step)."""
-        if self.task == "classify":
-            raise ValueError("a classifier's output is its class: IntModel.classify")
+        if self.task != "forecast":
+            raise ValueError(f"a {self.task} model's output is no forecast: IntModel."
+                             + ("classify" if self.task == "classify" else "detect"))
         t = self.tensors["pred"]
         if isinstance(q, torch.Tensor):
             q = q.cpu().numpy()

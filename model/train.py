@@ -22,6 +22,11 @@ class indices (early stopping on the validation cross-entropy); metrics are accu
 and the confusion matrix, and the baselines are the majority class and the nearest centroid
 (the training windows' mean per class, Euclidean distance on the normalised windows).
 
+Anomaly detection (``"anomaly"``): binary cross-entropy on the 0/1 window labels (the score is
+a logit); the threshold of each detector is the F1-best on the validation split
+(:func:`choose_threshold`), its metrics precision, recall and F1 on the test split; the baseline
+scores a window by its largest absolute first difference over its last rows.
+
 Everything is seeded (``TrainConfig.seed``): model init and batch order.
 """
 
@@ -134,7 +139,7 @@ def training_target(data: Dataset, split: Split, forecast: str) -> np.ndarray:
     """What the network learns to output (normalised): the target, or for ``"change"`` its
     change from the window's last value, in the target's normalisation (the network then sees
     a small, zero-centred quantity, which a 4-bit output resolves far better)."""
-    if forecast == "level" or data.task == "classify":
+    if forecast == "level" or data.task != "forecast":
         return split.y
     base = (data.last_target(split.X) - data.target_mean) / data.target_std
     return (split.y - _per_step(base, split.y)).astype(np.float32)
@@ -210,6 +215,57 @@ def class_metrics(pred, truth, classes: int) -> dict:
             "macro_f1": float(f1.mean()), "confusion": cm.tolist(), "n": int(len(truth))}
 
 
+def choose_threshold(scores, labels) -> float:
+    """The threshold ``t`` (flag: ``score >= t``) with the best F1 on ``scores`` of windows
+    labelled ``labels``; among equals the highest (fewest alarms)."""
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    tp, fp = np.cumsum(y), np.cumsum(~y)
+    last = np.r_[s[1:] != s[:-1], True]          # a threshold at each distinct score
+    f1 = 2 * tp / (tp + fp + y.sum())
+    f1 = np.where(last, f1, -1.0)
+    best = np.flatnonzero(f1 == f1.max())[0]
+    return float(s[best])
+
+
+def detection_metrics(flags, labels) -> dict:
+    """Precision, recall and F1 of 0/1 ``flags`` against 0/1 ``labels`` (0 where undefined)."""
+    f, y = np.asarray(flags).astype(bool).reshape(-1), (np.asarray(labels) > 0.5).reshape(-1)
+    tp, fp, fn = int((f & y).sum()), int((f & ~y).sum()), int((~f & y).sum())
+    p = tp / (tp + fp) if tp + fp else 0.0
+    r = tp / (tp + fn) if tp + fn else 0.0
+    return {"precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0,
+            "tp": tp, "fp": fp, "fn": fn, "flagged": int(f.sum()), "n": int(len(y))}
+
+
+def detection_report(val_scores, val_y, scores, y) -> dict:
+    """A detector's threshold from validation, and its metrics on the scored split."""
+    t = choose_threshold(val_scores, val_y)
+    m = detection_metrics(np.asarray(scores) >= t, y)
+    m["threshold"] = t
+    return m
+
+
+def baseline_scores(data: Dataset, split: Split) -> np.ndarray:
+    """The baseline anomaly score: the largest absolute first difference of the value (the
+    second feature) over the window's last ``counts["recent"]`` rows."""
+    k = int(data.counts.get("recent", 1))
+    dx = np.asarray(split.X[:, -k:, 1], np.float64) * data.feature_std[1] + data.feature_mean[1]
+    return np.abs(dx).max(axis=1)
+
+
+def baseline_anomaly_metrics(data: Dataset, split: str = "test") -> dict:
+    return {"max_abs_diff": detection_report(baseline_scores(data, data.val), data.val.y,
+                                             baseline_scores(data, data.split(split)),
+                                             data.split(split).y)}
+
+
+def _bce(scores, y) -> float:
+    return float(nn.functional.binary_cross_entropy_with_logits(
+        torch.as_tensor(scores, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32)))
+
+
 def _ce(logits, y) -> float:
     return float(nn.functional.cross_entropy(torch.as_tensor(logits, dtype=torch.float32),
                                              torch.as_tensor(y, dtype=torch.int64)))
@@ -223,6 +279,10 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> dict:
     if data.task == "classify":
         m = class_metrics(p.argmax(-1), s.y, len(data.class_names))
         m["loss"] = _ce(p, s.y)
+        return m
+    if data.task == "anomaly":
+        m = detection_report(predict(model, data.val.X), data.val.y, p, s.y)
+        m["loss"] = _bce(p, s.y)
         return m
     m = _metrics(forecast_target(model, data, s.X, p), data.denormalise_target(s.y))
     m["loss"] = float(np.mean((p.astype(np.float64) - training_target(data, s, model.config.forecast)) ** 2))
@@ -253,6 +313,8 @@ def _val_loss(model, Xv, yv) -> float:
     p = predict(model, Xv)
     if model.config.task == "classify":
         return _ce(p, yv)
+    if model.config.task == "anomaly":
+        return _bce(p, yv)
     return float(np.mean((p.astype(np.float64) - yv.numpy()) ** 2))
 
 
@@ -268,7 +330,8 @@ def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_deca
     if range_lr is not None and ranges:
         groups.append({"params": range_parameters(model), "lr": range_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
-    loss_fn = nn.CrossEntropyLoss() if model.config.task == "classify" else nn.MSELoss()
+    loss_fn = {"classify": nn.CrossEntropyLoss(),
+               "anomaly": nn.BCEWithLogitsLoss()}.get(model.config.task, nn.MSELoss())
     teacher_fn = nn.MSELoss()       # to the float model's outputs (a classifier's: its logits)
     best = _val_loss(model, Xv, yv)
     best_state = copy.deepcopy(model.state_dict())
@@ -403,7 +466,7 @@ def _train_qat(config, data, float_model, history, emit) -> Forecaster:
     if config.qat_distill > 0.0:
         teacher = torch.as_tensor(predict(float_model, Xt), dtype=torch.float32)
         if config.model.task != "classify":
-            teacher = teacher.reshape(yt.shape)
+            teacher = teacher.reshape(yt.shape)   # (the teacher term is MSE to its outputs)
     calibrate(model, Xt, config.calib_batches, config.batch_size, config.seed)
     set_quantising(model, True)
     model.set_freeze_bn(config.qat_freeze_bn)
@@ -451,7 +514,7 @@ def _check_data(config: TrainConfig, data: Dataset) -> None:
         raise ValueError(f"the target {data.target_name!r} is not among the input features, so a "
                          f"change forecast has no last value to start from: add it to the features "
                          f"or set ModelConfig(forecast='level')")
-    if (data.task == "classify") != (c.task == "classify"):
+    if data.task != c.task:
         raise ValueError(f"the data is for task {data.task!r} but the model for {c.task!r}")
     if c.task == "classify" and len(data.class_names) != c.classes:
         raise ValueError(f"the data has {len(data.class_names)} classes but the model "
@@ -504,7 +567,12 @@ def _train_run(config, data, out_dir, qat, verbose, callback, float_model=None) 
         fmodel = float_model
     t_float = time.perf_counter() - t0
     metrics: dict = {"float": {s: evaluate(fmodel, data, s) for s in ("val", "test")}}
-    if data.task == "classify":
+    if data.task == "anomaly":
+        metrics["baseline"] = {"test": baseline_anomaly_metrics(data, "test")}
+        f = metrics["float"]["test"]
+        emit({"message": f"float test F1 {f['f1']:.3f} (baseline "
+                         f"{metrics['baseline']['test']['max_abs_diff']['f1']:.3f})"})
+    elif data.task == "classify":
         metrics["baseline"] = {s: baseline_class_metrics(data, s) for s in ("val", "test")}
         emit({"message": f"float test accuracy {metrics['float']['test']['accuracy']:.3f} "
                          f"(nearest centroid "
@@ -519,6 +587,7 @@ def _train_run(config, data, out_dir, qat, verbose, callback, float_model=None) 
         metrics["qat"] = {s: evaluate(qmodel, data, s) for s in ("val", "test")}
         q = metrics["qat"]["test"]
         emit({"message": f"QAT test accuracy {q['accuracy']:.3f}" if data.task == "classify"
+              else f"QAT test F1 {q['f1']:.3f}" if data.task == "anomaly"
               else f"QAT test RMSE {q['rmse']:.3f}"})
     seconds = time.perf_counter() - t0
     metrics["seconds"] = {"float": t_float, "total": seconds}

@@ -29,6 +29,9 @@ mirror it operator by operator. Every tensor that exists in hardware passes thro
 ``task="classify"`` (``classes`` = C): the head is ``logits = Linear(pooled)`` (fq "logits",
 weight "logits.weight", (B, C)), trained with cross-entropy; the integer model's output ``pred``
 is the ``argmax`` operator's: the C logit codes, then the class (no float counterpart).
+``task="anomaly"``: the head is ``score = Linear(pooled)`` (fq "score", (B,)), a logit trained
+with binary cross-entropy; the integer model's ``pred`` is the ``threshold`` operator's: the
+score code, then the flag ``score >= threshold``.
 
 Weight names are ``<op output>.weight`` as in the integer-model file. Biases are
 fake-quantised at scale ``s_w * s_x`` (see :mod:`model.qat`).
@@ -55,8 +58,9 @@ __all__ = ["ModelConfig", "Forecaster", "Norm", "sinusoidal_pe", "quant_point_na
 
 NORMS = ("batchnorm", "layernorm")
 FORECASTS = ("change", "level")
-#: What the network is trained for: "forecast" (the default), "classify" (a class per window).
-TASKS = ("forecast", "classify")
+#: What the network is trained for: "forecast" (the default), "classify" (a class per window),
+#: "anomaly" (an anomaly score per window).
+TASKS = ("forecast", "classify", "anomaly")
 
 
 @dataclass
@@ -106,6 +110,9 @@ class ModelConfig:
                                  "set horizon=1, forecast='level'")
         elif self.classes:
             raise ValueError(f"classes is for task='classify', not {self.task!r}")
+        if self.task == "anomaly" and (self.horizon != 1 or self.forecast != "level"):
+            raise ValueError("an anomaly detector has no horizon and no change forecast: "
+                             "set horizon=1, forecast='level'")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -128,14 +135,17 @@ class ModelConfig:
         c = {k: getattr(self, k) for k in ("features", "window", "d_model", "heads", "layers", "ffn", "norm", "activation")}
         if self.horizon != 1:      # absent means 1 (model.intmodel.check_config)
             c["horizon"] = self.horizon
-        if self.task != "forecast":  # absent means forecast
+        if self.task == "classify":  # absent means forecast
             c["task"], c["classes"] = self.task, self.classes
+        elif self.task == "anomaly":
+            c["task"] = self.task
         return c
 
     @property
     def head(self) -> str:
-        """The output linear: "pred" (a forecast) or "logits" (a classifier)."""
-        return "logits" if self.task == "classify" else "pred"
+        """The output linear: "pred" (a forecast), "logits" (a classifier) or "score" (an
+        anomaly detector)."""
+        return {"classify": "logits", "anomaly": "score"}.get(self.task, "pred")
 
 
 def sinusoidal_pe(length: int, d: int) -> torch.Tensor:
@@ -336,7 +346,7 @@ class Forecaster(nn.Module):
             h_fq = f[f"{layer.prefix}norm2"]
         pooled = f["pooled"](h.mean(dim=1))
         out = f[cfg.head](self.head(pooled, f["pooled"]))
-        return out.squeeze(-1) if cfg.head == "pred" and cfg.horizon == 1 else out
+        return out.squeeze(-1) if cfg.head != "logits" and cfg.horizon == 1 else out
 
     def set_freeze_bn(self, flag: bool = True) -> None:
         for m in self.modules():
