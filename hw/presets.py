@@ -37,8 +37,9 @@ _XC7_8 = {
               "attention": {"qk_lanes": 4, "pv_lanes": 4, **_ATT}, **_ELT},
     "blocks": {"proj": {"pe": 2, "simd": 1}, "*.ffn_*": {"pe": 2, "simd": 4},
                "pred": {"pe": 1, "simd": 1, "mul": "lut", "weight_storage": "lutram"},
-               # a classifier's output linear (--task classify): as a forecaster's "pred"
-               "logits": {"pe": 1, "simd": 1, "mul": "lut", "weight_storage": "lutram"}},
+               # a classifier's and an anomaly detector's output linears (--task): as "pred"
+               "logits": {"pe": 1, "simd": 1, "mul": "lut", "weight_storage": "lutram"},
+               "score": {"pe": 1, "simd": 1, "mul": "lut", "weight_storage": "lutram"}},
     "fifo_storage": "bram", "clock_mhz": 100.0}
 
 #: XC7S15, 4 bits: LUT multipliers are cheap (5x5 bits), 3 MACs per DSP48E1.
@@ -48,7 +49,8 @@ _XC7_4 = {
     "blocks": {"proj": {"pe": 4, "simd": 1}, "*.ffn_*": {"pe": 8, "simd": 2, "mul": "dsp_packed"},
                "*.attn_out": {"mul": "dsp_packed"},
                "pred": {"pe": 1, "simd": 1, "weight_storage": "lutram"},
-               "logits": {"pe": 1, "simd": 1, "weight_storage": "lutram"}},
+               "logits": {"pe": 1, "simd": 1, "weight_storage": "lutram"},
+               "score": {"pe": 1, "simd": 1, "weight_storage": "lutram"}},
     "fifo_storage": "bram", "clock_mhz": 100.0}
 
 #: iCE40 UP5K: one MAC per linear, SB_MAC16 for the products, buffers in EBR.
@@ -75,7 +77,7 @@ _UP5K_4 = {
               "affine": {"mul": "lut"}, "mean_pool": {"requant_mul": "dsp"}},
     "blocks": {"proj": {"weight_storage": "bram"},
                "pred": {"weight_storage": "lutram"}, "logits": {"weight_storage": "lutram"},
-               "*.q": {"bias_storage": "bram"}, "*.ffn_hidden": {"bias_storage": "bram"}},
+               "score": {"weight_storage": "lutram"}, "*.q": {"bias_storage": "bram"}, "*.ffn_hidden": {"bias_storage": "bram"}},
     "fifo_storage": "bram", "clock_mhz": 16.0}
 
 PRESETS = {
