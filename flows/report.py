@@ -186,7 +186,7 @@ def _read_sources(run: Path) -> tuple[dict, list]:
     targets = _run_targets(run)
     task = _run_task(run)
     for key, (rel, cmd, optional) in SOURCES.items():
-        if key == "predictions" and task == "classify":   # a classifier's are in metrics.json
+        if key == "predictions" and task != "forecast":   # metrics.json (and anomaly.npz) instead
             docs[key] = None
             continue
         optional = optional or (key in ("xc7s15", "ice40up5k") and key not in targets)
@@ -280,6 +280,23 @@ def _class_accuracy(m, p, class_names):
         out[f"{name}_confusion"] = _get(m, f"{at}.confusion", p, list)
     out["float_val_accuracy"] = _get(m, "float.val.accuracy", p, required=False)
     out["qat_val_accuracy"] = _get(m, "qat.val.accuracy", p, required=False)
+    out["int_vs_qat"] = _get(m, "int_vs_qat", p, dict, required=False)
+    out["train_seconds"] = _get(m, "seconds", p, dict, required=False)
+    return out
+
+
+def _anomaly_accuracy(m, p):
+    """An anomaly detector's test precision, recall, F1 and validation thresholds."""
+    out = {"task": "anomaly"}
+    for name, at, req in (("float", "float.test", True), ("qat", "qat.test", False),
+                          ("int", "int.test", False),
+                          ("baseline", "baseline.test.max_abs_diff", True)):
+        if _get(m, at, p, dict, required=req) is None:
+            continue
+        for k in ("precision", "recall", "f1", "threshold"):
+            out[f"{name}_{k}"] = _get(m, f"{at}.{k}", p)
+        for k in ("tp", "fp", "fn"):
+            out[f"{name}_{k}"] = _get(m, f"{at}.{k}", p, int, required=False)
     out["int_vs_qat"] = _get(m, "int_vs_qat", p, dict, required=False)
     out["train_seconds"] = _get(m, "seconds", p, dict, required=False)
     return out
@@ -418,7 +435,8 @@ def collect(run_dir) -> dict:
         "config": _config(cfg, path("config"), ver) if cfg is not None else None,
         "accuracy": (None if met is None else
                      _class_accuracy(met, path("metrics"), (cfg or {}).get("data", {}).get("class_names"))
-                     if _run_task(run) == "classify" else _accuracy(met, path("metrics"), _units(cfg))),
+                     if _run_task(run) == "classify" else _anomaly_accuracy(met, path("metrics"))
+                     if _run_task(run) == "anomaly" else _accuracy(met, path("metrics"), _units(cfg))),
         "bitexact": _bitexact(ver, path("verify")) if ver is not None else None,
         "latency": _latency(ver, path("verify")) if ver is not None else None,
         "xc7s15": _xc7s15(docs["xc7s15"], path("xc7s15")) if docs["xc7s15"] is not None else None,
@@ -608,6 +626,39 @@ def _fig_confusion(acc) -> str:
         return _png(fig)
 
 
+def _fig_anomaly(z) -> str:
+    """The test period: the series with its labelled anomalies and the integer detector's
+    flagged windows (at the row each ends), above the scores of the integer model and the
+    baseline with their thresholds; the second row zooms on the first labelled anomaly."""
+    from matplotlib.figure import Figure
+    rows, value, label = z["rows"], z["value"], z["label"] > 0.5
+    flag = z["int_flag"] > 0
+    first = rows[label][0] if label.any() else rows[len(rows) // 2]
+    zoom = (rows >= first - 150) & (rows <= first + 150)
+    with _style():
+        fig = Figure(figsize=(10, 6.2), layout="constrained")
+        axes = fig.subplots(3, 2, sharex="col", height_ratios=[2, 1, 1], squeeze=False)
+        for col, sel in ((0, slice(None)), (1, zoom)):
+            r = rows[sel]
+            ax = axes[0][col]
+            ax.plot(r, value[sel], color=_C["truth"], lw=0.8, label="series")
+            ax.scatter(r[label[sel]], value[sel][label[sel]], s=40, facecolors="none",
+                       edgecolors=_C["bad"], lw=1.2, label="labelled anomalous", zorder=3)
+            ax.scatter(r[flag[sel]], value[sel][flag[sel]], s=9, color=_C["int"],
+                       label="flagged (integer model)", zorder=4)
+            ax.set_title("test period" if col == 0 else "around the first labelled anomaly")
+            for k, (name, color, title) in enumerate((("int", _C["int"], "integer model score"),
+                                                      ("baseline", _C["persistence"],
+                                                       "baseline: max |first difference|"))):
+                a = axes[1 + k][col]
+                a.plot(r, z[f"{name}_score"][sel], color=color, lw=0.8)
+                a.axhline(float(z[f"{name}_threshold"]), color=_C["bad"], ls="--", lw=0.9)
+                a.set_ylabel(title, fontsize=8)
+            axes[2][col].set_xlabel("row of the series (window end)")
+        axes[0][0].legend(fontsize=8, loc="upper left")
+        return _png(fig)
+
+
 def _fig_resources(rep) -> str:
     from matplotlib.figure import Figure
     devs = [(d, title) for d, title in (("xc7s15", "AMD Spartan-7 XC7S15"),
@@ -720,7 +771,15 @@ def _need(rep, section) -> str:
 def _headline(rep) -> str:
     cards = []
     acc = rep.get("accuracy")
-    if acc and acc.get("task") == "classify":
+    if acc and acc.get("task") == "anomaly":
+        key = "int" if acc.get("int_f1") is not None else "float"
+        best, base = acc[f"{key}_f1"], acc["baseline_f1"]
+        d = (f"precision {_num(acc[f'{key}_precision'])} · recall {_num(acc[f'{key}_recall'])}"
+             f"<br>float F1 {_num(acc['float_f1'])} · baseline F1 {_num(base)}")
+        cards.append(_card("ok" if best >= base else "bad",
+                           f"test F1, {'integer' if key == 'int' else 'float'} model",
+                           _num(best), d))
+    elif acc and acc.get("task") == "classify":
         key = "int" if acc.get("int_accuracy") is not None else "float"
         best, base = acc[f"{key}_accuracy"], acc["nearest_centroid_accuracy"]
         d = (f"macro-F1 {_num(acc[f'{key}_macro_f1'])}<br>float {_num(acc['float_accuracy'])}"
@@ -853,7 +912,12 @@ def render_html(report: dict, run_dir=None) -> str:
 
     sub = []
     classify = (acc or {}).get("task") == "classify"
-    if ds and classify:
+    anomaly = (acc or {}).get("task") == "anomaly"
+    if ds and anomaly:
+        sub.append(f"{_e(ds['source'])}: an anomaly score and flag per window of "
+                   f"{_e(ds.get('window'))} steps of {len(ds['features'])} features "
+                   f"({_e(', '.join(ds['features']))})")
+    elif ds and classify:
         sub.append(f"{_e(ds['source'])}: classify windows of {_e(ds.get('window'))} steps of "
                    f"{len(ds['features'])} feature(s) into {len(acc.get('classes') or [])} classes "
                    f"<b>{_e(', '.join(map(str, acc.get('classes') or [])))}</b>")
@@ -900,14 +964,27 @@ def render_html(report: dict, run_dir=None) -> str:
                              "<b>Figure 1.</b> Confusion matrices on the test split (rows: true "
                              "class, columns: predicted) of the float model, the integer model "
                              "(the hardware's class) and the nearest-centroid baseline."))
-    parts.append("" if classify else _figure(f1, "forecast vs truth",
+    if anomaly:
+        za = Path(run_dir) / "anomaly.npz" if run_dir is not None else None
+        if za is not None and za.is_file():
+            with np.load(za) as z:
+                f1 = _fig_anomaly({k: z[k] for k in z.files})
+        parts.append(_figure(f1, "anomaly scores",
+                             "<b>Figure 1.</b> The test period: the series (black), its labelled "
+                             "anomalous windows (red circles) and the windows the integer model "
+                             "flags (orange); below, the integer model's score and the baseline's "
+                             "with their thresholds (dashed; chosen on the validation split). "
+                             "Right: around the first labelled anomaly."
+                             if f1 else "<b>Figure 1</b> (anomaly scores): anomaly.npz is missing: "
+                             "run <code>intformer train</code>"))
+    parts.append("" if classify or anomaly else _figure(f1, "forecast vs truth",
                          "<b>Figure 1.</b> Forecasts of the float model (blue) and the integer "
                          "model (orange, dashed) against the truth (black); persistence (the last "
                          "observed value) in grey. Top: the last days of the test period; bottom: "
                          "the whole test period."
                          + (" Of the forecasts of several steps, step t+1."
                             if pr is not None and pr["truth"].ndim == 2 else "") if f1 else f"<b>Figure 1</b> (forecasts): {no_pred}"))
-    parts.append("" if classify else _figure(f2, "error histogram",
+    parts.append("" if classify or anomaly else _figure(f2, "error histogram",
                          "<b>Figure 2.</b> Distribution of forecast errors on the test period, "
                          "float vs integer model (persistence outlined)."
                          if f2 else "<b>Figure 2</b> (errors): "
