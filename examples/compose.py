@@ -1,6 +1,7 @@
 import torch
 from model import compose as cq
 from model.data import load_weather
+from model.train import training_target
 from sim.hardware import SimulatedAccelerator
 
 class PreNormTwoFFN(torch.nn.Module):   # norm first; attention, then two GELU feed-forwards
@@ -22,8 +23,9 @@ class PreNormTwoFFN(torch.nn.Module):   # norm first; attention, then two GELU f
 
 torch.manual_seed(0)
 data = load_weather(window=12)                                  # the default data, normalised
-model = cq.fit(PreNormTwoFFN(), data.train.X[:1024], data.train.y[:1024], epochs=2)
-intmodel = cq.to_intmodel(model, data.train.X[:256], data=data)  # the module's graph, integer
+change = training_target(data, data.train, "change")            # next value minus the last
+model = cq.fit(PreNormTwoFFN(), data.train.X[:1024], change[:1024], epochs=2)
+intmodel = cq.to_intmodel(model, data.train.X[:256], data=data, forecast="change")
 windows = data.denormalise_features(data.test.X[:3])            # raw features
 hardware = SimulatedAccelerator(intmodel, simulator="amaranth")  # the generated Accelerator
 assert (hardware.predict(windows) == intmodel.predict(windows)).all()

@@ -618,7 +618,7 @@ class _ShapeRecorder(fx.Interpreter):
 
 
 @torch.no_grad()
-def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
+def to_intmodel(module: nn.Module, calibration_windows, *, data=None, forecast: str = "level",
                 meta: dict | None = None) -> IntModel:
     """The integer model of a composed module, its graph the module's graph.
 
@@ -627,8 +627,15 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
     them gives every tensor's shape. ``data``: the :class:`model.data.Dataset` the module was
     trained on, for the input / target normalisation (``predict`` then takes raw windows and
     gives the target in its units) and the model's provenance; without it, identity
-    normalisation. The module forecasts the target's level (its output is the normalised
-    target, one value per step of the horizon)."""
+    normalisation. ``forecast``: what the module was trained to output, one value per step of
+    the horizon: ``"level"``, the normalised target; ``"change"``, its change from the window's
+    last value (:func:`model.train.training_target`), which ``predict`` adds back (needs
+    ``data``, whose target is an input feature)."""
+    if forecast not in ("level", "change"):
+        raise ValueError(f"forecast must be 'level' or 'change', got {forecast!r}")
+    if forecast == "change" and (data is None or data.target_feature is None):
+        raise ValueError("a change forecast needs data= whose target is an input feature "
+                         "(its last value is what the change is added to)")
     gm = _prepare(module)
     fqs = _quant_points(module)
     # Weights and constants ("current" observers) follow their tensor on every forward pass.
@@ -697,7 +704,8 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None,
         target_norm = {"mean": data.target_mean, "std": data.target_std}
         meta.update({"source": data.source, "features": list(data.feature_names),
                      "target": data.target_name})
-    return IntModel(config, tensors, ops, graph.constants, input_norm, target_norm, meta)
+    return IntModel(config, tensors, ops, graph.constants, input_norm, target_norm, meta,
+                    data.target_feature if forecast == "change" else None)
 
 
 def _summary_config(graph: _Graph, tensors: dict) -> dict:

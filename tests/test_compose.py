@@ -51,7 +51,9 @@ def test_the_integer_model_tracks_the_qat_module(example, tmp_path):
     x = data.test.X[:64]
     with torch.no_grad():
         qat = model(torch.as_tensor(x)).numpy().reshape(-1)
-    integer = data.normalise_target(intmodel.predict(data.denormalise_features(x)))
+    pred = intmodel.tensors["pred"]          # the network's output (the change), normalised
+    codes = intmodel.pred_codes(intmodel.quantize_input(data.denormalise_features(x))).numpy()
+    integer = pred.scale * (codes - pred.qtype.zero_point)
     assert np.sqrt(np.mean((qat - integer) ** 2)) < 0.1     # a few output codes at most
     again = IntModel.load(intmodel.save(tmp_path))            # file format v2: the graph itself
     assert [o.spec for o in again.ops] == [o.spec for o in intmodel.ops]
