@@ -43,6 +43,9 @@ CONFIGS = [
     # the class out
     ("classify-8b", dict(DEFAULT_SHAPE, features=1, d_model=8, ffn=32, task="classify",
                          classes=2), 8),
+    # --task anomaly: the InternalBleeding16 detector's shape (value and its difference in,
+    # the score and the flag out)
+    ("anomaly-8b", dict(DEFAULT_SHAPE, features=2, d_model=8, ffn=32, task="anomaly"), 8),
 ]
 TARGETS = ("xc7s15", "ice40up5k")
 

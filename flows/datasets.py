@@ -81,7 +81,8 @@ def load_task_dataset(name: str, task: str, seed: int = 0, window: int = 24):
         (path,) = task_dataset_paths(name)
         # the archive's convention: the number in the file name ends the training part
         # (its _TRAIN.csv beside it holds those first rows)
-        train_end = sum(1 for _ in open(path.replace("_TEST.csv", "_TRAIN.csv"))) - 1
+        with open(path.replace("_TEST.csv", "_TRAIN.csv")) as f:
+            train_end = sum(1 for _ in f) - 1
         return load_anomaly_csv(path, "value", "is_anomaly", window, train_end=train_end,
                                 seed=seed, source=source)
     from model.classdata import load_ts

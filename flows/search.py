@@ -141,6 +141,8 @@ def _linear_groups(c: dict) -> list[LinearGroup]:
             LinearGroup(p + "ffn_out", (p + "ffn_out",), (p + "ffn_out",), ffn, d)]
     if c.get("task") == "classify":       # the classifier's head linear (argmax follows it)
         return groups + [LinearGroup("logits", ("logits",), ("logits",), d, c["classes"])]
+    if c.get("task") == "anomaly":        # the detector's score linear (threshold follows it)
+        return groups + [LinearGroup("score", ("score",), ("score",), d, 1)]
     return groups + [LinearGroup("pred", ("pred",), ("pred",), d, 1)]
 
 
@@ -479,9 +481,16 @@ def to_integer(qat_model, data):
 
 def integer_rmse(intmodel, data, split: str = "val") -> float:
     """RMSE of the integer model in target units (as flows/run.py scores the test split); a
-    classifier's error rate, 1 - accuracy (the search's accuracy objective, "val_rmse")."""
+    classifier's error rate, 1 - accuracy, an anomaly detector's 1 - F1 with its threshold
+    chosen on the validation split (the search's accuracy objective, "val_rmse")."""
     import numpy as np
     s = data.split(split)
+    if data.task == "anomaly":
+        from model import train as T
+        from .run import set_threshold
+        set_threshold(intmodel, data)
+        _, flags = intmodel.detect(intmodel.quantize_input(data.denormalise_features(s.X)))
+        return 1.0 - T.detection_metrics(flags, s.y)["f1"]
     if data.task == "classify":
         _, classes = intmodel.classify(intmodel.quantize_input(data.denormalise_features(s.X)))
         return float(np.mean(classes != s.y))
@@ -551,7 +560,8 @@ class Objective:
         trial.set_user_attr("us", cycles / clock)
         trial.set_user_attr("clock_mhz", clock)
         trial.set_user_attr("seconds", round(time.perf_counter() - t0, 2))
-        what = "validation error rate" if ctx.data.task == "classify" else "validation RMSE"
+        what = {"classify": "validation error rate", "anomaly": "validation 1 - F1"}.get(
+            ctx.data.task, "validation RMSE")
         self.progress(f"trial {trial.number}: {what} {rmse:.3f}, {cycles:,} cycles "
                       f"({cycles / clock:.1f} us at {clock:g} MHz)")
         return rmse, cycles
@@ -988,7 +998,7 @@ def write_pareto_png(path: Path, docs: list[dict], front: list[dict], chosen: in
     ax.set_title(f"{device}: {len(done)} trained designs ({pruned} pruned: do not fit)")
     ax.set_xlabel("latency (cycles per window)")
     ax.set_ylabel(f"validation RMSE of {target} (integer model)" if target is not None
-                  else "validation error rate, 1 - accuracy (integer model)")
+                  else "validation error, 1 - accuracy or 1 - F1 (integer model)")
     ax.grid(True, color="#e6e6e6")
     ax.legend(fontsize=8, frameon=False)
     tmp = path.with_name(f".{path.name}.tmp.png")
@@ -1006,7 +1016,8 @@ def write_chosen_run(run: Path, ctx: TrainingContext, space: SearchSpace, doc: d
     from model import train as T
     from model.qat import quant_params
 
-    from .run import classify_metrics, integer_metrics, save_predictions, save_test_windows
+    from .run import (anomaly_metrics, classify_metrics, integer_metrics, save_anomaly_scores,
+                      save_predictions, save_test_windows)
 
     run = Path(run)
     data = ctx.data
@@ -1028,11 +1039,14 @@ def write_chosen_run(run: Path, ctx: TrainingContext, space: SearchSpace, doc: d
         write_json_atomic(tmp / "qparams.json", quant_params(qat_model))
         write_json_atomic(tmp / "history.json", ctx.float_history + qat_history)
         intmodel = to_integer(qat_model, data)
-        intmodel.save(tmp)
         classify = data.task == "classify"
         metrics = {"float": {s: T.evaluate(ctx.float_model, data, s) for s in ("val", "test")},
                    "qat": {s: T.evaluate(qat_model, data, s) for s in ("val", "test")}}
-        if classify:
+        if data.task == "anomaly":
+            metrics["baseline"] = {"test": T.baseline_anomaly_metrics(data, "test")}
+            metrics.update(anomaly_metrics(intmodel, qat_model, data))    # sets the threshold
+            metrics["int"]["val"] = {"f1": 1.0 - integer_rmse(intmodel, data, "val")}
+        elif classify:
             metrics["baseline"] = {s: T.baseline_class_metrics(data, s) for s in ("val", "test")}
             metrics.update(classify_metrics(intmodel, qat_model, data))
             metrics["int"]["val"] = {"accuracy": 1.0 - integer_rmse(intmodel, data, "val")}
@@ -1041,8 +1055,12 @@ def write_chosen_run(run: Path, ctx: TrainingContext, space: SearchSpace, doc: d
             metrics.update(integer_metrics(intmodel, qat_model, data))
             metrics["int"]["val"] = {"rmse": integer_rmse(intmodel, data, "val")}
         metrics["seconds"] = {"search_trial": doc.get("seconds")}
+        intmodel.save(tmp)
         save_test_windows(tmp, intmodel, data)
-        if not classify:
+        if data.task == "anomaly":
+            save_anomaly_scores(tmp, T.TrainResult(ctx.float_model, qat_model, metrics, [], tmp,
+                                                   0.0), intmodel, data)
+        elif not classify:
             save_predictions(tmp, T.TrainResult(ctx.float_model, qat_model, metrics, [], tmp, 0.0),
                              intmodel, data)
         write_json_atomic(tmp / "metrics.json", metrics)
@@ -1152,6 +1170,8 @@ def summarise(opts: SearchOptions, space: SearchSpace, study, data) -> dict:
            "objectives": {"val_rmse": f"minimise: integer model, validation split, "
                                       + ("error rate (1 - accuracy; a classifier)"
                                          if data.task == "classify" else
+                                         "1 - F1 (an anomaly detector, its threshold chosen "
+                                         "there)" if data.task == "anomaly" else
                                          f"{data.target_name} units"), "cycles": "minimise: "
                                       "Accelerator.cycles(), one window"},
            "model": space.shape, "setup": study.user_attrs.get("setup"),
@@ -1165,6 +1185,6 @@ def summarise(opts: SearchOptions, space: SearchSpace, study, data) -> dict:
            "trials": docs}
     write_pareto_csv(out / "pareto.csv", front)
     write_pareto_png(out / "pareto.png", docs, front, pick["number"] if pick else None,
-                     opts.device, data.target_name if data.task != "classify" else None)
+                     opts.device, data.target_name if data.task == "forecast" else None)
     return doc
 
