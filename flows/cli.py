@@ -192,12 +192,20 @@ def cmd_report(a, progress: Progress) -> int:
     return 0
 
 
+def _forecast_only(a) -> None:
+    if getattr(a, "task", "forecast") != "forecast":
+        raise ValueError(f"`intformer {a.command}` forecasts; for --task {a.task} run train, "
+                         f"verify, build, report and search (README, 'Tasks')")
+
+
 def cmd_demo(a, progress: Progress) -> int:
+    _forecast_only(a)
     from .demo import demo
     return demo(Path(a.out), _train_options(a), progress=progress)
 
 
 def cmd_deploy(a, progress: Progress) -> int:
+    _forecast_only(a)
     from .demo import demo
     return demo(Path(a.out), _train_options(a), progress=progress, targets=a.device)
 
@@ -234,6 +242,7 @@ def cmd_search(a, progress: Progress) -> int:
 
 
 def cmd_accuracy(a, progress: Progress) -> int:
+    _forecast_only(a)
     from .accuracy import main as accuracy_main
     return accuracy_main(a, _train_options(a), progress=progress)
 
