@@ -16,9 +16,8 @@ class PreNormTwoFFN(torch.nn.Module):   # norm first; attention, then two GELU f
 
     def forward(self, x):
         h = self.pe(self.embed(self.input(x)))
-        h = self.adds[0](h, self.attn(self.norms[0](h)))
-        for norm, ffn, add in zip(self.norms[1:], self.ffns, self.adds[1:]):
-            h = add(h, ffn(norm(h)))
+        for k, block in enumerate([self.attn, *self.ffns]):   # x + block(norm(x)), three times
+            h = self.adds[k](h, block(self.norms[k](h)))
         return self.head(self.pool(h))
 
 torch.manual_seed(0)

@@ -39,6 +39,11 @@ a table in hardware), :class:`Add` (two tensors of one shape: residuals), :class
 (over the window), and the convenience modules :class:`FeedForward` and
 :class:`EncoderBlock` (the CLI forecaster's layer), made of the others and traced through. ``nn.Identity`` and ``nn.Dropout`` pass their input on.
 
+A new layer is a :class:`Layer` subclass: its ``forward`` (float / QAT, through its own
+quantisers), ``quant_points`` and ``emit``, which writes registry kinds only; an operation the
+registry lacks is a new kind there first (one module of :mod:`model.ops` with its integer
+function, converter, synthetic generator and hardware block), never a case here.
+
 Limits (of the hardware generator, :mod:`hw.accelerator`, not of this module): an
 :class:`Add` in hardware needs one operand to descend from the other through a closed body
 (a residual); two parallel branches summed convert to an integer model but the accelerator
