@@ -214,7 +214,7 @@ class MultiHeadAttention(Layer):
         return self.out(self.o(context, self.context_out))
 
     def emit(self, graph, inputs, name):
-        x, (L, d), H = inputs[0], graph.shape(inputs[0]), self.heads
+        x, (L, d), H = inputs[0], graph.tokens(inputs[0], name), self.heads
         if d != self.d:
             raise CompositionError(f"{name!r}: attention of {self.d} channels reads {x!r} of {d}")
         p = name + "."
@@ -238,7 +238,7 @@ class _Norm(Layer):
         return self.out(self.norm(x))
 
     def emit(self, graph, inputs, name):
-        return graph.op(self.kind, inputs, name, graph.shape(inputs[0]), norm=self.norm)
+        return graph.op(self.kind, inputs, name, graph.tokens(inputs[0], name), norm=self.norm)
 
 
 class LayerNorm(_Norm):
@@ -317,10 +317,8 @@ class MeanPool(Layer):
         return self.out(x.mean(dim=1))
 
     def emit(self, graph, inputs, name):
-        shape = graph.shape(inputs[0])
-        if len(shape) != 2:
-            raise CompositionError(f"{name!r} pools {inputs[0]!r} of shape {shape}, not (L, d)")
-        return graph.op("mean_pool", inputs, name, shape[1:], {"length": shape[0]})
+        L, d = graph.tokens(inputs[0], name)
+        return graph.op("mean_pool", inputs, name, (d,), {"length": L})
 
 
 class FeedForward(nn.Module):
@@ -480,6 +478,10 @@ def _prepare(module: nn.Module) -> fx.GraphModule:
             continue
         m = modules[node.target]
         ins = [quant_of.get(a) for a in node.args]
+        raw = [a for a in node.args if a.op == "placeholder"]
+        if raw and not isinstance(m, Input):
+            raise CompositionError(f"{node.target!r} reads the raw window: quantise it with "
+                                   f"Input(features, window) first")
         if isinstance(m, Layer):
             object.__setattr__(m, "_input_quant", tuple(ins))
             quant_of[node] = m.out
@@ -590,6 +592,14 @@ class _Graph:
 
     def shape(self, name: str) -> tuple:
         return self.shapes[name]
+
+    def tokens(self, name: str, reader: str) -> tuple:
+        """The (L, d) shape of ``name``, which ``reader`` needs a window of tokens of."""
+        shape = self.shapes[name]
+        if len(shape) != 2:
+            raise CompositionError(f"{reader!r} reads {name!r} of shape {shape} per window: it "
+                                   f"works on a window of tokens, (L, d)")
+        return shape
 
     def constant(self, name: str, codes: torch.Tensor) -> str:
         self.constants[name] = codes.numpy()

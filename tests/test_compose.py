@@ -158,6 +158,16 @@ def test_the_window_must_enter_through_input_and_leave_as_one_vector():
         def middle(self, h):
             return self.lin(h)
 
+    class NormOfPooled(Net):
+        def __init__(self):
+            super().__init__()
+            self.norm = cq.LayerNorm(4)
+
+        def forward(self, x):
+            return self.head(self.norm(self.pool(self.lin(self.input(x)))))
+
+    with pytest.raises(cq.CompositionError, match=r"'norm' reads 'pool' of shape \(4,\)"):
+        cq.to_intmodel(NormOfPooled(), torch.randn(4, 8, 1))
     with pytest.raises(cq.CompositionError, match=r"one vector"):
         cq.to_intmodel(TokensOut(), torch.randn(4, 8, 1))
     with pytest.raises(cq.CompositionError, match=r"layer 'lin' is called twice at .*self.lin\(h\)"):
