@@ -79,8 +79,8 @@ class CompositionError(ValueError):
 
 
 def _fake_quant(bits: int, *, constant: bool = False, fixed_softmax: bool = False) -> FakeQuant:
-    # Named for real when the module is traced (_name_quant_points): the layer does not know
-    # its path in the user's module yet.
+    # Named for real when the module is traced (_prepare): the layer does not know its path in
+    # the user's module yet.
     return FakeQuant("?", bits, "adaptive", "current" if constant else "ema",
                      fixed_softmax=fixed_softmax)
 
@@ -483,7 +483,7 @@ def _prepare(module: nn.Module) -> fx.GraphModule:
             raise CompositionError(f"{node.target!r} reads the raw window: quantise it with "
                                    f"Input(features, window) first")
         if isinstance(m, Layer):
-            object.__setattr__(m, "_input_quant", tuple(ins))
+            m._input_quant = tuple(ins)
             quant_of[node] = m.out
         else:                               # passes its input on
             quant_of[node] = ins[0] if ins else None
