@@ -158,11 +158,16 @@ class Linear(Layer):
 
 
 class PositionalEncoding(Layer):
-    """Adds the sinusoidal positional encoding (a constant of ``window`` x ``d``)."""
+    """Adds the sinusoidal positional encoding (a constant of ``window`` x ``d``);
+    ``learned=True``: a trained embedding of the positions, starting sinusoidal (a constant of
+    the integer model all the same)."""
 
-    def __init__(self, window: int, d: int, bits: int = 8):
+    def __init__(self, window: int, d: int, bits: int = 8, learned: bool = False):
         super().__init__()
-        self.register_buffer("pe", sinusoidal_pe(window, d))
+        if learned:
+            self.pe = nn.Parameter(sinusoidal_pe(window, d))
+        else:
+            self.register_buffer("pe", sinusoidal_pe(window, d))
         self.pe_quant = _fake_quant(bits, constant=True)
         self.out = _fake_quant(bits)
 

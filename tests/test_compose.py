@@ -13,6 +13,8 @@ import torch
 from hw.accelerator import Accelerator
 from model import compose as cq
 from model.intmodel import IntModel
+from model.qat import quantize
+from model.transformer import sinusoidal_pe
 from sim.streams import run_stream_block
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,19 +62,20 @@ def test_the_integer_model_tracks_the_qat_module(example, tmp_path):
 
 
 class OddShape(torch.nn.Module):
-    """One feature, a longer window, batch-norm after the attention, a ReLU fused into its
-    linear, and a two-layer head forecasting two steps."""
+    """One feature, a longer window, a learned position embedding, batch-norm after the
+    attention, a ReLU fused into its linear, and a two-layer head forecasting two steps."""
 
     def __init__(self, window=32, d=4):
         super().__init__()
         self.input, self.embed = cq.Input(1, window, bits=6), cq.Linear(1, d, bits=6)
+        self.pe = cq.PositionalEncoding(window, d, bits=6, learned=True)
         self.attn, self.add = cq.MultiHeadAttention(d, heads=1, bits=6), cq.Add(bits=6)
         self.norm, self.drop = cq.BatchNorm(d, bits=6), torch.nn.Dropout(0.1)
         self.pool = cq.MeanPool(bits=6)
         self.hidden, self.out = cq.Linear(d, 3, bits=6, relu=True), cq.Linear(3, 2, bits=6)
 
     def forward(self, x):
-        h = self.embed(self.input(x))
+        h = self.pe(self.embed(self.input(x)))
         h = self.norm(self.add(h, self.attn(h)))
         return self.out(self.hidden(self.pool(self.drop(h))))
 
@@ -84,6 +87,9 @@ def test_one_feature_a_long_window_and_a_two_step_head_are_bit_exact():
     intmodel = cq.to_intmodel(model, x)
     assert intmodel.horizon == 2 and intmodel.config["features"] == 1
     assert intmodel.op("hidden").params["relu"] and intmodel.op("norm").kind == "affine"
+    trained = quantize(model.pe.pe, model.pe.pe_quant.qparams()).numpy()
+    assert (intmodel.constants["pe.pe"] == trained).all()
+    assert not torch.equal(model.pe.pe, sinusoidal_pe(32, 4))     # it was trained
     xq = intmodel.quantize_input(x[:1].numpy())
     acc = Accelerator(intmodel)
     got, cycles = run_stream_block(acc, {"i": xq.reshape(-1).tolist()}, {"o": 2})
