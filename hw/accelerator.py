@@ -141,11 +141,6 @@ class _Unit:
     label: str
 
 
-def _stream_inputs(block) -> list:
-    """Names of a block's input streams, in signature order."""
-    return [n for n, mb in block.signature.members.items() if mb.flow == In]
-
-
 class Accelerator(wiring.Component):
     """Integer-model accelerator: ``i`` takes windows (L*F elements, token-major), ``o`` gives
     one prediction code per window and step of the horizon. ``nodes``: its components in topological order."""
@@ -258,8 +253,7 @@ class Accelerator(wiring.Component):
                 j = body_of[u][0]
                 k = count[id(j)] = count.get(id(j), -1) + 1
                 names[id(u)] = f"{base[id(j)]}_body{k}"
-                has_parts = hasattr(u.block, "part_times")
-                labels[id(u)] = j.label if has_parts else f"{j.label}/body{k}"
+                labels[id(u)] = j.label if u.block.parts else f"{j.label}/body{k}"
             else:
                 names[id(u)], labels[id(u)] = base[id(u)], u.label
 
@@ -288,7 +282,7 @@ class Accelerator(wiring.Component):
 
         stream_out("input", None, "i")
         for u in units:
-            ports = _stream_inputs(u.block)
+            ports = u.block.input_ports
             if len(ports) != len(u.inputs):
                 raise ValueError(f"block of {u.label!r} has input streams {ports} for "
                                  f"{list(u.inputs)}")
@@ -305,26 +299,25 @@ class Accelerator(wiring.Component):
         ``arrive``: edges at which the input elements are offered (default: an always-valid
         source, edges 1 .. L*F). Walking the nodes in topological order, each block maps the
         edges at which its input elements arrive to the edges at which its outputs leave
-        (``output_times``, ideal sink); a fork passes its input's edges on to every reader, a
-        skip FIFO delays them by its own schedule, and a join takes each tuple of operands when
-        the last is there. Skip FIFOs hold a whole window, so no fork is ever stopped by one
-        and these ideal-sink schedules compose exactly. Returns ``(label, input edges, output
-        edges)`` per block (attention: per part), in topological order (the labels of
+        (``output_times`` of the edges of each input port, ideal sink: the
+        :class:`hw.block.Block` contract); a fork passes its input's edges on to every reader,
+        a skip FIFO delays them by its own schedule, and a join takes each tuple of operands
+        when the last is there (its ``input_times``). Skip FIFOs hold a whole window, so no
+        fork is ever stopped by one and these ideal-sink schedules compose exactly. Returns
+        ``(label, input edges, output edges)`` per block (attention: per part,
+        ``part_times``), in topological order (the labels of
         :func:`sim.profile.accelerator_ports`)."""
         c = self.model.config
         t0 = list(range(1, c["window"] * c["features"] + 1)) if arrive is None else list(arrive)
         times, rows = {}, []
         for node in self.nodes:
             ins = [t0 if src is None else times[id(src)] for _, (src, _) in node.sources]
-            t_in = ins[0] if len(ins) == 1 else [max(e) for e in zip(*ins)]
-            if node.role == "op" and hasattr(node.block, "part_times"):
-                parts = node.block.part_times(t_in)
-                rows += [(f"{node.label}/{part}", a, b) for part, a, b in parts]
-                times[id(node)] = parts[-1][2]
+            if node.role != "op":
+                times[id(node)] = node.block.output_times(*ins)
                 continue
-            times[id(node)] = node.block.output_times(t_in)
-            if node.role == "op":
-                rows.append((node.label, t_in, times[id(node)]))
+            parts = node.block.part_times(*ins)
+            rows += [(f"{node.label}/{part}" if part else node.label, a, b) for part, a, b in parts]
+            times[id(node)] = parts[-1][2]
         return rows
 
     def cycles(self) -> int:

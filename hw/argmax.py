@@ -16,11 +16,12 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import Recorded, element_stream, qshape
+from hw.block import Block
+from hw.common import element_stream, qshape
 from hw.plumbing import CreditQueue, checked_init
 
 
-class Argmax(Recorded, wiring.Component):
+class Argmax(Block):
     """``n`` elements in (``i``), ``n + 1`` out (``o``): the inputs, then the argmax.
 
     Timing: a logit accepted at edge ``a`` is written to the queue at ``a + 1`` and leaves at
@@ -38,20 +39,19 @@ class Argmax(Recorded, wiring.Component):
         self.x_type, self.out_type, self.n = x_type, out_type, int(n)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
 
-    @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        """The block of ``model``'s argmax ``output_name``. It has no knobs: the ones given are
-        not its own (a preset's entry for the name "pred", a forecaster's output linear)."""
-        op = model.op(output_name)
-        if op.kind != "argmax":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not argmax")
-        src = op.spec.inputs[0]
-        return cls(model.qtype(src), model.qtype(output_name), n=model.tensors[src].shape[-1])
+    op_kinds = ("argmax",)
 
-    def cycles(self) -> int:
-        """One window from an always-valid source (inputs at edges 1 .. n): the index leaves at
-        edge ``n + 4``."""
-        return self.output_times(list(range(1, self.n + 1)))[-1]
+    @classmethod
+    def build(cls, model, op, **knobs):
+        """The block of ``model``'s argmax ``op``. It has no knobs: the ones given are not its
+        own (a preset's entry for the name "pred", a forecaster's output linear)."""
+        src = op.spec.inputs[0]
+        return cls(model.qtype(src), model.qtype(op.output), n=model.tensors[src].shape[-1])
+
+    @property
+    def window(self):
+        """One window: inputs at edges 1 .. n, the index leaves at edge ``n + 4``."""
+        return self.n
 
     def output_times(self, arrive) -> list:
         """Output edges (``n + 1`` per window) given the input elements' edges (ideal sink)."""

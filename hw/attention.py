@@ -35,13 +35,14 @@ from model.intmodel import merge_heads, split_heads
 from model.intops import QType, signed_bits
 
 from .amaranth_adapter import discard
-from .common import (Buffer, Recorded, Storage, check_lane_mul, check_mul, element_stream, mul,
+from .block import Block
+from .common import (Buffer, Storage, check_lane_mul, check_mul, element_stream, mul,
                      packing, qshape, requantiser, unpack_products)
 from .plumbing import CreditQueue, QueueTiming
 from .softmax import Softmax, _inc_mod
 
 
-class AttentionCore(Recorded, wiring.Component):
+class AttentionCore(Block):
     """Scores, softmax and context of all heads for windows of ``tokens`` x ``d_model``.
 
     Streams ``q``, ``k``, ``v`` (In) and ``o`` (Out, the context), token-major. Knobs:
@@ -115,12 +116,17 @@ class AttentionCore(Recorded, wiring.Component):
         super().__init__({"q": In(element_stream(q_type)), "k": In(element_stream(k_type)),
                           "v": In(element_stream(v_type)), "o": Out(element_stream(context_type))})
 
+    op_kinds = ("context",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        """Build from the ``l{i}.context`` op (its scores and softmax ops are looked up too)."""
-        op = model.op(output_name)
-        if op.kind != "context":
-            raise ValueError(f"{output_name!r} is a {op.kind} op, not a context")
+    def from_op(cls, model, output: str, **knobs):
+        """Build from the ``l{i}.context`` op; it computes the scores and softmax ops too."""
+        block = super().from_op(model, output, **knobs)
+        sm = model.op(block.ops[0].spec.inputs[0])
+        return block.computing(model, [model.op(sm.spec.inputs[0]), sm, *block.ops])
+
+    @classmethod
+    def build(cls, model, op, **knobs):
         attn_name, v_name = op.spec.inputs
         sm = model.op(attn_name)
         sc = model.op(sm.spec.inputs[0])
@@ -130,7 +136,7 @@ class AttentionCore(Recorded, wiring.Component):
                    sc.params["multiplier"], sc.params["shift"], model.qtype(sc.output),
                    sm.arrays["exp_table"], sm.params["exp_bits"], sm.params["recip_bits"],
                    model.qtype(attn_name), op.params["multiplier"], op.params["shift"],
-                   model.qtype(output_name), tokens=L, d_model=d, heads=op.spec.dims["heads"],
+                   model.qtype(op.output), tokens=L, d_model=d, heads=op.spec.dims["heads"],
                    **knobs)
 
     def reference(self, q, k, v):
@@ -146,7 +152,11 @@ class AttentionCore(Recorded, wiring.Component):
                                              self.context_type))
 
     # -- timing -------------------------------------------------------------------------------
-    def cycles(self) -> int:
+    @property
+    def window(self):
+        return self.tokens * self.d_model
+
+    def cycles(self, length: int | None = None) -> int:
         """Cycles for one window (always-valid sources, always-ready sink): the last edge of
         :meth:`output_times` with the three windows offered at edges 1 .. L*d.
 
@@ -157,8 +167,7 @@ class AttentionCore(Recorded, wiring.Component):
         edges after the last probability's last step. Short rows make stages wait for one
         another (the divider, the softmax banks, the finished row's output registers, the
         credit queues); the edge by edge model takes all of that into account."""
-        ideal = range(1, self.tokens * self.d_model + 1)
-        return self.output_times(ideal, ideal, ideal)[-1]
+        return super().cycles(length)
 
     def output_times(self, q, k, v) -> list:
         """Per-element output edges given the edges from which the q, k and v input elements
@@ -452,7 +461,7 @@ class AttentionCore(Recorded, wiring.Component):
                                                   mul=self.requant_mul, name="oprod"))]
 
 
-class Attention(Recorded, wiring.Component):
+class Attention(Block):
     """One attention of the graph, named by its ``context`` operator (or, for short, its
     encoder layer's index): input ``i`` = the tensor its Q, K and V linears read (tokens x
     d_model), output ``o`` = the output linear that reads the context. A Fork feeds the Q, K
@@ -516,8 +525,9 @@ class Attention(Recorded, wiring.Component):
         """Built by the accelerator: ``knobs(kind, name)`` is its configuration's lookup (the
         projections take the ``linear`` knobs of Q and of the output linear, the rest the
         ``attention`` knobs of the region's name)."""
-        return cls(model, region.context, qkv_knobs=knobs("linear", region.q),
-                   out_knobs=knobs("linear", region.output), **knobs("attention", region.name))
+        block = cls(model, region.context, qkv_knobs=knobs("linear", region.q),
+                    out_knobs=knobs("linear", region.output), **knobs("attention", region.name))
+        return block.computing(model, [model.op(o) for o in region.ops])
 
     def __init__(self, model, context: str | int, *, qkv_knobs: dict | None = None,
                  out_knobs: dict | None = None, qkv_fused: bool = False, **core_knobs):
@@ -548,6 +558,11 @@ class Attention(Recorded, wiring.Component):
         super().__init__({"i": In(element_stream(model.qtype(self.x_name))),
                           "o": Out(element_stream(model.qtype(r.output)))})
 
+    @property
+    def parts(self):
+        proj = ("proj_qkv",) if self.qkv_fused else ("proj_q", "proj_k", "proj_v")
+        return (*proj, "core", "out_proj")
+
     def part_times(self, arrive) -> list:
         """``(part, input edges, output edges)`` of the projections, the core and the output
         projection, in stream order, given the edges at which the input elements are offered
@@ -570,14 +585,18 @@ class Attention(Recorded, wiring.Component):
         rows.append(("out_proj", ctx, self.out_proj.output_times(ctx)))
         return rows
 
+    def part_ports(self) -> list:
+        return ([(name, lin.i, lin.o) for name, lin in zip(self.parts, self.proj)]
+                + [("core", self.core.q, self.core.o), ("out_proj", self.out_proj.i, self.out_proj.o)])
+
     def output_times(self, arrive) -> list:
         """Per-element output edges given the edges of the input elements (ideal sink)."""
         return self.part_times(arrive)[-1][2]
 
-    def cycles(self) -> int:
-        """Exact cycles for one window (always-valid source of tokens x d_model elements,
-        always-ready sink): the edge of the last output of :meth:`output_times`."""
-        return self.output_times(range(1, self.core.tokens * self.core.d_model + 1))[-1]
+    @property
+    def window(self):
+        """One window: tokens x d_model elements."""
+        return self.core.window
 
     def construction_key(self):
         """What :meth:`elaborate` reads: the sub-blocks (each known by its own construction)

@@ -15,8 +15,8 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
-                       round_saturate)
+from hw.block import Block
+from hw.common import Rom, Storage, check_mul, element_stream, mul, mul_const, qshape, round_saturate
 from hw.plumbing import CreditQueue, checked_init
 
 
@@ -32,21 +32,20 @@ def _queue_depth(latency: int) -> int:
     return latency + 3
 
 
-class _OneElementPerCycle:
+class _OneElementPerCycle(Block):
     """Timing of the element-wise blocks: one element per cycle, each output ``LATENCY``
-    datapath edges plus the 2 edges of the output queue behind its input."""
+    datapath edges plus the 2 edges of the output queue behind its input (``length``
+    elements: ``cycles(length) = length + LATENCY + 2``)."""
 
-    def cycles(self, length: int) -> int:
-        """Cycles for ``length`` elements: ``length + LATENCY + 2``."""
-        return length + self.LATENCY + 2
+    streaming = True
 
-    def output_times(self, arrive) -> list:
+    def output_times(self, *arrive) -> list:
         """Per-element output edges given the edges at which the input elements (for a
         two-input Add: the later of the pair) are offered, with an ideal sink."""
-        return [a + self.LATENCY + 2 for a in arrive]
+        return [a + self.LATENCY + 2 for a in self.input_times(*arrive)]
 
 
-class Add(Recorded, _OneElementPerCycle, wiring.Component):
+class Add(_OneElementPerCycle):
     """``intops.add``: ``saturate(zo + rounding_shift((a-za)*ma + (b-zb)*mb, shift))``.
 
     Ports ``a``, ``b`` (In) and ``o`` (Out). With ``const_b`` (integer array of ``b_type``
@@ -83,11 +82,10 @@ class Add(Recorded, _OneElementPerCycle, wiring.Component):
             members["b"] = In(element_stream(b_type))
         super().__init__(members)
 
+    op_kinds = ("add",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "add":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not add")
+    def build(cls, model, op, **knobs):
         a_name, b_name = op.spec.inputs
         kw = {}
         if b_name in model.constants:
@@ -95,10 +93,12 @@ class Add(Recorded, _OneElementPerCycle, wiring.Component):
             kw["length"] = kw["const_b"].size
         kw.update(knobs)
         return cls(model.qtype(a_name), model.qtype(b_name), op.params["ma"], op.params["mb"],
-                   op.params["shift"], model.qtype(output_name), **kw)
+                   op.params["shift"], model.qtype(op.output), **kw)
 
-    def cycles(self, length: int | None = None) -> int:
-        return super().cycles(self.length if length is None else length)
+    @property
+    def window(self):
+        """The constant operand's period (``length``), else the operator's tensor."""
+        return self.length if self.length is not None else super().window
 
     def elaborate(self, platform):
         m = Module()
@@ -150,7 +150,7 @@ class Add(Recorded, _OneElementPerCycle, wiring.Component):
         return m
 
 
-class Affine(Recorded, _OneElementPerCycle, wiring.Component):
+class Affine(_OneElementPerCycle):
     """``intops.affine`` (folded batch-norm): ``(x-zx)*scales[c] + offsets[c]`` requantised by
     a common shift, ``c`` = element index mod ``channels``. Scales and offsets live in ROMs
     (``storage``) read at the accept edge with the channel counter as address.
@@ -175,13 +175,12 @@ class Affine(Recorded, _OneElementPerCycle, wiring.Component):
         self.storage = Storage.parse(storage)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
 
+    op_kinds = ("affine",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "affine":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not affine")
+    def build(cls, model, op, **knobs):
         return cls(model.qtype(op.spec.inputs[0]), op.arrays["scales"], op.arrays["offsets"],
-                   op.params["shift"], model.qtype(output_name), channels=op.spec.shape[-1],
+                   op.params["shift"], model.qtype(op.output), channels=op.spec.shape[-1],
                    **knobs)
 
     def elaborate(self, platform):
@@ -217,7 +216,7 @@ class Affine(Recorded, _OneElementPerCycle, wiring.Component):
         return m
 
 
-class LutActivation(Recorded, _OneElementPerCycle, wiring.Component):
+class LutActivation(_OneElementPerCycle):
     """``intops.lut_activation``: ``table[x - qmin]`` from a ROM addressed by the input code."""
 
     LATENCY = 1
@@ -233,12 +232,11 @@ class LutActivation(Recorded, _OneElementPerCycle, wiring.Component):
         self.storage = Storage.parse(storage)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
 
+    op_kinds = ("lut",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "lut":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not lut")
-        return cls(model.qtype(op.spec.inputs[0]), op.arrays["table"], model.qtype(output_name),
+    def build(cls, model, op, **knobs):
+        return cls(model.qtype(op.spec.inputs[0]), op.arrays["table"], model.qtype(op.output),
                    **knobs)
 
     def elaborate(self, platform):

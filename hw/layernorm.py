@@ -31,7 +31,8 @@ from model import intops
 from model.intops import QType, signed_bits, unsigned_bits
 
 from .amaranth_adapter import discard
-from .common import (Buffer, Recorded, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
+from .block import Block
+from .common import (Buffer, Rom, Storage, check_mul, element_stream, mul, mul_const, qshape,
                      round_saturate, rounding_shift)
 from .plumbing import CreditQueue
 from .softmax import Reciprocal, _inc_mod
@@ -80,7 +81,7 @@ class Isqrt(wiring.Component):
         return m
 
 
-class LayerNorm(Recorded, wiring.Component):
+class LayerNorm(Block):
     """intops.layernorm per token: ``i`` streams ``tokens`` x ``channels`` elements of ``x_type``,
     ``o`` the normalised tokens in ``out_type``. Knobs: ``weight_storage`` (scales/offsets
     ROMs), ``buffer_storage`` (token banks), ``sqrt_bits`` / ``div_bits`` (bits per cycle of the
@@ -132,15 +133,14 @@ class LayerNorm(Recorded, wiring.Component):
         self.recip = Reciprocal(recip_bits, 1, max(b["sd"], 1), div_bits)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
 
+    op_kinds = ("layernorm",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "layernorm":
-            raise ValueError(f"{output_name!r} is a {op.kind} op, not a layernorm")
+    def build(cls, model, op, **knobs):
         L, d = op.spec.shape
         p = op.params
         return cls(model.qtype(op.spec.inputs[0]), op.arrays["scales"], op.arrays["offsets"],
-                   p["shift"], p["norm_bits"], p["recip_bits"], model.qtype(output_name),
+                   p["shift"], p["norm_bits"], p["recip_bits"], model.qtype(op.output),
                    channels=d, tokens=L, **knobs)
 
     def reference(self, x):
@@ -166,12 +166,17 @@ class LayerNorm(Recorded, wiring.Component):
             out.append(o_e + self.OUT_LATENCY)
         return out
 
-    def cycles(self) -> int:
+    @property
+    def window(self):
+        return self.tokens * self.channels
+
+    def cycles(self, length: int | None = None) -> int:
         """Cycles for one window (always-valid source, always-ready sink). While the serial
         units keep up (``Dq + 1 <= N`` and ``Dd + 1 <= N``, banks not exhausted) this is
         ``(tokens + 1) * N + Dq + Dd + 9`` with ``Dq``/``Dd`` the square-root/division
         iterations: N edges per token to stream in, one token more to stream the last one out,
         plus hand-over and pipeline latency. :meth:`token_times` is exact in every case."""
+        self.stream_length(length)
         N = self.channels
         return self.token_times([(t + 1) * N for t in range(self.tokens)])[-1]
 

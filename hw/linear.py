@@ -30,13 +30,14 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Buffer, Recorded, Rom, Storage, check_lane_mul, check_mul, const,
+from hw.block import Block
+from hw.common import (Buffer, Rom, Storage, check_lane_mul, check_mul, const,
                        element_stream, mul, mul_const, pack_words, packing, qshape, requantiser,
                        round_saturate, tree_sum, union_shape, unpack_products)
 from hw.plumbing import CreditQueue, checked_init
 
 
-class Linear(Recorded, wiring.Component):
+class Linear(Block):
     """``tokens`` vectors of ``In`` elements in (port ``i``), ``tokens`` vectors of ``Out``
     elements out (port ``o``): ``o = intops.linear(i, ...)`` token by token."""
 
@@ -103,18 +104,17 @@ class Linear(Recorded, wiring.Component):
         self.out_shape = union_shape(qt for _, _, qt in self.requants)
         super().__init__({"i": In(element_stream(in_type)), "o": Out(stream.Signature(self.out_shape))})
 
+    op_kinds = ("linear",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "linear":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not linear")
+    def build(cls, model, op, **knobs):
         p = op.params
         shape = op.spec.shape
         kw = {"tokens": shape[0] if len(shape) == 2 else 1}
         kw.update(knobs)
         return cls(op.arrays["weight"], QType.from_dict(p["weight_type"]), op.arrays["bias"],
                    p["multiplier"], p["shift"], model.qtype(op.spec.inputs[0]),
-                   model.qtype(output_name), p.get("relu", False), **kw)
+                   model.qtype(op.output), p.get("relu", False), **kw)
 
     @classmethod
     def fused_from_ops(cls, model, output_names, **knobs):
@@ -162,7 +162,11 @@ class Linear(Recorded, wiring.Component):
         """Steady-state cycles per token: loading (In) or computing (G*P), whichever is longer."""
         return max(self.n_in, self.groups * self.slots)
 
-    def cycles(self) -> int:
+    @property
+    def window(self):
+        return self.tokens * self.n_in
+
+    def cycles(self, length: int | None = None) -> int:
         """Exact cycles for one window (always-valid source, always-ready sink):
 
         the first token is loaded (In cycles), compute starts the cycle after; token t starts
@@ -170,6 +174,7 @@ class Linear(Recorded, wiring.Component):
         ``(G-1)*P + K - 1`` cycles after its start; then its pe results drain serially
         (pe - 1 cycles after the first) behind a fixed tail of ``TAIL`` edges.
         """
+        self.stream_length(length)
         G, K, P, pe = self.groups, self.folds, self.slots, self.pe
         return (self.n_in + 1 + (self.tokens - 1) * self.token_period()
                 + (G - 1) * P + K - 1 + self.TAIL + pe - 1 + 1)

@@ -17,7 +17,8 @@ from amaranth.lib import fifo, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from hw.amaranth_adapter import discard
-from hw.common import Buffer, Recorded, Storage
+from hw.block import Block
+from hw.common import Buffer, Storage
 
 
 def checked_init(init):
@@ -33,7 +34,7 @@ def checked_init(init):
     return wrapper
 
 
-class Fifo(Recorded, wiring.Component):
+class Fifo(Block):
     """Stream FIFO of ``depth`` elements on a :class:`hw.common.Buffer` (storage selectable).
 
     Ports: ``i`` (In stream), ``o`` (Out stream). ``i.ready`` and ``o.valid`` are registers.
@@ -46,6 +47,8 @@ class Fifo(Recorded, wiring.Component):
     address being written returns the old value, hence the conservative ``o.valid``).
     """
 
+    streaming = True
+
     @checked_init
     def __init__(self, shape, depth: int, storage=Storage.LUTRAM):
         if depth < 1:
@@ -55,9 +58,10 @@ class Fifo(Recorded, wiring.Component):
         self.storage = Storage.parse(storage)
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
 
-    def cycles(self, length: int) -> int:
+    def cycles(self, length: int | None = None) -> int:
         """``length`` elements through an empty FIFO: 2 edges of latency, then one element per
         cycle (depth >= 3); depth 2 sustains 2 elements per 3 cycles, depth 1 one per 3."""
+        length = self.stream_length(length)
         if self.depth >= 3:
             return length + 2
         if self.depth == 2:
@@ -238,7 +242,7 @@ class _Skid(wiring.Component):
         return m
 
 
-class Fork(Recorded, wiring.Component):
+class Fork(Block):
     """Broadcast one stream to the ``n`` streams of the port array ``o`` (``o[0] .. o[n-1]``).
 
     Each output has its own two-entry register queue, and an input element is taken when every
@@ -256,12 +260,11 @@ class Fork(Recorded, wiring.Component):
         super().__init__({"i": In(stream.Signature(shape)),
                           "o": Out(stream.Signature(shape)).array(n)})
 
-    def cycles(self, length: int) -> int:
-        """``length`` elements through the fork: ``length + 1``."""
-        return length + 1
+    streaming = True
 
     def output_times(self, arrive) -> list:
-        """Per-element output edges (every output) given the input edges: one edge later."""
+        """Per-element output edges (every output) given the input edges: one edge later
+        (``length`` elements: ``cycles(length) = length + 1``)."""
         return [a + 1 for a in arrive]
 
     def elaborate(self, platform):
@@ -281,7 +284,7 @@ class Fork(Recorded, wiring.Component):
         return m
 
 
-class Demux(Recorded, wiring.Component):
+class Demux(Block):
     """Split one stream into ``n`` streams ``o0 .. o{n-1}`` (also ``o``, a list) by position:
     consecutive runs of ``segment`` elements go to o0, o1, ..., o{n-1}, then o0 again (the
     outputs of a fused linear to the operators it computes). No storage and no latency: an
@@ -303,9 +306,11 @@ class Demux(Recorded, wiring.Component):
         super().__init__(members)
         self.o = [getattr(self, f"o{k}") for k in range(n)]
 
-    def cycles(self, length: int) -> int:
+    streaming = True
+
+    def cycles(self, length: int | None = None) -> int:
         """``length`` elements through the demux with ideal consumers: ``length`` (no latency)."""
-        return length
+        return self.stream_length(length)
 
     def split_times(self, arrive) -> list:
         """The edges of ``arrive`` (one per input element) split per output, in order (ideal

@@ -15,12 +15,12 @@ from amaranth.lib.wiring import In, Out
 
 from model import intops
 from model.intops import QType
-from hw.common import (Buffer, Recorded, Storage, check_mul, element_stream, qshape,
-                       requantiser)
+from hw.block import Block
+from hw.common import Buffer, Storage, check_mul, element_stream, qshape, requantiser
 from hw.plumbing import CreditQueue, checked_init
 
 
-class MeanPool(Recorded, wiring.Component):
+class MeanPool(Block):
     """``length`` tokens of ``channels`` elements in (``i``), ``channels`` elements out (``o``).
 
     Pipeline: accept (accumulator read) | add, write back | x multiplier (registered) |
@@ -45,19 +45,22 @@ class MeanPool(Recorded, wiring.Component):
         self.requant_mul = check_mul(requant_mul)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
 
+    op_kinds = ("mean_pool",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "mean_pool":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not mean_pool")
+    def build(cls, model, op, **knobs):
         src = op.spec.inputs[0]
         length, channels = model.tensors[src].shape[-2:]
         return cls(model.qtype(src), op.params["multiplier"], op.params["shift"],
-                   model.qtype(output_name), length=length, channels=channels, **knobs)
+                   model.qtype(op.output), length=length, channels=channels, **knobs)
 
-    def cycles(self) -> int:
+    @property
+    def window(self):
+        return self.length * self.channels
+
+    def cycles(self, length: int | None = None) -> int:
         """One window: ``length * channels`` input cycles + ``LATENCY`` + 2 (output queue)."""
-        return self.length * self.channels + self.LATENCY + 2
+        return self.stream_length(length) + self.LATENCY + 2
 
     def output_times(self, arrive) -> list:
         """Per-channel output edges given the edges of the input elements (ideal sink): the

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections import deque
 
 import numpy as np
-from amaranth import Array, Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth import Array, Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -32,6 +32,7 @@ from model import intops
 from model.intops import QType, unsigned_bits
 
 from .amaranth_adapter import discard
+from .block import Block
 from .common import Buffer, Rom, Storage, check_mul, element_stream, mul, qshape, rounding_shift, saturate
 from .plumbing import CreditQueue, QueueTiming
 
@@ -150,7 +151,7 @@ class SoftmaxTiming:
             tag[b] = t
 
 
-class Softmax(wiring.Component):
+class Softmax(Block):
     """intops.softmax over consecutive rows of ``row_length`` scores (``rows`` rows per window).
 
     ``i``: scores (``score_type``), ``o``: probabilities (``out_type``, unsigned, zero point 0),
@@ -199,14 +200,13 @@ class Softmax(wiring.Component):
         if banks < 2:
             raise ValueError("banks must be >= 2")
 
+    op_kinds = ("softmax",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        op = model.op(output_name)
-        if op.kind != "softmax":
-            raise ValueError(f"{output_name!r} is a {op.kind} op, not a softmax")
+    def build(cls, model, op, **knobs):
         heads, L, _ = op.spec.shape
         return cls(model.qtype(op.spec.inputs[0]), op.arrays["exp_table"], op.params["exp_bits"],
-                   op.params["recip_bits"], model.qtype(output_name), rows=heads * L,
+                   op.params["recip_bits"], model.qtype(op.output), rows=heads * L,
                    row_length=L, **knobs)
 
     def reference(self, scores):
@@ -218,6 +218,10 @@ class Softmax(wiring.Component):
     def div_cycles(self) -> int:
         """Edges a division occupies after its start edge."""
         return self.recip.iterations
+
+    @property
+    def window(self):
+        return self.rows * self.row_length
 
     def output_times(self, arrive) -> list:
         """Per-element output edges given the edges from which the input elements are offered
@@ -235,7 +239,7 @@ class Softmax(wiring.Component):
                 out.append(e)
         return out
 
-    def cycles(self) -> int:
+    def cycles(self, length: int | None = None) -> int:
         """Cycles for one window (always-valid source, always-ready sink).
 
         When the divider keeps up (``D + 1 <= N`` and ``D + 4 <= N + 1`` with 4 banks) this is
@@ -243,7 +247,7 @@ class Softmax(wiring.Component):
         exponential and output passes, the division ``D = ceil(qbits / div_bits)`` and 7 edges of
         hand-over and pipeline latency. Otherwise the slowest stage sets the pace; the edge by
         edge model of :meth:`output_times` is exact in every case."""
-        return self.output_times(range(1, self.rows * self.row_length + 1))[-1]
+        return super().cycles(length)
 
     # -- hardware -----------------------------------------------------------------------------
     def elaborate(self, platform):

@@ -22,7 +22,6 @@ simulator and the design, says how many outputs arrived and what the formula exp
 """
 from __future__ import annotations
 
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -56,15 +55,16 @@ class CycleLimit:
            name: str | None = None) -> "CycleLimit":
         """The limit of ``windows`` windows of ``design``, from its ``cycles()``.
 
-        Blocks whose formula takes the stream length (``cycles(length)``: element-wise blocks,
-        FIFOs, forks) are given ``length``, the elements of the whole stream (then ``windows``
-        is 1). ``name`` names the design in messages (default: its class name)."""
+        Streaming blocks (``streaming``: element-wise blocks, FIFOs, forks; their
+        ``cycles(length)`` takes any length, :class:`hw.block.Block`) are given ``length``, the
+        elements of the whole stream (then ``windows`` is 1). ``name`` names the design in
+        messages (default: its class name)."""
         formula = getattr(design, "cycles", None)
         label = name or type(design).__name__
         if not callable(formula):
             raise TypeError(f"{label} has no cycles() formula: give the simulation a CycleLimit "
                             f"built from the expected cycles of one window")
-        if length is not None and "length" in inspect.signature(formula).parameters:
+        if length is not None and getattr(design, "streaming", False):
             return cls(label, int(formula(int(length))), 1)
         return cls(label, int(formula()), int(windows))
 

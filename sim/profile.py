@@ -18,14 +18,8 @@ def accelerator_ports(acc):
     for node in acc.nodes:
         if node.role != "op":
             continue
-        blk = node.block
-        if hasattr(blk, "part_times"):          # Attention: show its parts
-            for n, lin in zip(["qkv"] if blk.qkv_fused else "qkv", blk.proj):
-                out.append((f"{node.label}/proj_{n}", lin.i, lin.o))
-            out.append((f"{node.label}/core", blk.core.q, blk.core.o))
-            out.append((f"{node.label}/out_proj", blk.out_proj.i, blk.out_proj.o))
-        else:
-            out.append((node.label, getattr(blk, node.sources[0][0]), blk.o))
+        for part, i, o in node.block.part_ports():
+            out.append((f"{node.label}/{part}" if part else node.label, i, o))
     return out
 
 

@@ -31,8 +31,8 @@ def run_stream_block(dut, inputs: dict, outputs: dict, *, stall_in: float = 0.0,
 
     The simulation stops with :class:`sim.limits.SimulationTimeout` at the limit
     ``limit`` gives (default: from ``dut.cycles()`` for ``windows`` windows back to back, or
-    ``dut.cycles(length)`` of the longest input stream for a block whose formula takes the
-    length; see :mod:`sim.limits`).
+    ``dut.cycles(length)`` of the longest input stream for a streaming block; see
+    :mod:`sim.limits`).
     """
     sim = Simulator(dut)                # elaborates dut (also when no limit can be derived)
     sim.add_clock(domain_clock)

@@ -20,23 +20,18 @@ def simulated_cycles(acc):
 
 
 def check_block_schedules(acc):
-    """Every block's per-element schedule, fed by an always-valid source, ends at its own
-    standalone ``cycles()`` (edges counted from 1)."""
+    """Every block's per-element schedule, fed by always-valid sources of one window (each
+    input port), ends at its own standalone ``cycles()`` (edges counted from 1; the
+    hw.block.Block contract)."""
     L, d = acc.model.config["window"], acc.model.config["d_model"]
-    ideal = list(range(1, L * d + 1))
     for node in acc.nodes:
         blocks = [node.block]
         for blk in blocks:
-            if hasattr(blk, "core"):                      # Attention: its core and linears
-                assert blk.core.output_times(ideal, ideal, ideal)[-1] == blk.core.cycles()
-                blocks += blk.proj + [blk.out_proj]
-                continue
-            n = getattr(blk, "n_in", d) * getattr(blk, "tokens", L)
-            try:
-                expected = blk.cycles()
-            except TypeError:                             # elementwise / plumbing: cycles(length)
-                expected = blk.cycles(n)
-            assert blk.output_times(list(range(1, n + 1)))[-1] == expected, blk
+            if blk.parts:                                 # Attention: its core and linears
+                blocks += [blk.core, *blk.proj, blk.out_proj]
+            n = blk.window or L * d                       # forks and FIFOs: any length
+            ideal = list(range(1, n + 1))
+            assert blk.output_times(*[ideal] * len(blk.input_ports))[-1] == blk.cycles(n), blk
 
 
 @pytest.mark.parametrize("config, hw, bits", [
