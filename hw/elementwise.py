@@ -105,8 +105,8 @@ class Add(_OneElementPerCycle):
         at, bt, ot = self.a_type, self.b_type, self.out_type
         # Bound: intops.add_acc_bound (|(a-za)*ma| + |(b-zb)*mb|).
         acc_bits = intops.signed_bits(intops.add_acc_bound(at, self.ma, bt, self.mb))
-        pa_bits = intops.signed_bits(at.max_offset * abs(self.ma))
-        pb_bits = intops.signed_bits(bt.max_offset * abs(self.mb))
+        pa_bits = intops.signed_bits(intops.const_product_bound(at.max_offset, self.ma))
+        pb_bits = intops.signed_bits(intops.const_product_bound(bt.max_offset, self.mb))
         lat = self.LATENCY
         m.submodules.q = q = CreditQueue(qshape(ot), _queue_depth(lat), latency=2)
 
@@ -188,7 +188,7 @@ class Affine(_OneElementPerCycle):
         xt, ot = self.x_type, self.out_type
         s_bits = intops.signed_bits(int(np.abs(self.scales).max(initial=0)))
         o_bits = intops.signed_bits(int(np.abs(self.offsets).max(initial=0)))
-        p_bits = intops.signed_bits(xt.max_offset * int(np.abs(self.scales).max(initial=0)))
+        p_bits = intops.signed_bits(intops.const_product_bound(xt.max_offset, self.scales))
         # Bound: intops.affine_acc_bound.
         acc_bits = intops.signed_bits(intops.affine_acc_bound(xt, self.scales, self.offsets))
         lat = self.LATENCY

@@ -121,14 +121,12 @@ class LayerNorm(Block):
         self.s_shape = signed(signed_bits(b["sum"]))
         self.q_shape = unsigned(unsigned_bits(b["sq_acc"]))
         self.frac = intops.LN_SD_FRAC_BITS
-        # v = n*Q - S*S and (v << 2F) <= bound var
-        self.var_shape = unsigned(unsigned_bits(b["var"] >> (2 * self.frac)))
+        self.var_shape = unsigned(unsigned_bits(b["var_n"]))        # v = n*Q - S*S
         self.dev_shape = signed(signed_bits(b["dev"]))
-        self.prod_shape = signed(signed_bits(b["dev"] * b["recip"]))  # dev * r, r <= 2**recip_bits
+        self.prod_shape = signed(signed_bits(b["dev_recip"]))         # dev * r
         self.z_bound = b["z"]
         self.z_shape = signed(signed_bits(b["z"]))
-        mscale = max(abs(v) for v in scales)
-        self.acc_shape = signed(signed_bits(b["z"] * mscale + max(abs(v) for v in offsets)))
+        self.acc_shape = signed(signed_bits(intops.affine_bound(b["z"], scales, offsets)))
         self.sqrt = Isqrt(b["var"], sqrt_bits)
         self.recip = Reciprocal(recip_bits, 1, max(b["sd"], 1), div_bits)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(out_type))})
@@ -272,7 +270,7 @@ class LayerNorm(Block):
         u3, prod3, sc3, of3 = Signal(), Signal(self.prod_shape), Signal(scale_shape), Signal(off_shape)
         m.d.sync += [u3.eq(u2), prod3.eq(mul(dev2, r2, self.mul)), sc3.eq(sc2), of3.eq(of2)]
         # |z * scale| <= layernorm_bounds' z times the largest scale.
-        u4, zs4, of4 = Signal(), Signal(signed(signed_bits(self.z_bound * mscale))), Signal(off_shape)
+        u4, zs4, of4 = Signal(), Signal(signed(signed_bits(intops.const_product_bound(self.z_bound, mscale)))), Signal(off_shape)
         z = rounding_shift(prod3, self.recip_bits - self.norm_bits - self.frac)
         m.d.sync += [u4.eq(u3), zs4.eq(mul(z, sc3, self.mul)), of4.eq(of3)]
         acc = Signal(self.acc_shape)

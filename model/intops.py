@@ -219,9 +219,15 @@ def quantize_affine(gains, offsets) -> tuple[np.ndarray, np.ndarray, int]:
             np.round(np.asarray(offsets, np.float64) * (1 << shift)).astype(np.int64), shift)
 
 
+def const_product_bound(x_bound: int, constants) -> int:
+    """Largest ``abs`` of ``x * c`` for ``|x| <= x_bound`` and ``c`` one constant multiplier
+    or any of an array of them (per channel)."""
+    return int(x_bound) * int(np.abs(np.asarray(constants, np.int64)).max(initial=0))
+
+
 def requant_product_bound(acc_bound: int, multiplier: int) -> int:
     """``|acc * multiplier|`` for ``|acc| <= acc_bound``: what a requantiser's product holds."""
-    return int(acc_bound) * abs(int(multiplier))
+    return const_product_bound(acc_bound, multiplier)
 
 
 def requantize(acc, multiplier, shift: int, out: QType, relu: bool = False) -> torch.Tensor:
@@ -315,7 +321,8 @@ def matmul_acc(a, a_type: QType, b, b_type: QType) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 def add_acc_bound(a: QType, ma: int, b: QType, mb: int) -> int:
-    return a.max_offset * abs(ma) + b.max_offset * abs(mb)
+    """Largest ``abs`` of :func:`add`'s sum of products ``(a-za)*ma + (b-zb)*mb``."""
+    return const_product_bound(a.max_offset, ma) + const_product_bound(b.max_offset, mb)
 
 
 def add(a, a_type: QType, b, b_type: QType, ma: int, mb: int, shift: int,
@@ -331,9 +338,15 @@ def add(a, a_type: QType, b, b_type: QType, ma: int, mb: int, shift: int,
     return _shift_saturate_(acc, shift, out)
 
 
+def affine_bound(x_bound: int, scales, offsets) -> int:
+    """Largest ``abs`` of ``x * scales[c] + offsets[c]`` for ``|x| <= x_bound``."""
+    return (const_product_bound(x_bound, scales)
+            + int(np.abs(np.asarray(offsets, np.int64)).max(initial=0)))
+
+
 def affine_acc_bound(x_type: QType, scales, offsets) -> int:
-    return int(x_type.max_offset * np.abs(np.asarray(scales)).max(initial=0)
-               + np.abs(np.asarray(offsets)).max(initial=0))
+    """Largest ``abs`` of :func:`affine`'s ``(x - zx) * scales[c] + offsets[c]``."""
+    return affine_bound(x_type.max_offset, scales, offsets)
 
 
 def affine(x, x_type: QType, scales, offsets, shift: int, out: QType) -> torch.Tensor:
@@ -470,10 +483,11 @@ def layernorm_bounds(n: int, x_type: QType, norm_bits: int, recip_bits: int) -> 
     z = rounding_shift(dev * (1 << recip_bits), recip_bits - norm_bits - LN_SD_FRAC_BITS)
     var = (sq_sum << (2 * LN_SD_FRAC_BITS)) // n
     # xc = x - zx; sum = sum(xc), sq = xc**2 and sq_acc = sum(xc**2) (the hardware's running
-    # statistics, var = n*sq_acc - sum**2), sum_sq = sum**2
+    # statistics), sum_sq = sum**2, var_n = n*sq_acc - sum**2 (var without its fraction bits)
     return {"xc": m, "sum": n * m, "sq": m * m, "sq_acc": n * m * m, "sum_sq": (n * m) ** 2,
-            "dev": dev, "sq_sum": sq_sum, "var": var, "sd": math.isqrt(var),
-            "recip": 1 << recip_bits, "z": int(z)}
+            "dev": dev, "sq_sum": sq_sum, "var": var, "var_n": var >> (2 * LN_SD_FRAC_BITS),
+            "sd": math.isqrt(var), "recip": 1 << recip_bits, "dev_recip": dev << recip_bits,
+            "z": int(z)}
 
 
 # ---------------------------------------------------------------------------------------------
