@@ -13,11 +13,12 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from model.intops import QType
-from hw.common import Recorded, element_stream, qshape
+from hw.block import Block
+from hw.common import element_stream, qshape
 from hw.plumbing import CreditQueue, checked_init
 
 
-class Threshold(Recorded, wiring.Component):
+class Threshold(Block):
     """One score in (``i``), two codes out (``o``): the score, then 1 if it is at least
     ``threshold`` else 0. A score accepted at edge ``a`` leaves at ``a + 3``, its flag at
     ``a + 4`` (ideal sink)."""
@@ -29,22 +30,22 @@ class Threshold(Recorded, wiring.Component):
         self.x_type, self.threshold = x_type, int(threshold)
         super().__init__({"i": In(element_stream(x_type)), "o": Out(element_stream(x_type))})
 
+    op_kinds = ("threshold",)
+
     @classmethod
-    def from_op(cls, model, output_name: str, **knobs):
-        """The block of ``model``'s threshold ``output_name``. It has no knobs: the ones given
-        are not its own (a preset's entry for the name "pred", a forecaster's output linear)."""
-        op = model.op(output_name)
-        if op.kind != "threshold":
-            raise ValueError(f"{output_name!r} is a {op.kind} operator, not threshold")
+    def build(cls, model, op, **knobs):
+        """The block of ``model``'s threshold ``op``. It has no knobs: the ones given are not
+        its own (a preset's entry for the name "pred", a forecaster's output linear)."""
         src = op.spec.inputs[0]
         if model.tensors[src].shape[-1] != 1:
             raise ValueError(f"threshold takes one score per window, {src!r} has "
                              f"{model.tensors[src].shape[-1]}")
         return cls(model.qtype(src), op.params["threshold"])
 
-    def cycles(self) -> int:
-        """One window (the score at edge 1): the flag leaves at edge 5."""
-        return self.output_times([1])[-1]
+    @property
+    def window(self):
+        """One window: the score at edge 1, its flag leaves at edge 5."""
+        return 1
 
     def output_times(self, arrive) -> list:
         """Output edges (two per score) given the scores' edges (ideal sink)."""
