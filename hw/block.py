@@ -20,10 +20,10 @@ block alike, so every block answers the same questions with the same signatures:
   :func:`sim.streams.run_stream_block` counts them. ``part_times(*arrive)`` gives the rows of
   :meth:`hw.accelerator.Accelerator.stage_times` (one, unless the block is made of parts).
 * **Reference**: ``reference(*inputs)``, one integer tensor per input port (any number of
-  windows, flattened or not), gives the output the integer model computes (flattened, in
-  stream order): by default the registry's integer function of each of :attr:`Block.ops`
-  (:mod:`model.intops`, the one definition of the arithmetic); a block built from
-  parameters may define its own.
+  windows, flattened or not), gives the output the integer model computes, in the output
+  stream's order when flattened: by default the registry's integer function of each of
+  :attr:`Block.ops` (:mod:`model.intops`, the one definition of the arithmetic); a block
+  built from parameters may define its own.
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ class Block(Recorded, wiring.Component):
     streaming: bool = False
     #: Names of the parts :meth:`part_times` reports (a block made of blocks), else empty.
     parts: tuple = ()
-    #: The operators the block computes, in graph order (set by :meth:`from_op`).
+    #: The operators the block computes, in graph order, and their model (set by
+    #: :meth:`from_op`).
     ops: tuple = ()
     model = None
 
@@ -78,6 +79,8 @@ class Block(Recorded, wiring.Component):
 
     def computing(self, model, ops) -> "Block":
         """Record that this block computes operators ``ops`` of ``model`` (its reference)."""
+        # Set after construction, so elaborate() must never read them: the estimator's cache
+        # knows a block by its constructor's arguments only (Recorded).
         self.model, self.ops = model, tuple(ops)
         return self
 

@@ -8,6 +8,9 @@ Conventions of ``hw/``
   The payload shape is ``signed(bits)`` or ``unsigned(bits)`` of the tensor's :class:`QType`.
 * Every memory has a read latency of exactly one cycle, whatever its storage, so that a block's
   schedule (and its cycle formula) does not depend on where its data lives.
+* Every stream block keeps one contract, :class:`hw.block.Block` (construction from its
+  operator, stream ports, ``output_times`` / ``cycles``, ``reference``); every compute block
+  ends in the one :class:`hw.plumbing.CreditQueue`.
 """
 from __future__ import annotations
 
