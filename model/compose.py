@@ -657,9 +657,12 @@ def to_intmodel(module: nn.Module, calibration_windows, *, data=None, forecast: 
         raise ValueError("a change forecast needs data= whose target is an input feature "
                          "(its last value is what the change is added to)")
     gm = _prepare(module)
-    fqs = _quant_points(module)
-    # Weights and constants ("current" observers) follow their tensor on every forward pass.
-    if not all(fq.calibrated for fq in fqs.values() if fq.observer != "current"):
+    # Calibrate only a module that has not been: the ranges QAT trained with are the model's.
+    # Layers forward never calls are never observed; weights and constants ("current"
+    # observers) follow their tensor on every forward pass.
+    called = [gm.get_submodule(n.target) for n in gm.graph.nodes if n.op == "call_module"]
+    if not all(fq.calibrated for m in called if isinstance(m, Layer)
+               for fq in m.quant_points().values() if fq.observer != "current"):
         calibrate(module, calibration_windows)
     module.eval()
     set_quantising(module, True)

@@ -97,6 +97,34 @@ def test_one_feature_a_long_window_and_a_two_step_head_are_bit_exact():
     assert cycles == acc.cycles()
 
 
+class VectorHead(torch.nn.Module):
+    """A ReLU table on the tokens, then a residual MLP on the pooled vector."""
+
+    def __init__(self, d=4):
+        super().__init__()
+        self.input, self.embed, self.relu = cq.Input(3, 5), cq.Linear(3, d), cq.ReLU()
+        self.pool, self.up, self.act = cq.MeanPool(), cq.Linear(d, 6), cq.GELU()
+        self.down, self.add, self.head = cq.Linear(6, d), cq.Add(), cq.Linear(d, 1)
+
+    def forward(self, x):
+        p = self.pool(self.relu(self.embed(self.input(x))))
+        return self.head(self.add(p, self.down(self.act(self.up(p)))))
+
+
+def test_a_residual_on_the_pooled_vector_is_bit_exact():
+    torch.manual_seed(0)
+    x = torch.randn(32, 5, 3)
+    intmodel = cq.to_intmodel(cq.fit(VectorHead(), x, torch.randn(32), epochs=1), x)
+    assert intmodel.op("relu").kind == "lut" and intmodel.op("add").spec.shape == (4,)
+    xq = intmodel.quantize_input(x[:2].numpy())
+    got, _ = run_stream_block(Accelerator(intmodel), {"i": xq.reshape(-1).tolist()}, {"o": 2},
+                              windows=2)
+    assert got["o"] == intmodel.pred_codes(xq).tolist()
+    acc = Accelerator(intmodel)
+    _, cycles = run_stream_block(acc, {"i": xq[:1].reshape(-1).tolist()}, {"o": 1})
+    assert cycles == acc.cycles()
+
+
 class Net(torch.nn.Module):
     """A small valid module whose middle a subclass replaces."""
 
@@ -147,6 +175,19 @@ def test_an_unsupported_operation_is_named_with_what_is_supported(module, names)
     message = str(e.value)
     for text in names + ["test_compose.py"] + cq.supported():
         assert text in message
+
+
+def test_a_calibrated_module_keeps_its_ranges():
+    """Conversion calibrates a module only if it has not been: the ranges QAT trained with are
+    the integer model's, whatever unused layer the module also holds."""
+    model = Net()                      # its Conv1d is never called; add an unused layer too
+    model.spare = cq.LayerNorm(4)
+    cq.calibrate(model, torch.randn(16, 8, 1))
+    before = {n: (float(q.lo), float(q.hi)) for n, q in cq._quant_points(model).items()}
+    cq.to_intmodel(model, torch.randn(16, 8, 1) * 5)
+    assert {n: (float(q.lo), float(q.hi)) for n, q in cq._quant_points(model).items()
+            if not n.endswith(".weight")} == {n: r for n, r in before.items()
+                                              if not n.endswith(".weight")}
 
 
 def test_the_window_must_enter_through_input_and_leave_as_one_vector():
