@@ -52,6 +52,7 @@ refuses them, naming the join. The module's output must be one vector per window
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 import re
@@ -71,7 +72,7 @@ from .transformer import Norm, sinusoidal_pe
 __all__ = ["CompositionError", "QuantConfig", "Layer", "Input", "Linear", "PositionalEncoding",
            "MultiHeadAttention", "LayerNorm", "BatchNorm", "Activation", "ReLU", "GELU", "SiLU",
            "Add", "MeanPool", "FeedForward", "EncoderBlock", "supported", "configure",
-           "quant_names", "calibrate", "fit", "to_intmodel"]
+           "quant_names", "calibrate", "fit", "integer_valued", "to_intmodel"]
 
 
 class CompositionError(ValueError):
@@ -560,28 +561,57 @@ def fit(module: nn.Module, windows, targets, *, epochs: int = 3, qat_epochs: int
     """A short training of a composed module on normalised ``windows`` (N, L, F) and
     ``targets`` (N,) or (N, horizon): Adam on the mean squared error, ``epochs`` in float,
     then :func:`calibrate` on the first ``calibration`` windows and ``qat_epochs`` of
-    quantisation-aware fine-tuning (batch-norm statistics frozen). Returns ``module``."""
+    quantisation-aware fine-tuning (batch-norm statistics frozen), in which every tensor
+    takes the integer model's value (:func:`integer_valued`). Returns ``module``."""
     _prepare(module)
     gen = torch.Generator().manual_seed(seed)
     x = torch.as_tensor(np.asarray(windows, np.float32))
     y = torch.as_tensor(np.asarray(targets, np.float32)).reshape(len(x), -1)
     opt = torch.optim.Adam(module.parameters(), lr=lr)
 
-    def run(n_epochs):
-        module.train()
+    def run(n_epochs, exact=False):
         for _ in range(n_epochs):
             for idx in torch.randperm(len(x), generator=gen).split(batch):
                 opt.zero_grad()
-                loss = torch.mean((module(x[idx]).reshape(len(idx), -1) - y[idx]) ** 2)
+                if exact:
+                    with integer_valued(module, x[idx]):
+                        out = module(x[idx])
+                else:
+                    out = module(x[idx])
+                loss = torch.mean((out.reshape(len(idx), -1) - y[idx]) ** 2)
                 loss.backward()
                 opt.step()
 
+    module.train()
     run(epochs)
     calibrate(module, x[:calibration])
     _set_freeze_bn(module, True)
-    run(qat_epochs)
+    module.train()
+    run(qat_epochs, exact=True)
     module.eval()
     return module
+
+
+@contextlib.contextmanager
+def integer_valued(module: nn.Module, windows: torch.Tensor):
+    """Within it, a forward pass of the calibrated, quantising ``module`` on ``windows`` gives
+    every tensor the integer model's value (each quantiser returns the codes the module's
+    integer model computes, with its own straight-through gradient), as the CLI's forecaster
+    does in QAT: fake quantisation requantises in floating point, the integer model in fixed
+    point, and the two differ by a code on a fraction of the values, enough to move an output."""
+    was_training = module.training
+    intmodel = to_intmodel(module, windows[:1])
+    module.train(was_training)
+    points = _quant_points(module)
+    codes = intmodel.forward(quantize(windows, points["input"].qparams()))
+    try:
+        for name, fq in points.items():
+            if name in codes:
+                fq.target = codes[name]
+        yield
+    finally:
+        for fq in points.values():
+            fq.target = None
 
 
 # -- conversion -------------------------------------------------------------------------------

@@ -114,8 +114,15 @@ class VectorHead(torch.nn.Module):
 def test_a_residual_on_the_pooled_vector_is_bit_exact():
     torch.manual_seed(0)
     x = torch.randn(32, 5, 3)
-    intmodel = cq.to_intmodel(cq.fit(VectorHead(), x, torch.randn(32), epochs=1), x)
+    model = cq.fit(VectorHead(), x, torch.randn(32), epochs=1)
+    intmodel = cq.to_intmodel(model, x)
     assert intmodel.op("relu").kind == "lut" and intmodel.op("add").spec.shape == (4,)
+    with cq.integer_valued(model, x[:8]):       # what fit's QAT epochs train: the integer model
+        out = model(x[:8])
+    pred = intmodel.tensors["pred"]
+    codes = intmodel.pred_codes(intmodel.quantize_input(x[:8].numpy())).numpy()
+    assert np.allclose(out.detach().numpy().reshape(-1), pred.scale * (codes - pred.qtype.zero_point),
+                       rtol=0, atol=1e-3 * pred.scale)     # float32 sums: far below a code
     xq = intmodel.quantize_input(x[:2].numpy())
     got, _ = run_stream_block(Accelerator(intmodel), {"i": xq.reshape(-1).tolist()}, {"o": 2},
                               windows=2)
