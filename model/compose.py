@@ -25,10 +25,13 @@ Each layer owns its quantisation points (an output :class:`~model.qat.FakeQuant`
 attention's internal tensors), so the user names none; they are named after the layer's path
 in the module (``blocks.0.attn.q``, ``embed.weight``; the returned tensor's layer is
 ``pred``) when the module is first traced: the names the integer model's tensors carry, and
-the keys of a plain quantisation configuration (:func:`configure`). Each layer's :meth:`Layer.emit` writes the operators
-it computes as registry kinds (:mod:`model.ops`) and the conversion fills in their integer
-parameters with the registry's own ``convert``, as :func:`model.convert.to_intmodel` does for
-the fixed-shape forecaster: there is no second list of operators here.
+the keys of a plain quantisation configuration (:func:`configure`). Each layer's
+:meth:`Layer.emit` writes the operators it computes as registry kinds (:mod:`model.ops`) and
+the conversion fills in their integer parameters with the registry's own ``convert``, as
+:func:`model.convert.to_intmodel` does for the fixed-shape forecaster: there is no second list
+of operators here (the forecaster written with these layers converts to the identical integer
+model; tests/test_compose.py). :func:`fit`'s QAT epochs are integer-valued
+(:func:`integer_valued`), as the forecaster's training is.
 
 Layers: :class:`Input` (the window, first), :class:`Linear` (input projection / embedding of
 the features, any token-wise or pooled linear, optional fused ReLU), :class:`PositionalEncoding`,
@@ -37,7 +40,8 @@ the features, any token-wise or pooled linear, optional fused ReLU), :class:`Pos
 :class:`Activation` (:class:`ReLU`, :class:`GELU`, :class:`SiLU`: any registered activation,
 a table in hardware), :class:`Add` (two tensors of one shape: residuals), :class:`MeanPool`
 (over the window), and the convenience modules :class:`FeedForward` and
-:class:`EncoderBlock` (the CLI forecaster's layer), made of the others and traced through. ``nn.Identity`` and ``nn.Dropout`` pass their input on.
+:class:`EncoderBlock` (the CLI forecaster's layer), made of the others and traced through.
+``nn.Identity`` and ``nn.Dropout`` pass their input on.
 
 A new layer is a :class:`Layer` subclass: its ``forward`` (float / QAT, through its own
 quantisers), ``quant_points`` and ``emit``, which writes registry kinds only; an operation the
@@ -47,8 +51,11 @@ function, converter, synthetic generator and hardware block), never a case here.
 Limits (of the hardware generator, :mod:`hw.accelerator`, not of this module): an
 :class:`Add` in hardware needs one operand to descend from the other through a closed body
 (a residual); two parallel branches summed convert to an integer model but the accelerator
-refuses them, naming the join. The module's output must be one vector per window (after a
-:class:`MeanPool`, a :class:`Linear` to the horizon): the integer model's ``pred``.
+refuses them, naming the join. A softmax outside attention is not offered: the hardware's
+softmax block takes its rows from an attention's (heads, L, L) shape. The module's output
+must be one vector per window (after a :class:`MeanPool`, a :class:`Linear` to the horizon):
+the integer model's ``pred``; classification and anomaly heads (the registry's ``argmax`` and
+``threshold``) have no layer here yet.
 """
 from __future__ import annotations
 
