@@ -223,8 +223,10 @@ def cmd_search(a, progress: Progress) -> int:
     chosen = doc["chosen"]
     front = [d for n in doc["pareto"] for d in doc["trials"] if d["number"] == n]
     c = doc["counts"]
+    what = ("validation RMSE" if a.task == "forecast" else
+            f"validation {'error rate' if a.task == 'classify' else '1 - F1'} (column val RMSE)")
     print(f"{c['COMPLETE']} trained, {c['PRUNED']} pruned (do not fit), {c['FAIL']} failed; "
-          f"Pareto front (validation RMSE vs cycles on the {doc['device']}; * = chosen):")
+          f"Pareto front ({what} vs cycles on the {doc['device']}; * = chosen):")
     print(front_table(front, chosen["trial"]))
     run = chosen["run"]
     print(f"chosen: trial {chosen['trial']} ({chosen['rule']}) -> {run}")
