@@ -600,12 +600,13 @@ def fit(module: nn.Module, windows, targets, *, epochs: int = 3, qat_epochs: int
 
 
 @contextlib.contextmanager
-def integer_valued(module: nn.Module, windows: torch.Tensor):
+def integer_valued(module: nn.Module, windows):
     """Within it, a forward pass of the calibrated, quantising ``module`` on ``windows`` gives
     every tensor the integer model's value (each quantiser returns the codes the module's
     integer model computes, with its own straight-through gradient), as the CLI's forecaster
     does in QAT: fake quantisation requantises in floating point, the integer model in fixed
     point, and the two differ by a code on a fraction of the values, enough to move an output."""
+    windows = torch.as_tensor(np.asarray(windows, np.float32))
     was_training = module.training
     intmodel = to_intmodel(module, windows[:1])
     module.train(was_training)
