@@ -82,10 +82,11 @@ def _synth_ice40(yosys, d: Path, top: str, options: str) -> None:
 
 def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float = 24.0,
                seeds: tuple = (1, 2, 3), pack: bool = True,
-               route_limit_s: float = 150.0) -> Ice40Report:
+               route_cpu_s: float = 240.0) -> Ice40Report:
     """Run the UP5K flow in ``out_dir``; returns utilisation, Fmax and the bitstream path.
 
-    Place-and-route is tried with each of ``seeds`` in turn, each for at most ``route_limit_s``:
+    Place-and-route is tried with each of ``seeds`` in turn, each for at most ``route_cpu_s``
+    seconds of processor time (not wall-clock time, which depends on what else runs):
     near full logic cells, whether nextpnr's router converges depends on the placement its
     seed gives (the same 4-bit netlist at 98 % of the logic cells kept hundreds of wires
     overused for ten minutes with one seed and routed in about a minute with two others), and
@@ -134,7 +135,7 @@ def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float =
                             "top.asc", "--freq", str(freq_mhz), "--report", "report.json",
                             "--seed", str(seed), "--pcf-allow-unconstrained", "--top", top, "-q",
                             "-l", "nextpnr.log"],
-                      cwd=d, timeout=route_limit_s)
+                      cwd=d, cpu_limit_s=route_cpu_s)
         except subprocess.TimeoutExpired:
             unrouted.append(seed)
             continue
@@ -145,11 +146,12 @@ def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float =
             raise
         if unrouted:
             notes.append(f"nextpnr routed with seed {seed} after seed(s) "
-                         f"{', '.join(map(str, unrouted))} had not routed in {route_limit_s:g} s each")
+                         f"{', '.join(map(str, unrouted))} had not routed in {route_cpu_s:g} s "
+                         f"of processor time each")
         break
     else:
         raise DoesNotFit(f"design does not fit the iCE40 UP5K: nextpnr had not routed it after "
-                         f"{route_limit_s:g} s with any of the placement seeds "
+                         f"{route_cpu_s:g} s of processor time with any of the placement seeds "
                          f"{', '.join(map(str, seeds))} (congestion: see nextpnr.log); a smaller "
                          f"model or a narrower width leaves the router room", cells=cells,
                          times=times)

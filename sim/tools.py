@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -154,15 +155,30 @@ def verilator() -> Tool: return find_tool("verilator")
 def ghdl() -> Tool: return find_tool("ghdl")
 
 
-def run(tool: Tool | str, args, cwd=None, log_path=None, timeout=None, check=True):
+def _cpu_limit(seconds: float):
+    def limit():
+        import resource
+        soft = max(1, int(seconds))
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 10))
+    return limit
+
+
+def run(tool: Tool | str, args, cwd=None, log_path=None, timeout=None, check=True,
+        cpu_limit_s: float | None = None):
     """Run ``tool`` with ``args``; return the combined stdout+stderr text.
 
-    Raises :class:`ToolError` on a non-zero exit status (if ``check``)."""
+    ``cpu_limit_s`` bounds the processor time the tool may use (not the wall-clock time, which
+    depends on what else the machine runs); past it :class:`subprocess.TimeoutExpired` is
+    raised, as for ``timeout``. Raises :class:`ToolError` on a non-zero exit status (if
+    ``check``)."""
     if isinstance(tool, str):
         tool = find_tool(tool)
     cmd = tool.cmd(*args)
     proc = subprocess.run(cmd, cwd=cwd, env=tool.environ, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                          preexec_fn=_cpu_limit(cpu_limit_s) if cpu_limit_s else None)
+    if cpu_limit_s and proc.returncode in (-signal.SIGXCPU, -signal.SIGKILL):
+        raise subprocess.TimeoutExpired(cmd, cpu_limit_s, output=proc.stdout)
     out = proc.stdout
     if log_path is not None:
         Path(log_path).write_text(out)

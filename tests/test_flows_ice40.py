@@ -80,17 +80,17 @@ def test_a_design_nextpnr_cannot_route_in_time_does_not_fit(tmp_path, monkeypatc
     real = tools.run
     seeds = []
 
-    def slow_pnr(tool, args, cwd=None, timeout=None, **kw):
+    def slow_pnr(tool, args, cwd=None, cpu_limit_s=None, **kw):
         if "--asc" in args:
-            assert timeout == 0.5
+            assert cpu_limit_s == 0.5
             seeds.append(int(args[args.index("--seed") + 1]))
-            raise subprocess.TimeoutExpired(["nextpnr-ice40"], timeout)
-        return real(tool, args, cwd=cwd, timeout=timeout, **kw)
+            raise subprocess.TimeoutExpired(["nextpnr-ice40"], cpu_limit_s)
+        return real(tool, args, cwd=cwd, cpu_limit_s=cpu_limit_s, **kw)
 
     monkeypatch.setattr(tools, "run", slow_pnr)
-    with pytest.raises(ice40.DoesNotFit, match=r"had not routed it after 0.5 s with any of the "
-                                               r"placement seeds 1, 2.*smaller model"):
-        ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, seeds=(1, 2), route_limit_s=0.5)
+    with pytest.raises(ice40.DoesNotFit, match=r"had not routed it after 0.5 s of processor time with "
+                                               r"any of the placement seeds 1, 2.*smaller model"):
+        ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, seeds=(1, 2), route_cpu_s=0.5)
     assert seeds == [1, 2]
 
 
@@ -99,14 +99,14 @@ def test_an_unlucky_placement_seed_is_followed_by_the_next(tmp_path, monkeypatch
     real = tools.run
     seeds = []
 
-    def first_seed_congested(tool, args, cwd=None, timeout=None, **kw):
+    def first_seed_congested(tool, args, cwd=None, cpu_limit_s=None, **kw):
         if "--asc" in args:
             seeds.append(int(args[args.index("--seed") + 1]))
             if seeds == [1]:
-                raise subprocess.TimeoutExpired(["nextpnr-ice40"], timeout)
-        return real(tool, args, cwd=cwd, timeout=timeout, **kw)
+                raise subprocess.TimeoutExpired(["nextpnr-ice40"], cpu_limit_s)
+        return real(tool, args, cwd=cwd, cpu_limit_s=cpu_limit_s, **kw)
 
     monkeypatch.setattr(tools, "run", first_seed_congested)
-    rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, pack=False, route_limit_s=60)
+    rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, pack=False, route_cpu_s=60)
     assert seeds == [1, 2] and rep.fmax > 24
-    assert "routed with seed 2 after seed(s) 1 had not routed in 60 s" in rep.notes[-1]
+    assert "routed with seed 2 after seed(s) 1 had not routed in 60 s of processor" in rep.notes[-1]
