@@ -82,7 +82,7 @@ def _synth_ice40(yosys, d: Path, top: str, options: str) -> None:
 
 def synth_up5k(design, out_dir, top: str = "intformer_top", *, freq_mhz: float = 24.0,
                seeds: tuple = (1, 2, 3), pack: bool = True,
-               route_cpu_s: float = 240.0) -> Ice40Report:
+               route_cpu_s: float = 180.0) -> Ice40Report:
     """Run the UP5K flow in ``out_dir``; returns utilisation, Fmax and the bitstream path.
 
     Place-and-route is tried with each of ``seeds`` in turn, each for at most ``route_cpu_s``
