@@ -223,10 +223,9 @@ class Accelerator(wiring.Component):
             if len(u_in := j.inputs) < 2:
                 continue
             deep = [y for y in u_in if all(t == y or t in ancestors[y] for t in u_in)]
-            if not deep:
-                raise ValueError(f"join {j.label!r} reads {list(u_in)}: none descends from the "
-                                 f"others (two computing branches need a join rule this "
-                                 f"generator does not have)")
+            if not deep:                # parallel branches: a window FIFO on every operand
+                skips.update((id(j), k) for k in range(len(u_in)))
+                continue
             y = deep[0]
             for k, s in enumerate(u_in):
                 if s == y:
@@ -261,21 +260,29 @@ class Accelerator(wiring.Component):
 
         def stream_out(t, node, port):
             rd = readers[t]
-            if len(rd) == 1:
-                source[(id(rd[0][0]), rd[0][1])] = (node, port)
-                return
-            joins = [u for u, k in rd if (id(u), k) in skips]
-            fname = (base[id(joins[0])] if joins else t.replace(".", "_")) + "_fork"
             shape = qshape(m.qtype(t))
-            fork = Node(fname, fname, "fork", self._keep(Fork(shape, len(rd))),
-                        [("i", (node, port))], tensor=t)
-            nodes.append(fork)
+            # Readers that are blocks and not behind a FIFO: if there are several, each gets a
+            # FIFO of its own (module docstring: a fork is never stopped within a window).
+            paced = [(u, k) for u, k in rd if u is not None and (id(u), k) not in skips]
+            if len(rd) == 1:
+                src = (node, port)
+            else:
+                joins = [u for u, k in rd if (id(u), k) in skips]
+                fname = (base[id(joins[0])] if joins else t.replace(".", "_")) + "_fork"
+                fork = Node(fname, fname, "fork", self._keep(Fork(shape, len(rd))),
+                            [("i", (node, port))], tensor=t)
+                nodes.append(fork)
             for n, (u, k) in enumerate(rd):
-                src = (fork, ("o", n))
-                if (id(u), k) in skips:
+                if len(rd) > 1:
+                    src = (fork, ("o", n))
+                if (id(u), k) in skips or len(paced) > 1 and u is not None:
                     depth = max(math.prod(m.tensors[t].shape), 3)
                     fifo = Fifo(shape, depth, self.hw.fifo_storage)
-                    name = base[id(u)] + "_fifo" + (str(k) if len(u.inputs) > 2 else "")
+                    if (id(u), k) in skips:
+                        name = base[id(u)] + "_fifo" + (str(k) if len(u.inputs) > 2
+                                                        or (id(u), 1 - k) in skips else "")
+                    else:
+                        name = base[id(u)] + "_in" + (str(k) if len(u.inputs) > 1 else "") + "_fifo"
                     nodes.append(Node(name, name, "fifo", self._keep(fifo), [("i", src)], tensor=t))
                     src = (nodes[-1], "o")
                 source[(id(u), k)] = src

@@ -1,7 +1,7 @@
 """Compose accelerators in PyTorch (model.compose): the README's example runs to bit-exact
 hardware; other arrangements (one feature, a longer window, batch-norm, a fused ReLU, a
-two-step head) convert to the same graph the module computes; unsupported operations are
-refused by name."""
+two-step head) convert to the same graph the module computes, parallel branches summed too;
+unsupported operations are refused by name."""
 import re
 import runpy
 from pathlib import Path
@@ -325,8 +325,10 @@ def test_a_plain_configuration_sets_the_precision_by_name():
         cq.configure(OddShape(), cq.QuantConfig(bits={"atn.*": 5}))
 
 
-def test_two_parallel_branches_summed_convert_but_the_hardware_refuses_the_join():
-    """The README's word on the hardware generator's limit."""
+def test_two_parallel_branches_summed_become_bit_exact_hardware():
+    """The README's word: two attentions on one stream, summed, are a join of parallel
+    branches; the accelerator builds it (a window FIFO in front of each attention and on each
+    operand of the sum), bit-exact with exact cycles."""
     class Parallel(torch.nn.Module):
         def __init__(self):
             super().__init__()
@@ -340,5 +342,13 @@ def test_two_parallel_branches_summed_convert_but_the_hardware_refuses_the_join(
 
     intmodel = cq.to_intmodel(Parallel(), torch.randn(8, 6, 2))
     assert intmodel.op("add").spec.inputs == ("a", "b")
-    with pytest.raises(ValueError, match="join 'add' reads \\['a', 'b'\\]: none descends"):
-        Accelerator(intmodel)
+    q = intmodel.qtype("input")
+    windows = np.random.default_rng(0).integers(q.qmin, q.qmax + 1, size=(2, 6, 2))
+    got, _ = run_stream_block(Accelerator(intmodel), {"i": windows.reshape(-1).tolist()},
+                              {"o": 2}, windows=2, stall_in=0.3, stall_out=0.4, seed=1)
+    assert got["o"] == intmodel.forward(windows)["pred"][:, 0].tolist()
+    acc = Accelerator(intmodel)
+    _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
+    assert cycles == acc.cycles()
+    assert sorted(n.name for n in acc.nodes if n.role == "fifo") == [
+        "a_attention_in_fifo", "add_fifo0", "add_fifo1", "b_attention_in_fifo"]
