@@ -296,6 +296,14 @@ def _configs() -> list[dict]:
              _par(2, 2, lanes=(2, 2))),
     ]
     c += _search_like()
+    # The presets on other data shapes: what the main job builds for users' data (own seeds,
+    # so that adding them changed no earlier configuration's).
+    c += [_cfg(f"preset-{t}-{b}b-f{f}-w{w}", _shape(D, features=f, window=w), b,
+               _preset("xc7s15" if t == "xc7" else "ice40up5k", b), seed=2000 + j)
+          for j, (t, b, f, w) in enumerate((("xc7", 8, 1, 48), ("xc7", 8, 4, 24),
+                                            ("xc7", 8, 12, 12), ("xc7", 6, 4, 24),
+                                            ("up5k", 4, 1, 48), ("up5k", 4, 4, 24),
+                                            ("up5k", 4, 12, 12), ("up5k", 8, 4, 24)))]
     for i, cfg in enumerate(c):      # deterministic, distinct seeds
         if cfg["seed"] is None:
             cfg["seed"] = 1000 + i
@@ -879,7 +887,12 @@ def main(argv=None) -> int:
     tr.add_argument("model_dir", help="intmodel.json/.npz and hw_config.json of the design")
     tr.add_argument("synth_dir", help="the stat.json of its synthesis")
     tr.add_argument("--data", default=str(DATA_DIR))
+    bu = sub.add_parser("built", help="estimate against synthesis on built designs (run or "
+                        "deploy directories: designs the estimator was not fitted on)")
+    bu.add_argument("dirs", nargs="+", metavar="DIR")
     a = ap.parse_args(argv)
+    if a.cmd == "built":
+        return _print_built(built_table(a.dirs))
     if a.cmd == "add-trained":
         from .run import write_json_atomic
         rec = trained_record(a.label, a.model_dir, a.synth_dir, a.data)
@@ -916,6 +929,44 @@ def main(argv=None) -> int:
         print(f"calibration: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def built_table(dirs) -> list[dict]:
+    """Per built design under ``dirs`` (run directories, or deploy directories holding one run
+    per device): the current estimator's figures against its synthesis (Yosys' LUT and FF on
+    the XC7S15, nextpnr's packed logic cells on the UP5K)."""
+    from hw.accelerator import Accelerator
+    from model.intmodel import IntModel
+    from .estimate import estimate_design
+    runs = []
+    for d in map(Path, dirs):
+        runs += [r for r in [d, *(d / t for t in DEVICES)] if (r / "hw_config.json").is_file()]
+    rows = []
+    for run in runs:
+        for device, hw in json.loads((run / "hw_config.json").read_text()).items():
+            result = run / "build" / device / ("synth.json" if device == "xc7s15" else "pnr.json")
+            if not result.is_file():
+                continue
+            got = json.loads(result.read_text())
+            used = estimate_design(Accelerator(IntModel.load(run), hw), device, cache=False).used
+            pairs = ((("LUT", got["lut"], used["LUT"]), ("FF", got["ff"], used["FF"]))
+                     if device == "xc7s15" else (("LC", got["lc"], used["LC"]),))
+            rows += [{"design": str(run), "device": device, "resource": name, "synthesis": y,
+                      "estimate": round(e), "error_pct": 100.0 * (e - y) / y}
+                     for name, y, e in pairs]
+    return rows
+
+
+def _print_built(rows) -> int:
+    import numpy as np
+    for r in rows:
+        print(f"{r['design']:<40} {r['device']:<10} {r['resource']:<4} synthesis {r['synthesis']:>6} "
+              f"estimate {r['estimate']:>6} {r['error_pct']:+6.1f} %")
+    for name in ("LUT", "FF", "LC"):
+        errs = [abs(r["error_pct"]) for r in rows if r["resource"] == name]
+        if errs:
+            print(f"  {name}: |error| median {np.median(errs):.1f} % over {len(errs)} designs")
+    return 0 if rows else 1
 
 
 def _fit_or_bench(a) -> int:
