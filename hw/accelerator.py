@@ -11,11 +11,17 @@ holds and nothing else:
    inside their block; every other operand is an element stream.
 2. **Forks.** A stream read by n > 1 blocks (or by a block and the accelerator's output) goes
    through a :class:`hw.plumbing.Fork` of n outputs, in the readers' graph order.
-3. **Skip FIFOs.** A block reading several streams (a residual Add) is a *join*: one operand,
-   ``y``, must descend from all the others; each other operand ``s`` is a *skip* and reaches
-   the join through a :class:`hw.plumbing.Fifo` behind its fork. The blocks between ``s`` and
-   ``y`` (the *body*) must form a closed region: they read only ``s`` and each other, and only
-   they and the join read them (else generation stops, naming the join).
+3. **Skip FIFOs.** A block reading several streams (an Add) is a *join*. Where one operand,
+   ``y``, descends from all the others (a residual), each other operand ``s`` is a *skip* and
+   reaches the join through a :class:`hw.plumbing.Fifo` behind its fork. The blocks between
+   ``s`` and ``y`` (the *body*) must form a closed region: they read only ``s`` and each
+   other, and only they and the join read them (else generation stops, naming the join).
+4. **Parallel joins.** A join none of whose operands descends from all the others (branches
+   of one fork summed, of different depths, or from different forks) reads every operand
+   through a :class:`hw.plumbing.Fifo` of one window of that operand's tensor (``max(N, 3)``
+   elements, as a skip FIFO). A stream with several computing readers (blocks not already
+   behind a FIFO: the bodies of parallel branches) gives each of them a FIFO of one window
+   of the stream, behind its fork.
 
 Sizing rule and why it cannot deadlock: a skip FIFO holds one whole window of its tensor,
 ``max(N, 3)`` elements for N elements per window (3: below that it cannot take one element
@@ -30,6 +36,23 @@ which never waits for the skip (the skip's element entered the FIFO no later tha
 input). So every generated accelerator makes progress on every window, for any window, width
 and folding, with no size tuned by simulation.
 
+Parallel joins rest on one more property every block has: it emits the last output of a
+window only after taking the last input of that window on every input stream. A full operand
+FIFO of N elements whose oldest element is (window w, element e) then ends with element N-1
+of window w or an element of window w+1, so its body has emitted all of window w and, by that
+property through every block behind it, every fork upstream has given all its readers the
+whole of window w. Suppose the accelerator stopped: some join waits for operand b's element
+(w, e) while operand a's FIFO is full with (w, e) at its head (a join with room in every
+operand FIFO stops no body). b's body is not stopped by its output (its FIFO lacks (w, e)),
+so, window-live, it lacks an input of window w or earlier: some fork upstream of it has not
+given out all of window w. That fork is stopped by another reader, hence by a full FIFO
+downstream of it (a residual's skip, or a parallel operand), whose oldest element is (w', e')
+and which makes the fork have given out all of window w': so w' < w. Following the waits
+window numbers strictly fall, which cannot go on; so a stopped accelerator waits for nothing,
+and none stops. The FIFOs in front of parallel bodies are for timing, not progress: a fork of
+several computing readers would otherwise go at the pace of its slowest, and the schedule
+below composes each block's own schedule as if only it paced its input.
+
 For the encoder of :func:`model.intmodel.graph_spec` this gives::
 
     i -> proj -> +pe -> [ fork -> attention ----------+ -> res1 -> norm1 ->
@@ -37,6 +60,11 @@ For the encoder of :func:`model.intmodel.graph_spec` this gives::
                           fork -> ffn1 (-> act) -> ffn2 --+ -> res2 -> norm2 ] x layers
                           fork -> fifo(L*d) --------------+
          -> mean pool -> head -> o
+
+and for two attentions on one stream, summed::
+
+    x -> fork -> fifo(L*d) -> attention a -> fifo(L*d) -+ -> sum ->
+         fork -> fifo(L*d) -> attention b -> fifo(L*d) -+
 
 Timing (:meth:`Accelerator.stage_times`) composes the blocks' own element schedules over the
 same walk, so ``cycles()`` is exact for any graph the generator accepts.
@@ -310,7 +338,9 @@ class Accelerator(wiring.Component):
         :class:`hw.block.Block` contract); a fork passes its input's edges on to every reader,
         a skip FIFO delays them by its own schedule, and a join takes each tuple of operands
         when the last is there (its ``input_times``). Skip FIFOs hold a whole window, so no
-        fork is ever stopped by one and these ideal-sink schedules compose exactly. Returns
+        fork is ever stopped by one; a fork has at most one reader not behind a FIFO, and
+        every operand of a parallel join has a FIFO of a whole window, so within one window
+        no body waits for its sink and these ideal-sink schedules compose exactly. Returns
         ``(label, input edges, output edges)`` per block (attention: per part,
         ``part_times``), in topological order (the labels of
         :func:`sim.profile.accelerator_ports`)."""
