@@ -21,6 +21,7 @@ so a stalled sink never loses an element and ``i.ready`` never depends on ``o.re
 """
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -204,10 +205,12 @@ class Softmax(Block):
 
     @classmethod
     def build(cls, model, op, **knobs):
-        heads, L, _ = op.spec.shape
+        # Rows over the last axis, as the integer softmax: an attention's (heads, L, L) or any
+        # other shape.
+        *outer, n = op.spec.shape
         return cls(model.qtype(op.spec.inputs[0]), op.arrays["exp_table"], op.params["exp_bits"],
-                   op.params["recip_bits"], model.qtype(op.output), rows=heads * L,
-                   row_length=L, **knobs)
+                   op.params["recip_bits"], model.qtype(op.output), rows=math.prod(outer),
+                   row_length=n, **knobs)
 
     def reference(self, scores):
         return intops.softmax(intops.as_int(scores).reshape(-1, self.row_length), self.score_type,

@@ -24,13 +24,14 @@ ATTENTION = ("q", "k", "v", "scores", "attn", "context", "attn_out")
 def assembled(model, plan):
     """A model of ``plan``'s operators, in order: ``(output, (operator of model, inputs))``,
     an operator copied under a new name reading other tensors (its parameters, arrays and
-    output type kept); ``"pred"`` must come last. Unused tensors are dropped."""
+    output type kept; a third item gives it another shape); ``"pred"`` must come last. Unused tensors are dropped."""
     ops, tensors = [], {n: model.tensors[n] for n in ("input",) + tuple(model.constants)}
-    for out, (src, inputs) in plan:
-        op = model.op(src)
-        ops.append(Op(dataclasses.replace(op.spec, output=out, inputs=tuple(inputs)),
+    for out, (src, inputs, *shape) in plan:
+        op, t = model.op(src), model.tensors[src]
+        shape = tuple(shape[0]) if shape else op.spec.shape
+        ops.append(Op(dataclasses.replace(op.spec, output=out, inputs=tuple(inputs), shape=shape),
                       op.params, op.arrays))
-        tensors[out] = model.tensors[src]
+        tensors[out] = dataclasses.replace(t, name=out, shape=shape)
     return IntModel(model.config, tensors, ops, model.constants, model.input_norm,
                     model.target_norm)
 
@@ -152,3 +153,15 @@ def test_a_longer_window_and_slow_bodies(seed):
                                                       bits=6, seed=seed))
     hw = {"kinds": {"linear": {"pe": 1, "simd": 1}}}
     check(model, hw, seed=seed)
+
+
+def test_a_softmax_over_rows_of_another_shape():
+    """A softmax on its own, over the last axis of an (L, d) tensor (not an attention's
+    (heads, L, L)): its block has L rows of d, and the accelerator is bit-exact."""
+    from hw.softmax import Softmax
+    base = random_intmodel(dict(SMALL, window=3, d_model=5, layers=1), bits=6, seed=9)
+    model = assembled(base, front() + [("sm", ("l0.attn", ("embed",), (3, 5)))] + head("sm"))
+    block = Softmax.from_op(model, "sm")
+    mark_used(block)
+    assert (block.rows, block.row_length) == (3, 5)
+    check(model)
