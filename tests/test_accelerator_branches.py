@@ -73,11 +73,13 @@ def three_ways(model):
 
 
 def two_forks(model):
-    """The join's operands come from different forks: an attention on the embedding and a
-    linear on the projection before it."""
+    """A join whose operands come from different forks: an attention on the embedding (forked
+    to a second attention) and a linear on the projection (forked to the embedding's add),
+    the second attention then added to their sum."""
     return assembled(model, front() + attention(0, "embed", "a") + [("c", ("l1.q", ("proj",))),
                                                                    ("sum", ("l0.res1", ("a", "c")))]
-                     + head("sum"))
+                     + attention(1, "embed", "b") + [("all", ("l1.res1", ("sum", "b")))]
+                     + head("all"))
 
 
 def built(model, hw=None):
@@ -142,8 +144,12 @@ def test_three_ways_inside_a_residual():
 def test_operands_from_two_forks():
     model = two_forks(random_intmodel(SMALL, bits=6, seed=6))
     acc = built(model)
+    assert [n.name for n in acc.nodes if n.role == "fork"] == ["proj_fork", "embed_fork"]
     assert fifos(acc) == {"embed_in_fifo": ("proj", 16), "c_in_fifo": ("proj", 16),
-                          "sum_fifo0": ("a", 16), "sum_fifo1": ("c", 16)}
+                          "a_attention_in_fifo": ("embed", 16),
+                          "b_attention_in_fifo": ("embed", 16),
+                          "sum_fifo0": ("a", 16), "sum_fifo1": ("c", 16),
+                          "all_fifo0": ("sum", 16), "all_fifo1": ("b", 16)}
     check(model)
 
 
