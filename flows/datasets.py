@@ -83,8 +83,9 @@ def load_task_dataset(name: str, task: str, seed: int = 0, window: int = 24):
         # (its _TRAIN.csv beside it holds those first rows)
         with open(path.replace("_TEST.csv", "_TRAIN.csv")) as f:
             train_end = sum(1 for _ in f) - 1
+        from .run import ANOMALY_DATA
         return load_anomaly_csv(path, "value", "is_anomaly", window, train_end=train_end,
-                                seed=seed, source=source)
+                                seed=seed, source=source, **ANOMALY_DATA)
     from model.classdata import load_ts
     train, test = task_dataset_paths(name)
     return load_ts(train, test, seed=seed, source=source)

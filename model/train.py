@@ -215,13 +215,19 @@ def class_metrics(pred, truth, classes: int) -> dict:
             "macro_f1": float(f1.mean()), "confusion": cm.tolist(), "n": int(len(truth))}
 
 
-def choose_threshold(scores, labels) -> float:
+def choose_threshold(scores, labels, prevalence: float | None = None) -> float:
     """The threshold ``t`` (flag: ``score >= t``) with the best F1 on ``scores`` of windows
-    labelled ``labels``; among equals the highest (fewest alarms)."""
+    labelled ``labels``; among equals the highest (fewest alarms). ``prevalence``: the F1 of
+    windows in which the anomalous ones are that share (the clean windows' false alarms
+    weighted by ``P (1 - prevalence) / (prevalence N)`` for P anomalous and N clean windows);
+    None: the windows as they are."""
     scores, labels = np.asarray(scores, np.float64), np.asarray(labels) > 0.5
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], labels[order]
-    tp, fp = np.cumsum(y), np.cumsum(~y)
+    w = 1.0
+    if prevalence is not None and y.any() and (~y).any():
+        w = y.sum() * (1.0 - prevalence) / (prevalence * (~y).sum())
+    tp, fp = np.cumsum(y), w * np.cumsum(~y)
     last = np.r_[s[1:] != s[:-1], True]          # a threshold at each distinct score
     f1 = 2 * tp / (tp + fp + y.sum())
     f1 = np.where(last, f1, -1.0)
@@ -239,12 +245,18 @@ def detection_metrics(flags, labels) -> dict:
             "tp": tp, "fp": fp, "fn": fn, "flagged": int(f.sum()), "n": int(len(y))}
 
 
-def detection_report(val_scores, val_y, scores, y) -> dict:
-    """A detector's threshold from validation, and its metrics on the scored split."""
-    t = choose_threshold(val_scores, val_y)
+def detection_report(val_scores, val_y, scores, y, prevalence: float | None = None) -> dict:
+    """A detector's threshold from validation (:func:`choose_threshold`), and its metrics on
+    the scored split."""
+    t = choose_threshold(val_scores, val_y, prevalence)
     m = detection_metrics(np.asarray(scores) >= t, y)
     m["threshold"] = t
     return m
+
+
+def prevalence(data: Dataset) -> float | None:
+    """The share of anomalous windows ``data``'s thresholds are chosen for (None: as is)."""
+    return data.counts.get("prevalence")
 
 
 def baseline_scores(data: Dataset, split: Split) -> np.ndarray:
@@ -258,7 +270,7 @@ def baseline_scores(data: Dataset, split: Split) -> np.ndarray:
 def baseline_anomaly_metrics(data: Dataset, split: str = "test") -> dict:
     return {"max_abs_diff": detection_report(baseline_scores(data, data.val), data.val.y,
                                              baseline_scores(data, data.split(split)),
-                                             data.split(split).y)}
+                                             data.split(split).y, prevalence(data))}
 
 
 def _bce(scores, y) -> float:
@@ -281,7 +293,7 @@ def evaluate(model: nn.Module, data: Dataset, split: str = "val") -> dict:
         m["loss"] = _ce(p, s.y)
         return m
     if data.task == "anomaly":
-        m = detection_report(predict(model, data.val.X), data.val.y, p, s.y)
+        m = detection_report(predict(model, data.val.X), data.val.y, p, s.y, prevalence(data))
         m["loss"] = _bce(p, s.y)
         return m
     m = _metrics(forecast_target(model, data, s.X, p), data.denormalise_target(s.y))
