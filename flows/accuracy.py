@@ -12,6 +12,12 @@ model (ridge regression on the flattened window, its strength chosen on the vali
 The table and ``--json`` give, per width, the mean / min / max test RMSE over the seeds, the
 ratio of the mean to the float model's mean, and how often the integer model equals the
 fake-quantised one (exactly, within one output code).
+
+``--task classify`` / ``--task anomaly`` (:func:`run_task_accuracy`): the same per seed and
+width, scored by the test accuracy (macro-F1 beside it) or the test F1 of the detector (its
+threshold chosen on validation); ``"4"`` is every tensor at 4 bits, input and logits / score
+included (``--bits 4`` of a task keeps those at 8, as ``"4io8"``); baselines the nearest
+centroid or the largest first difference.
 """
 from __future__ import annotations
 
@@ -59,6 +65,113 @@ def ridge_rmse(data, lambdas=(1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0))
 
 def _rmse(pred, truth) -> float:
     return float(np.sqrt(np.mean((np.asarray(pred, np.float64) - np.asarray(truth, np.float64)) ** 2)))
+
+
+def _widths_for(task: str, head: str, name: str) -> tuple[int, dict]:
+    """(default bits, per-tensor overrides) of width ``name``: "pred" is the task's output
+    tensor, and a task's "4" names its input and output too (their task default is 8 bits)."""
+    bits, overrides = WIDTHS[name]
+    if task == "forecast":
+        return bits, overrides
+    overrides = {("input" if k == "input" else head): b for k, b in overrides.items()}
+    return bits, {"input": bits, head: bits, **overrides}
+
+
+def _task_scores(task: str, data, T, model) -> dict:
+    """A classifier's accuracy / macro-F1, a detector's precision / recall / F1, on test."""
+    m = T.evaluate(model, data, "test")
+    keys = ("accuracy", "macro_f1") if task == "classify" else ("precision", "recall", "f1")
+    return {k: m[k] for k in keys}
+
+
+def run_task_accuracy(opts: TrainOptions, seeds: int = 3, widths=("8", "4io8", "4"),
+                      progress=print) -> dict:
+    """:func:`run_accuracy` for ``--task classify`` or ``anomaly``: per seed the float model,
+    the integer model of every width and the baseline on the test split."""
+    from model import train as T
+    from model.convert import to_intmodel_for
+    from .run import anomaly_metrics, classify_metrics
+
+    data = load_data(opts)
+    task = data.task
+    progress(data.summary())
+    metric = "accuracy" if task == "classify" else "f1"
+    if task == "classify":
+        base_test = T.baseline_class_metrics(data, "test")["nearest_centroid"]
+        baseline = {"name": "nearest centroid", "accuracy": base_test["accuracy"],
+                    "macro_f1": base_test["macro_f1"]}
+    else:
+        b = T.baseline_anomaly_metrics(data, "test")["max_abs_diff"]
+        baseline = {"name": "largest |first difference| over the last rows",
+                    **{k: b[k] for k in ("precision", "recall", "f1", "threshold")}}
+    per_seed = []
+    for k in range(seeds):
+        seed = opts.seed + k
+        t0 = time.perf_counter()
+        base = train_config(replace(opts, seed=seed), data)
+        head = base.model.head
+        fmodel = T.train_float(base, data)
+        row = {"seed": seed, "float": _task_scores(task, data, T, fmodel), "widths": {}}
+        progress(f"seed {seed}: float test {metric} {row['float'][metric]:.3f} "
+                 f"({time.perf_counter() - t0:.0f} s)")
+        for name in widths:
+            bits, overrides = _widths_for(task, head, name)
+            cfg = train_config(replace(opts, seed=seed, bits=bits,
+                                       bits_map={**overrides, **(opts.bits_map or {})}), data)
+            t1 = time.perf_counter()
+            qmodel = T.train_qat(cfg, data, fmodel)
+            im = to_intmodel_for(qmodel, data)
+            m = (classify_metrics if task == "classify" else anomaly_metrics)(im, qmodel, data)
+            r = {k: m["int"]["test"][k] for k in _task_scores(task, data, T, fmodel)}
+            r["qat"] = _task_scores(task, data, T, qmodel)[metric]
+            r["val_" + metric] = T.evaluate(qmodel, data, "val")[metric]
+            if task == "anomaly":
+                r["threshold_code"] = m["int"]["test"]["threshold"]
+                r["flagged"] = m["int"]["test"]["flagged"]
+            r.update({k2: m["int_vs_qat"][k2] for k2 in ("exact", "within_1_lsb", "max_lsb")})
+            row["widths"][name] = r
+            progress(f"seed {seed}: {name:>4s} integer test {metric} {r[metric]:.3f} "
+                     f"({time.perf_counter() - t1:.0f} s)")
+        per_seed.append(row)
+
+    def stats(vals):
+        return {"mean": float(np.mean(vals)), "min": float(min(vals)), "max": float(max(vals)),
+                "std": float(np.std(vals))}
+
+    doc = {"task": task, "metric": metric, "dataset": data.source,
+           "windows": {s: len(data.split(s)) for s in ("train", "val", "test")},
+           "seeds": [r["seed"] for r in per_seed],
+           "options": {k: getattr(opts, k) for k in ("d_model", "ranges", "scheme", "bits_map", "qat_lr",
+                                                     "qat_epochs", "distill", "qat_bn")},
+           "bits": {name: dict(zip(("default", "overrides"), _widths_for(task, head, name)))
+                    for name in widths},
+           "float": stats([r["float"][metric] for r in per_seed]),
+           "baseline": baseline,
+           "widths": {}, "per_seed": per_seed}
+    if task == "anomaly":
+        doc["prevalence"] = T.prevalence(data)
+    for name in widths:
+        vals = [r["widths"][name] for r in per_seed]
+        doc["widths"][name] = {**stats([v[metric] for v in vals]),
+                               "qat_mean": float(np.mean([v["qat"] for v in vals])),
+                               "exact": float(np.mean([v["exact"] for v in vals])),
+                               "max_lsb": int(max(v["max_lsb"] for v in vals))}
+    return doc
+
+
+def format_task_table(doc: dict) -> str:
+    """The task benchmark's table (Markdown)."""
+    mt = doc["metric"]
+    lines = [f"{doc['dataset']}: --task {doc['task']}, test windows {doc['windows']['test']}, "
+             f"{len(doc['seeds'])} seed(s); test {mt}",
+             "", f"| model | {mt} mean | min | max | std | integer = QAT |", "|---|---|---|---|---|---|"]
+    f = doc["float"]
+    lines.append(f"| float | {f['mean']:.3f} | {f['min']:.3f} | {f['max']:.3f} | {f['std']:.3f} | |")
+    for name, w in doc["widths"].items():
+        lines.append(f"| integer {name} | {w['mean']:.3f} | {w['min']:.3f} | {w['max']:.3f} "
+                     f"| {w['std']:.3f} | {100 * w['exact']:.1f} % |")
+    lines.append(f"| {doc['baseline']['name']} | {doc['baseline'][mt]:.3f} | | | | |")
+    return "\n".join(lines)
 
 
 def run_accuracy(opts: TrainOptions, seeds: int = 3, widths=tuple(WIDTHS), progress=print) -> dict:
@@ -143,14 +256,25 @@ def format_table(doc: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=int, default=3, help="seeds (float model trained once per seed)")
-    p.add_argument("--widths", default=",".join(WIDTHS),
-                   help=f"comma-separated widths to score, of {','.join(WIDTHS)}")
+    p.add_argument("--widths", default=None,
+                   help=f"comma-separated widths to score, of {','.join(WIDTHS)} (default all; "
+                        f"for --task classify / anomaly 8,4io8,4)")
     p.add_argument("--json", default=None, help="write the figures to this JSON file")
 
 
 def main(a, opts: TrainOptions, progress=print) -> int:
-    doc = run_accuracy(opts, a.seeds, tuple(w for w in a.widths.split(",") if w), progress)
-    print(format_table(doc))
+    task = opts.task != "forecast"
+    widths = a.widths or ("8,4io8,4" if task else ",".join(WIDTHS))
+    widths = tuple(w for w in widths.split(",") if w)
+    unknown = [w for w in widths if w not in WIDTHS]
+    if unknown:
+        raise ValueError(f"unknown widths {unknown}; use some of {list(WIDTHS)}")
+    if task:
+        doc = run_task_accuracy(opts, a.seeds, widths, progress)
+        print(format_task_table(doc))
+    else:
+        doc = run_accuracy(opts, a.seeds, widths, progress)
+        print(format_table(doc))
     if a.json:
         path = Path(a.json)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,4 +285,5 @@ def main(a, opts: TrainOptions, progress=print) -> int:
 
 if __name__ == "__main__":   # a plain JSON dump of a stored result, as a table
     import sys
-    print(format_table(json.loads(Path(sys.argv[1]).read_text())))
+    d = json.loads(Path(sys.argv[1]).read_text())
+    print(format_task_table(d) if "task" in d else format_table(d))
