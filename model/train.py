@@ -87,6 +87,10 @@ class TrainConfig:
     qat_distill: float = 0.0
     freeze_observers_after: int | None = None
     grad_clip: float | None = 1.0
+    # Classifier / detector targets smoothed: a class index's one-hot (a detector's 0 / 1) moved
+    # this far towards uniform (0.5), which bounds the logits a model learns (a detector's
+    # score: about +-log((1 - e/2) / (e/2))) and with them the ranges its tensors quantise.
+    label_smoothing: float = 0.0
     max_train_windows: int | None = None  # quick runs: N training windows evenly spaced in time
     threads: int | None = 1  # torch intra-op threads during train_run (None: leave as is). For this
     # tiny model one thread is fastest (2 threads were 1.5-10x slower on the 2-core machine).
@@ -104,6 +108,8 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig.{k} must be >= 0")
         if self.lr <= 0 or self.qat_lr <= 0:
             raise ValueError("learning rates must be > 0")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"TrainConfig.label_smoothing is in [0, 1), got {self.label_smoothing}")
         if not 0.0 <= self.qat_distill <= 1.0:
             raise ValueError(f"TrainConfig.qat_distill is a weight in [0, 1], got {self.qat_distill}")
 
@@ -332,7 +338,7 @@ def _val_loss(model, Xv, yv) -> float:
 
 def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_decay, grad_clip, gen,
          phase, history, emit, lr_decay=1.0, lr_decay_patience=0, on_epoch_start=None, on_train_end=None,
-         range_lr=None, teacher=None, distill=0.0):
+         range_lr=None, teacher=None, distill=0.0, label_smoothing=0.0):
     """Generic early-stopping loop; returns the best validation loss (best state restored).
     ``range_lr``: learning rate of the learned quantisation ranges (None: not trained).
     ``teacher``: outputs for ``Xt`` the loss also pulls towards, with weight ``distill``
@@ -342,8 +348,10 @@ def _fit(model, Xt, yt, Xv, yv, *, lr, epochs, patience, batch_size, weight_deca
     if range_lr is not None and ranges:
         groups.append({"params": range_parameters(model), "lr": range_lr, "weight_decay": 0.0})
     opt = torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
-    loss_fn = {"classify": nn.CrossEntropyLoss(),
-               "anomaly": nn.BCEWithLogitsLoss()}.get(model.config.task, nn.MSELoss())
+    e = label_smoothing
+    bce = nn.BCEWithLogitsLoss()
+    loss_fn = {"classify": nn.CrossEntropyLoss(label_smoothing=e),
+               "anomaly": lambda out, y: bce(out, y * (1.0 - e) + 0.5 * e)}.get(model.config.task, nn.MSELoss())
     teacher_fn = nn.MSELoss()       # to the float model's outputs (a classifier's: its logits)
     best = _val_loss(model, Xv, yv)
     best_state = copy.deepcopy(model.state_dict())
@@ -427,7 +435,8 @@ def _train_float(config, data, history, emit) -> Forecaster:
     _fit(model, Xt, yt, Xv, yv, lr=config.lr, epochs=config.epochs, patience=config.patience,
          batch_size=config.batch_size, weight_decay=config.weight_decay, grad_clip=config.grad_clip,
          lr_decay=config.lr_decay, lr_decay_patience=config.lr_decay_patience,
-         gen=gen, phase="float", history=history if history is not None else [], emit=emit or (lambda e: None))
+         gen=gen, phase="float", history=history if history is not None else [], emit=emit or (lambda e: None),
+         label_smoothing=config.label_smoothing)
     model.eval()
     return model
 
@@ -496,7 +505,7 @@ def _train_qat(config, data, float_model, history, emit) -> Forecaster:
          lr_decay=config.lr_decay, lr_decay_patience=config.lr_decay_patience,
          gen=gen, phase="qat", history=history if history is not None else [], emit=emit,
          on_epoch_start=start, on_train_end=end, range_lr=config.qat_range_lr,
-         teacher=teacher, distill=config.qat_distill)
+         teacher=teacher, distill=config.qat_distill, label_smoothing=config.label_smoothing)
     set_observing(model, False)
     model.eval()
     return model

@@ -67,3 +67,45 @@ def test_accuracy_benchmark_of_a_task(tmp_path):
     assert 0.0 <= doc["baseline"]["accuracy"] <= 1.0
     json.dumps(doc)
     assert "| integer 4 |" in format_task_table(doc) and "nearest centroid" in format_task_table(doc)
+
+
+def test_detector_training_defaults(tmp_path):
+    from model.train import TrainConfig
+    a = TrainOptions(task="anomaly", csv=str(anomaly_csv(tmp_path / "a.csv")), feature_columns=["v"],
+                     target_column="is_anomaly", window=8, bits=4)
+    data = load_data(a)
+    c4 = train_config(a, data)
+    assert (c4.label_smoothing, c4.qat_lr, c4.qat_epochs) == (0.1, 1e-3, 40)
+    c8 = train_config(TrainOptions(**{**a.__dict__, "bits": 8}), data)
+    assert (c8.label_smoothing, c8.qat_lr, c8.qat_epochs) == (0.1, TrainConfig().qat_lr, TrainConfig().qat_epochs)
+    c = train_config(TrainOptions(**{**a.__dict__, "qat_lr": 5e-4, "qat_epochs": 3}), data)
+    assert (c.qat_lr, c.qat_epochs) == (5e-4, 3)
+    assert train_config(TrainOptions(task="classify", csv=str(classes_csv(tmp_path / "c.csv")),
+                                     target_column="label", bits=4),
+                        load_data(TrainOptions(task="classify", csv=str(tmp_path / "c.csv"),
+                                               target_column="label"))).label_smoothing == 0.0
+    with pytest.raises(ValueError, match="label_smoothing"):
+        TrainConfig(label_smoothing=1.0)
+
+
+@pytest.mark.slow
+def test_smoothed_detector_scores_stay_bounded():
+    """Smoothed 0 / 1 targets (0.05 / 0.95) pull a detector's logits towards +-log(19) ~ 2.9
+    (the typical one: the median magnitude)."""
+    import torch
+    from model.train import _fit
+    from model.transformer import Forecaster, ModelConfig
+    torch.manual_seed(0)
+    X = torch.randn(64, 4, 2)
+    y = (X[:, -1, 0] > 0).float()
+    out = {}
+    for e in (0.0, 0.1):
+        torch.manual_seed(0)
+        m = Forecaster(ModelConfig(features=2, window=4, d_model=4, ffn=8, task="anomaly", forecast="level"))
+        _fit(m, X, y, X, y, lr=1e-2, epochs=40, patience=40, batch_size=64, weight_decay=0.0,
+             grad_clip=None, gen=torch.Generator().manual_seed(0), phase="float", history=[],
+             emit=lambda ev: None, label_smoothing=e)
+        m.eval()
+        with torch.no_grad():
+            out[e] = m(X).abs().median().item()
+    assert out[0.1] < 0.9 * out[0.0], out
