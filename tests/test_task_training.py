@@ -75,7 +75,7 @@ def test_detector_training_defaults(tmp_path):
                      target_column="is_anomaly", window=8, bits=4)
     data = load_data(a)
     c4 = train_config(a, data)
-    assert (c4.label_smoothing, c4.qat_lr, c4.qat_epochs) == (0.1, 1e-3, 40)
+    assert (c4.label_smoothing, c4.qat_lr, c4.qat_epochs, c4.qat_patience) == (0.1, 1e-3, 40, 10)
     c8 = train_config(TrainOptions(**{**a.__dict__, "bits": 8}), data)
     assert (c8.label_smoothing, c8.qat_lr, c8.qat_epochs) == (0.1, TrainConfig().qat_lr, TrainConfig().qat_epochs)
     c = train_config(TrainOptions(**{**a.__dict__, "qat_lr": 5e-4, "qat_epochs": 3}), data)
