@@ -536,8 +536,13 @@ def trained_record(label: str, model_dir, synth_dir, data_dir=DATA_DIR) -> dict:
     r = parse_stat(json.loads((synth_dir / "stat.json").read_text()))
     return {"label": label, "device": "xc7s15", "cells": r.cells, "summary": _xc7_summary(r),
             "config": {"label": label, "model_dir": f"models/{label}",
-                       "hw": json.loads((model_dir / "hw_config.json").read_text())},
+                       "hw": _xc7_hw(json.loads((model_dir / "hw_config.json").read_text()))},
             "source": f"{synth_dir}: the trained design of {model_dir}"}
+
+
+def _xc7_hw(hw_config: dict) -> dict:
+    """The XC7S15 design of a run's ``hw_config.json``: a deploy run's holds one per device."""
+    return hw_config["xc7s15"] if set(hw_config) and set(hw_config) <= set(DEVICES) else hw_config
 
 
 def record_path(data_dir, label: str, device: str) -> Path:
@@ -948,6 +953,8 @@ def built_table(dirs) -> list[dict]:
             if not result.is_file():
                 continue
             got = json.loads(result.read_text())
+            if device == "ice40up5k" and got.get("counts_from") != "nextpnr":
+                continue                # not placed: no logic-cell count to compare with
             used = estimate_design(Accelerator(IntModel.load(run), hw), device, cache=False).used
             pairs = ((("LUT", got["lut"], used["LUT"]), ("FF", got["ff"], used["FF"]))
                      if device == "xc7s15" else (("LC", got["lc"], used["LC"]),))
