@@ -170,7 +170,8 @@ def format_task_table(doc: dict) -> str:
     for name, w in doc["widths"].items():
         lines.append(f"| integer {name} | {w['mean']:.3f} | {w['min']:.3f} | {w['max']:.3f} "
                      f"| {w['std']:.3f} | {100 * w['exact']:.1f} % |")
-    lines.append(f"| {doc['baseline']['name']} | {doc['baseline'][mt]:.3f} | | | | |")
+    name = doc["baseline"]["name"].replace("|", "\\|")       # a Markdown cell
+    lines.append(f"| {name} | {doc['baseline'][mt]:.3f} | | | | |")
     return "\n".join(lines)
 
 
