@@ -106,3 +106,24 @@ def check_against_reference(dut, inputs, *, stall: float = 0.0, seed: int = 0,
     if exact_cycles:
         assert cycles == dut.cycles(), f"simulated {cycles} cycles, formula {dut.cycles()}"
     return cycles
+
+
+def check_accelerator(model, windows, hw=None, *, stall_in: float = 0.0, stall_out: float = 0.3,
+                      seed: int = 1) -> int:
+    """Stream integer ``windows`` (N, L, F) back to back through the accelerator of ``model``
+    (with ``hw``) under random stalls and require every output code to equal the integer
+    model's ``pred_codes``; then require one window alone to take exactly the accelerator's
+    ``cycles()``. Returns that cycle count."""
+    import numpy as np
+    from hw.accelerator import Accelerator
+    windows = np.asarray(windows)
+    want = model.pred_codes(windows).numpy()
+    got, _ = run_stream_block(Accelerator(model, hw), {"i": windows.reshape(-1).tolist()},
+                              {"o": want.size}, windows=len(windows), stall_in=stall_in,
+                              stall_out=stall_out, seed=seed)
+    np.testing.assert_array_equal(np.array(got["o"]).reshape(want.shape), want)
+    acc = Accelerator(model, hw)
+    _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()},
+                                 {"o": want[0].size})
+    assert cycles == acc.cycles(), f"simulated {cycles} cycles, formula {acc.cycles()}"
+    return cycles

@@ -15,7 +15,7 @@ from model import compose as cq
 from model.intmodel import IntModel
 from model.qat import quantize
 from model.transformer import sinusoidal_pe
-from sim.streams import run_stream_block
+from sim.streams import check_accelerator, run_stream_block
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "compose.py"
@@ -123,13 +123,7 @@ def test_a_residual_on_the_pooled_vector_is_bit_exact():
     codes = intmodel.pred_codes(intmodel.quantize_input(x[:8].numpy())).numpy()
     assert np.allclose(out.detach().numpy().reshape(-1), pred.scale * (codes - pred.qtype.zero_point),
                        rtol=0, atol=1e-3 * pred.scale)     # float32 sums: far below a code
-    xq = intmodel.quantize_input(x[:2].numpy())
-    got, _ = run_stream_block(Accelerator(intmodel), {"i": xq.reshape(-1).tolist()}, {"o": 2},
-                              windows=2)
-    assert got["o"] == intmodel.pred_codes(xq).tolist()
-    acc = Accelerator(intmodel)
-    _, cycles = run_stream_block(acc, {"i": xq[:1].reshape(-1).tolist()}, {"o": 1})
-    assert cycles == acc.cycles()
+    check_accelerator(intmodel, intmodel.quantize_input(x[:2].numpy()), stall_out=0.0)
 
 
 class Net(torch.nn.Module):
@@ -344,11 +338,7 @@ def test_two_parallel_branches_summed_become_bit_exact_hardware():
     assert intmodel.op("add").spec.inputs == ("a", "b")
     q = intmodel.qtype("input")
     windows = np.random.default_rng(0).integers(q.qmin, q.qmax + 1, size=(2, 6, 2))
-    got, _ = run_stream_block(Accelerator(intmodel), {"i": windows.reshape(-1).tolist()},
-                              {"o": 2}, windows=2, stall_in=0.3, stall_out=0.4, seed=1)
-    assert got["o"] == intmodel.forward(windows)["pred"][:, 0].tolist()
+    check_accelerator(intmodel, windows, stall_in=0.3, stall_out=0.4)
     acc = Accelerator(intmodel)
-    _, cycles = run_stream_block(acc, {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
-    assert cycles == acc.cycles()
     assert sorted(n.name for n in acc.nodes if n.role == "fifo") == [
         "a_attention_in_fifo", "add_fifo0", "add_fifo1", "b_attention_in_fifo"]

@@ -9,7 +9,6 @@ import torch
 from torch.nn import functional as Fn
 
 from flows.cli import build_parser, main
-from hw.accelerator import Accelerator
 from hw.elementwise import LutActivation
 from model import intops, ops
 from model.convert import to_intmodel
@@ -17,7 +16,7 @@ from model.intmodel import IntModel
 from model.qat import dequantize, quantize
 from model.synthetic import random_inputs, random_intmodel
 from model.transformer import ModelConfig
-from sim.streams import run_stream_block
+from sim.streams import check_accelerator, run_stream_block
 from test_convert import calibrated
 
 SMALL = dict(features=3, window=4, d_model=4, heads=1, layers=1, ffn=8, norm="batchnorm",
@@ -90,23 +89,14 @@ def test_table_block_equals_the_integer_model(bits, seed, stall, storage):
 def test_accelerator_is_bit_exact_with_exact_cycles(bits, shape, tmp_path):
     _, im, x = converted(bits, **shape)
     im = IntModel.load(im.save(tmp_path))             # through the file format
-    windows = im.quantize_input(x[:3].numpy())
-    acc = Accelerator(im)
-    got, _ = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 3}, windows=3,
-                              stall_in=0.3, stall_out=0.4, seed=bits)
-    assert got["o"] == im.forward(windows)["pred"][:, 0].tolist()
-    _, cycles = run_stream_block(Accelerator(im), {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
-    assert cycles == acc.cycles()
+    check_accelerator(im, im.quantize_input(x[:3].numpy()), stall_in=0.3, stall_out=0.4, seed=bits)
 
 
 def test_synthetic_silu_models_are_bit_exact():
     model = random_intmodel(SMALL, bits=5, seed=4)
     assert model.op("l0.ffn_hidden").kind == "lut"
-    windows = random_inputs(model, 2, seed=5)
-    acc = Accelerator(model, {"kinds": {"lut": {"storage": "registers"}}})
-    got, _ = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 2}, windows=2,
-                              stall_out=0.5, seed=1)
-    assert got["o"] == model.forward(windows)["pred"][:, 0].tolist()
+    check_accelerator(model, random_inputs(model, 2, seed=5),
+                      {"kinds": {"lut": {"storage": "registers"}}}, stall_out=0.5)
 
 
 @pytest.mark.slow

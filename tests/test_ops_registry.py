@@ -7,14 +7,13 @@ import pytest
 import torch
 from amaranth.hdl import Fragment
 
-from hw.accelerator import Accelerator
 from model import ops
 from model.convert import to_intmodel
 from model.intmodel import IntModel, ModelFileError, Op, check_config, graph_spec
 from model.qat import dequantize
 from model.synthetic import random_inputs, random_intmodel
 from model.transformer import ModelConfig
-from sim.streams import run_stream_block
+from sim.streams import check_accelerator
 from test_convert import calibrated
 
 SMALL = dict(features=3, window=4, d_model=4, heads=2, layers=1, ffn=8, norm="batchnorm")
@@ -93,13 +92,7 @@ def test_every_table_is_its_function_within_half_an_output_step(name):
 @pytest.mark.parametrize("name", ops.activations())
 def test_every_activation_builds_a_bit_exact_accelerator(name):
     model = random_intmodel(dict(SMALL, activation=name), bits=4, seed=3)
-    windows = random_inputs(model, 2, seed=4)
-    acc = Accelerator(model)
-    got, _ = run_stream_block(acc, {"i": windows.reshape(-1).tolist()}, {"o": 2}, windows=2,
-                              stall_in=0.2, stall_out=0.4, seed=5)
-    assert got["o"] == model.forward(windows)["pred"][:, 0].tolist()
-    _, cycles = run_stream_block(Accelerator(model), {"i": windows[0].reshape(-1).tolist()}, {"o": 1})
-    assert cycles == acc.cycles()
+    check_accelerator(model, random_inputs(model, 2, seed=4), stall_in=0.2, stall_out=0.4, seed=5)
 
 
 def test_the_graph_places_a_table_after_its_own_linear():

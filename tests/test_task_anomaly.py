@@ -44,17 +44,9 @@ def test_graph_ends_in_score_and_threshold_and_round_trips(tmp_path):
 
 @pytest.mark.parametrize("bits", [pytest.param(8, marks=pytest.mark.slow), 4])
 def test_accelerator_outputs_score_and_flag_bit_exact_with_exact_cycles(bits):
-    from hw.accelerator import Accelerator
-    from sim.streams import run_stream_block
+    from sim.streams import check_accelerator
     im = random_intmodel(SMALL, bits, seed=5)
-    x = random_inputs(im, 3, seed=bits)
-    want = im.pred_codes(x).numpy()
-    got, _ = run_stream_block(Accelerator(im), {"i": x.reshape(-1).tolist()}, {"o": want.size},
-                              windows=3, stall_out=0.3, seed=1)
-    assert np.array_equal(np.array(got["o"]).reshape(want.shape), want)
-    acc = Accelerator(im)
-    _, cycles = run_stream_block(acc, {"i": x[0].reshape(-1).tolist()}, {"o": 2})
-    assert cycles == acc.cycles()
+    check_accelerator(im, random_inputs(im, 3, seed=bits))
 
 
 def test_threshold_is_the_f1_best_and_metrics():

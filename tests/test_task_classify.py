@@ -51,17 +51,9 @@ def test_graph_ends_in_logits_and_argmax_and_round_trips(tmp_path):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_accelerator_outputs_logits_and_class_bit_exact_with_exact_cycles(bits):
-    from hw.accelerator import Accelerator
-    from sim.streams import run_stream_block
+    from sim.streams import check_accelerator
     im = random_intmodel(SMALL, bits, seed=2)
-    x = random_inputs(im, 3, seed=bits)
-    want = im.pred_codes(x).numpy()
-    got, _ = run_stream_block(Accelerator(im), {"i": x.reshape(-1).tolist()}, {"o": want.size},
-                              windows=3, stall_out=0.3, seed=1)
-    assert np.array_equal(np.array(got["o"]).reshape(want.shape), want)
-    acc = Accelerator(im)
-    _, cycles = run_stream_block(acc, {"i": x[0].reshape(-1).tolist()}, {"o": 4})
-    assert cycles == acc.cycles()
+    check_accelerator(im, random_inputs(im, 3, seed=bits))
 
 
 def test_estimator_covers_the_argmax_block():

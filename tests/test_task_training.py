@@ -114,18 +114,10 @@ def test_smoothed_detector_scores_stay_bounded():
 @pytest.mark.parametrize("task,head", [("classify", "logits"), ("anomaly", "score")])
 def test_accelerator_of_the_task_default_widths_is_bit_exact(task, head):
     """A task's --bits 4: a 4-bit body with 8-bit input and output, bit-exact with exact cycles."""
-    from hw.accelerator import Accelerator
     from model.synthetic import random_inputs, random_intmodel
-    from sim.streams import run_stream_block
+    from sim.streams import check_accelerator
     cfg = dict(features=2, window=4, d_model=4, heads=1, layers=1, ffn=8, norm="batchnorm",
                activation="relu", task=task, **({"classes": 3} if task == "classify" else {}))
     im = random_intmodel(cfg, {"default": 4, **task_bits(task, head, 4)}, seed=7)
     assert im.qtype("input").bits == 8 and im.qtype(head).bits == 8 and im.qtype("l0.q").bits == 4
-    x = random_inputs(im, 3, seed=2)
-    want = im.pred_codes(x).numpy()
-    got, _ = run_stream_block(Accelerator(im), {"i": x.reshape(-1).tolist()}, {"o": want.size},
-                              windows=3, stall_out=0.3, seed=1)
-    assert np.array_equal(np.array(got["o"]).reshape(want.shape), want)
-    acc = Accelerator(im)
-    _, cycles = run_stream_block(acc, {"i": x[0].reshape(-1).tolist()}, {"o": want[0].size})
-    assert cycles == acc.cycles()
+    check_accelerator(im, random_inputs(im, 3, seed=2))
