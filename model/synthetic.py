@@ -51,13 +51,31 @@ class SynthContext:
 
     std_uniform = staticmethod(_std_uniform)
 
+    def multiplier(self, real: float) -> tuple[int, int]:
+        """``intops.quantize_multiplier(real)``; in the "trained" style ``real`` times a factor
+        drawn log-uniformly over an octave first: a trained model's ratio of scales is a
+        product of learned ones, so its fixed-point mantissa is anywhere in its range and has
+        as many signed digits as a random one (what a constant multiplier costs in logic)."""
+        if self.constant_style == "trained":
+            real *= 2.0 ** float(self.rng.uniform(-0.5, 0.5))
+        return intops.quantize_multiplier(real)
+
+    def score_scale(self, score_std: float) -> float:
+        """The real step of a softmax input of spread ``score_std`` (its exponential table's
+        decay, so the table's depth). "converter": a row spreads over four e-folds. "trained":
+        over 1 to 8 (log-uniform), as in the trained models of the calibration set (1.7 and 1.9
+        at 8 bits, 1.6 to 8 at 4 and 6)."""
+        if self.constant_style != "trained":
+            return 4.0 / max(score_std, 1.0)
+        return 2.0 ** float(self.rng.uniform(0.0, 3.0)) / max(score_std, 1.0)
+
     @staticmethod
     def target_std(q: QType) -> float:
         return (q.qmax - q.qmin) / 6.0
 
     def affine(self, gains, offsets):
         """Fixed-point per-channel gains and offsets in the :data:`CONSTANT_STYLES` style."""
-        if self.constant_style == "converter":
+        if self.constant_style != "fixed-shift":
             return intops.quantize_affine(gains, offsets)
         shift = 12
         return (np.round(gains * (1 << shift)).astype(np.int64),
@@ -67,9 +85,14 @@ class SynthContext:
 #: How the constants of the residual adds, affines and layer-norms are fixed-pointed.
 #: "converter": as :mod:`model.convert` does for a trained model (the largest factor keeps
 #: ``MULT_BITS`` bits), so that synthetic designs cost in hardware what trained ones do.
+#: "trained": "converter", and the other constants drawn as training leaves them
+#: (:meth:`SynthContext.multiplier`, :meth:`SynthContext.score_scale`). The requantisers'
+#: multipliers of "converter" follow from the spreads alone: every linear of a shape gets the
+#: same one and a context's is a power of two (shift-only hardware), where a trained model's
+#: are arbitrary 16-bit mantissas; its softmax tables are half as deep as trained ones.
 #: "fixed-shift": shifts of 14 (adds) and 12 (norms), narrower constants; kept only because
 #: calibration records synthesised before the change name it and must rebuild the same design.
-CONSTANT_STYLES = ("converter", "fixed-shift")
+CONSTANT_STYLES = ("converter", "trained", "fixed-shift")
 
 
 def random_intmodel(config: dict, bits: int | dict = 8, seed: int = 0,

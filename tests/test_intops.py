@@ -296,6 +296,27 @@ def test_synthetic_constants_are_as_wide_as_the_converters():
     assert {op.params["shift"] for op in old.ops if op.kind == "add"} == {14}
 
 
+def test_trained_style_constants_are_like_a_trained_models():
+    """Constant style "trained": the context requantiser's multiplier is not a power of two
+    (with "converter" it always is), the linears' multipliers differ from one another, and the
+    softmax tables' depths vary."""
+    from hw.common import csd_digits
+    from model.synthetic import random_intmodel
+    config = dict(features=7, window=24, d_model=16, heads=1, layers=1, ffn=64,
+                  norm="batchnorm", activation="relu")
+    conv = random_intmodel(config, bits=8, seed=4)
+    trained = random_intmodel(config, bits=8, seed=4, constant_style="trained")
+
+    def op(model, kind):
+        return [o for o in model.ops if o.kind == kind]
+    assert len(csd_digits(op(conv, "context")[0].params["multiplier"])) == 1
+    assert len(csd_digits(op(trained, "context")[0].params["multiplier"])) > 1
+    assert len({o.params["multiplier"] for o in op(trained, "linear")}) > 1
+    depths = {len(op(random_intmodel(config, bits=8, seed=s, constant_style="trained"),
+                     "softmax")[0].arrays["exp_table"]) for s in range(6)}
+    assert len(depths) > 2 and max(depths) > 1.5 * len(op(conv, "softmax")[0].arrays["exp_table"])
+
+
 @given(st.data())
 @settings(max_examples=60)
 def test_product_and_packed_product_bounds_are_tight(data):

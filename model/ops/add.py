@@ -25,7 +25,7 @@ class Add(OpKind):
     def synthetic_params(self, ctx, spec, out):
         acc_std = math.hypot(*(ctx.std[n] for n in spec.inputs))
         reals = [ctx.target_std(out) / acc_std * ctx.rng.uniform(0.7, 1.3) for _ in range(2)]
-        if ctx.constant_style == "converter":
+        if ctx.constant_style != "fixed-shift":
             (ma, mb), shift = intops.quantize_common_multipliers(reals)
         else:   # exact in floating point: scaling by a power of two commutes with rounding
             shift = 14

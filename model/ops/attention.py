@@ -28,7 +28,7 @@ class _Product(OpKind):
     params = ("multiplier", "shift")
 
     def synthetic_params(self, ctx, spec, out):
-        m, s = intops.quantize_multiplier(ctx.target_std(out) / self.acc_std(ctx, spec))
+        m, s = ctx.multiplier(ctx.target_std(out) / self.acc_std(ctx, spec))
         return {"multiplier": m, "shift": s}, {}
 
 

@@ -48,6 +48,6 @@ class Linear(OpKind):
         lim = intops.bias_bound(fan_in, x, wt)
         acc_std = math.sqrt(fan_in) * ctx.std_uniform(wt) * ctx.std[spec.inputs[0]]
         bias = np.clip(np.round(rng.normal(0, acc_std, spec.dims["out"])), -lim, lim).astype(np.int64)
-        m, s = intops.quantize_multiplier(ctx.target_std(out) / acc_std)
+        m, s = ctx.multiplier(ctx.target_std(out) / acc_std)
         return ({"weight_type": wt.to_dict(), "multiplier": m, "shift": s,
                  "relu": bool(spec.dims.get("relu", False))}, {"weight": weight, "bias": bias})

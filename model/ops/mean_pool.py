@@ -21,5 +21,5 @@ class MeanPool(OpKind):
 
     def synthetic_params(self, ctx, spec, out):
         acc_std = spec.dims["length"] * ctx.std[spec.inputs[0]]
-        m, s = intops.quantize_multiplier(ctx.target_std(out) / acc_std * 2)
+        m, s = ctx.multiplier(ctx.target_std(out) / acc_std * 2)
         return {"multiplier": m, "shift": s}, {}

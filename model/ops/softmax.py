@@ -40,7 +40,7 @@ class Softmax(OpKind):
         st = ctx.tensors[spec.inputs[0]]
         exp_bits, recip_bits = intops.softmax_precision(b)
         # Scale so that the spread of a row covers a few e-folds of the exponential.
-        score_scale = 4.0 / max(ctx.std[spec.inputs[0]], 1.0)
+        score_scale = ctx.score_scale(ctx.std[spec.inputs[0]])
         table = intops.softmax_exp_table(score_scale, st.qtype, exp_bits)
         ctx.std[name] = (1 << b) / ctx.config["window"]
         return {"exp_bits": exp_bits, "recip_bits": recip_bits}, {"exp_table": table}
