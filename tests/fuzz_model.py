@@ -4,27 +4,37 @@ exact.
 
 Every example draws (from hypothesis, or from a seeded generator for long runs):
 
+* a head, one of three kinds alike: a forecaster of horizon 1-4 (a linear ``pred`` of that
+  many outputs), a classifier of 2-5 classes (a linear ``logits``, then the ``argmax``
+  operator ``pred``: the logit codes, then the class) or an anomaly detector (a linear
+  ``score`` of one output, then the ``threshold`` operator ``pred``: the score code, then the
+  flag);
 * a shape: features 1-12, window 2-64, d_model (heads x head width), heads, layers 1-3, FFN
   width, batch-norm / layer-norm, any registered activation (ReLU, GELU, ...); its simulated
-  size is bounded by a cycle ``budget`` (a minimal-folding estimate, :func:`cost`), so long
-  windows come with small d_model and three layers with tiny ones;
+  size, head included, is bounded by a cycle ``budget`` (a minimal-folding estimate,
+  :func:`cost`), so long windows come with small d_model and three layers with tiny ones;
 * a type per tensor (activations, positional encoding, input, every weight): widths 2-8, one
   width for the model or one per tensor, symmetric or asymmetric with any zero point (softmax
-  outputs: unsigned, zero point 0, by definition);
+  outputs: unsigned, zero point 0, by definition; the output of ``argmax`` and ``threshold``
+  has no type of its own: it is derived from their input's);
 * a synthetic model (:func:`model.synthetic.random_intmodel`, random seed) whose integer
   parameters may then be pushed to the edges of their contracts (:func:`perturb`): extreme
   weights and biases, negative / out-of-scale requantisation multipliers and shifts, random
   exponential and activation tables, softmax and layer-norm precisions, extreme affine
-  constants and positional encodings;
+  constants and positional encodings, an anomaly threshold below qmin, at qmin or qmax, or
+  above qmax (a synthetic model's is anywhere from qmin to qmax + 1);
 * hardware knobs per block (:func:`hw_configs`): ``pe`` / ``simd`` divisors, lane and
   requantisation multipliers (``dsp`` / ``dsp_packed`` / ``lut``), every storage (``bram`` /
   ``lutram`` / ``registers``), attention lanes, softmax / layer-norm serial widths and banks,
-  fused Q/K/V, context accumulators in memory, FIFO storage;
+  fused Q/K/V, context accumulators in memory, FIFO storage (the head's linear by its own
+  name; ``argmax`` and ``threshold`` have no knobs, and sometimes get a forecaster's ``pred``
+  knobs, as a preset names them, which they must ignore);
 
-and simulates it in Amaranth (one simulation): a random window alone, whose latency must
-equal ``Accelerator.cycles()``, then more random windows and the extreme ones (all qmin, all
-qmax, alternating qmin / qmax both ways, all zero point) back to back under random stalls on
-both sides. Every element every block streams out, for every window, must equal the integer
+and simulates it in Amaranth (one simulation): a random window alone, whose latency (the edge
+of its last output code: the head streams ``IntModel.horizon`` codes per window) must equal
+``Accelerator.cycles()``, then more random windows and the extreme ones (all qmin, all qmax,
+alternating qmin / qmax both ways, all zero point) back to back under random stalls on both
+sides. Every element every block streams out, for every window, must equal the integer
 reference's tensor (``IntModel.forward``), not only the prediction: a synthetic model's
 prediction is often the same for all windows, which would hide a wrong block upstream.
 
@@ -53,7 +63,7 @@ from hypothesis import seed as hypothesis_seed
 
 from hw.accelerator import Accelerator
 from model import intops, ops as registry
-from model.intmodel import graph_spec
+from model.intmodel import graph_spec, outputs
 from model.intops import QType
 from model.synthetic import random_inputs, random_intmodel
 
@@ -118,20 +128,41 @@ class RandomDraw:
 # Shapes
 # -------------------------------------------------------------------------------------------
 
+def head_width(c: dict) -> int:
+    """Outputs of the head's linear: the horizon, the classes, or the one anomaly score."""
+    return {"classify": c.get("classes"), "anomaly": 1}.get(c.get("task"), c.get("horizon", 1))
+
+
 def cost(c: dict) -> int:
     """Rough cycles of one window at the smallest folding (one MAC per linear and attention
-    product): the size measure the budget bounds (Amaranth simulates ~2,000 cycles/s here)."""
+    product, one cycle per output code): the size measure the budget bounds (Amaranth
+    simulates ~2,000 cycles/s here)."""
     L, F, d, ffn = c["window"], c["features"], c["d_model"], c["ffn"]
-    return L * (F * d + c["layers"] * (3 * d * d + L * d + 2 * d * ffn)) + d
+    return (L * (F * d + c["layers"] * (3 * d * d + L * d + 2 * d * ffn))
+            + d * head_width(c) + outputs(c))
+
+
+def head_keys(draw) -> dict:
+    """The configuration keys of a head, each kind alike: a forecaster of horizon 1-4 (the key
+    left out for 1, as :func:`model.intmodel.check_config` writes it), a classifier of 2-5
+    classes, or an anomaly detector."""
+    task = draw.choice(["forecast", "classify", "anomaly"], "task")
+    if task == "classify":
+        return {"task": task, "classes": draw.int(2, 5, "classes")}
+    if task == "anomaly":
+        return {"task": task}
+    h = draw.int(1, 4, "horizon")
+    return {"horizon": h} if h > 1 else {}
 
 
 def shapes(draw, budget: int = 1500) -> dict:
     """A model configuration whose :func:`cost` is at most ``budget`` (or that of the
-    smallest model: window 2, d_model 1). The sizes are drawn in a drawn order, each within
-    what the budget leaves at the smallest values of those not drawn yet: whichever comes
-    first may be large (long windows with d_model 1, wide models with window 2, 12 features,
-    three layers, wide FFNs), the others make do with the rest."""
-    c = dict(features=1, window=2, d_model=1, heads=1, layers=1, ffn=1)
+    smallest model: window 2, d_model 1, with its head). The head (:func:`head_keys`) comes
+    first; the sizes are drawn in a drawn order, each within what the budget leaves at the
+    smallest values of those not drawn yet: whichever comes first may be large (long windows
+    with d_model 1, wide models with window 2, 12 features, three layers, wide FFNs), the
+    others make do with the rest."""
+    c = dict(features=1, window=2, d_model=1, heads=1, layers=1, ffn=1, **head_keys(draw))
 
     def top(key, values):
         """The largest of ``values`` that fits the budget with the sizes drawn so far."""
@@ -155,12 +186,20 @@ def shapes(draw, budget: int = 1500) -> dict:
 # Types
 # -------------------------------------------------------------------------------------------
 
+def derives_type(kind: str) -> bool:
+    """Whether operators of ``kind`` derive their output's type from their input's instead of
+    quantising it (``argmax``: the logits' codes and the class; ``threshold``: the score's
+    type): a synthetic model ignores a type given for such an output."""
+    return type(registry.kind(kind)).derived_type is not registry.OpKind.derived_type
+
+
 def tensor_names(config: dict) -> tuple[list, list]:
-    """(names whose type is free, softmax outputs: width only)."""
+    """(names whose type is free, softmax outputs: width only). Outputs of operators that
+    derive their type (:func:`derives_type`) are neither."""
     specs = graph_spec(config)
     free = ["input", "pe"]
     for s in specs:
-        if s.kind != "softmax":
+        if s.kind != "softmax" and not derives_type(s.kind):
             free.append(s.output)
         if s.kind == "linear":
             free.append(s.output + ".weight")
@@ -297,6 +336,15 @@ def perturb(draw, model) -> list:
                 p["recip_bits"] = draw.int(lo, lo + 24, name + " recip_bits")
         elif op.kind == "lut":
             a["table"] = _codes(draw, out, a["table"].shape, name + " table")
+        elif op.kind == "threshold":
+            # The score's extreme codes, or beyond them (always or never met: the block has
+            # no comparator then). A synthetic model's is anywhere in [qmin, qmax + 1].
+            how = draw.choice(["below", "qmin", "qmax", "above"], name + " threshold")
+            if how in ("below", "above"):
+                beyond = draw.choice([1, 2, 1 << 8, 1 << 40], name + " threshold beyond")
+                p["threshold"] = xt.qmin - beyond if how == "below" else xt.qmax + beyond
+            else:
+                p["threshold"] = xt.qmin if how == "qmin" else xt.qmax
     return changed
 
 
@@ -371,7 +419,15 @@ def hw_configs(draw, model) -> dict:
         linear(p + "ffn_out", d, c["ffn"])
     blocks["pooled"] = {"buffer_storage": draw.choice(STORAGES, "pool buffer"),
                         "requant_mul": draw.choice(MULS, "pool requant_mul")}
-    linear("pred", 1, d)
+    # The head: its linear by its own name ("pred", "logits" or "score"); an argmax or
+    # threshold "pred" after it has no knobs, but a preset may still name "pred" for a
+    # forecaster's output linear: the block must ignore those.
+    specs = graph_spec(c)
+    head = [s for s in specs if s.kind == "linear"][-1]
+    linear(head.output, head.dims["out"], head.dims["in"])
+    if specs[-1].kind != "linear" and draw.bool("pred: a forecaster's linear knobs"):
+        blocks["pred"] = {"pe": 1, "simd": draw.choice(divisors(d), "pred simd"),
+                          "mul": draw.choice(LANE_MULS, "pred mul")}
     return {"blocks": blocks, "fifo_storage": draw.choice(STORAGES, "fifo")}
 
 
@@ -404,20 +460,34 @@ def describe(model, hw: dict) -> str:
     c = model.config
     widths = sorted({t.qtype.bits for t in model.tensors.values()})
     asym = sum(not t.qtype.signed for t in model.tensors.values())
-    lanes = " ".join(f"{n}:{k['pe']}x{k['simd']}" for n, k in hw["blocks"].items() if "pe" in k)
+    linears = {op.output for op in model.ops if op.kind == "linear"}
+    lanes = " ".join(f"{n}:{k['pe']}x{k['simd']}" for n, k in hw["blocks"].items()
+                     if n in linears)
+    q = model.qtype("pred")
+    if model.task == "classify":
+        head = f"classify {c['classes']} classes, pred {q.bits}b {'s' if q.signed else 'u'}"
+    elif model.task == "anomaly":
+        head = (f"anomaly, threshold {model.op('pred').params['threshold']} of "
+                f"[{q.qmin}, {q.qmax}]")
+    else:
+        head = f"forecast horizon {model.horizon}"
+    if "pred" in hw["blocks"] and "pred" not in linears:
+        head += " (given linear knobs)"
     return (f"F={c['features']} L={c['window']} d={c['d_model']} H={c['heads']} "
-            f"layers={c['layers']} ffn={c['ffn']} {c['norm']} {c['activation']}; widths {widths}, "
-            f"{asym} unsigned tensors; {lanes}")
+            f"layers={c['layers']} ffn={c['ffn']} {c['norm']} {c['activation']}, {head}; "
+            f"widths {widths}, {asym} unsigned tensors; {lanes}")
 
 
 def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
              stall_out: float = 0.0, seed: int = 0, watch: bool = True):
     """One simulation of the accelerator ``acc`` (one elaboration, which costs about as much
     as the cycles of a small design): window ``first`` alone, always-valid source and
-    always-ready sink, then, once its prediction is out, the windows ``rest`` back to back
-    with random stalls on both sides. Returns ``(prediction of first, its latency, predictions
-    of rest, streams)``; the latency counts the edges up to and including the one that
-    transfers the prediction, as :func:`sim.streams.run_stream_block` does. With ``watch``,
+    always-ready sink, then, once its output codes are out (``IntModel.horizon`` per window:
+    the steps forecast, the logits and the class, or the score and the flag), the windows
+    ``rest`` back to back with random stalls on both sides. Returns ``(output codes of first,
+    its latency, output codes of rest, streams)``; the latency counts the edges up to and
+    including the one that transfers the first window's last output code, as
+    :func:`sim.streams.run_stream_block` does. With ``watch``,
     ``streams`` maps every block's label (:func:`sim.profile.accelerator_ports`) to the values
     its output stream carried, all windows in order. A hang fails: each phase stops at its
     :class:`sim.limits.CycleLimit` from ``acc.cycles()``."""
@@ -428,6 +498,8 @@ def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
     from sim.profile import accelerator_ports
     rng = random.Random(seed)
     cycles = acc.cycles()
+    per = acc.model.horizon                         # output codes per window
+    total = per * (1 + len(rest))
     got, state = [], {"latency": None}
     ports = accelerator_ports(acc) if watch else []
     streams = {label: [] for label, _, _ in ports}
@@ -450,8 +522,8 @@ def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
 
     async def sink(ctx):
         edge = start = 0
-        while len(got) < 1 + len(rest):
-            ready = not (got and rng.random() < stall_out)
+        while len(got) < total:
+            ready = not (len(got) >= per and rng.random() < stall_out)
             ctx.set(acc.o.ready, ready)
             _, _, valid, payload, *vals = await ctx.tick().sample(acc.o.valid, acc.o.payload,
                                                                   *watched)
@@ -461,21 +533,23 @@ def simulate(acc, first: np.ndarray, rest: np.ndarray, *, stall_in: float = 0.0,
                     streams[label].append(int(vals[3 * n + 2]))
             if valid and ready:
                 got.append(int(payload))
-                if len(got) == 1:
+                if len(got) == per:
                     state["latency"] = start = edge
-            if len(got) < 1 + len(rest):
+            if len(got) < total:
                 # phase 1: one window, no stalls; phase 2: the rest, with stalls
-                windows, stalls = (len(rest), (stall_in, stall_out)) if got else (1, (0.0, 0.0))
+                second = len(got) >= per
+                windows, stalls = (len(rest), (stall_in, stall_out)) if second else (1, (0.0, 0.0))
                 limit = CycleLimit("Accelerator", cycles, windows)
                 if edge - start >= limit.limit(*stalls):
                     raise limit.timeout("Amaranth simulation", edge - start,
-                                        len(got) - 1 if got else 0, windows, *stalls)
+                                        len(got) - per if second else len(got), windows * per,
+                                        *stalls, what="output codes")
         ctx.set(acc.o.ready, 0)
 
     sim.add_testbench(source, background=True)
     sim.add_testbench(sink)
     sim.run()
-    return got[0], state["latency"], got[1:], streams
+    return got[:per], state["latency"], got[per:], streams
 
 
 def stream_tensors(acc) -> dict:
@@ -526,7 +600,7 @@ def transfer_edges(acc, window) -> dict:
     async def monitor(ctx):
         ctx.set(acc.o.ready, 1)
         signals = [s for _, _, po in ports for s in (po.valid, po.ready)]
-        edge = 0
+        edge = out = 0
         while edge < limit:
             _, _, o_valid, *vals = await ctx.tick().sample(acc.o.valid, *signals)
             edge += 1
@@ -536,7 +610,8 @@ def transfer_edges(acc, window) -> dict:
                     seen[label][0].append(edge)
                 elif ov:
                     seen[label] = (seen[label][0], seen[label][1] + 1)
-            if o_valid:
+            out += o_valid                  # the sink is always ready
+            if out == acc.model.horizon:    # the window's last output code
                 return
 
     sim.add_testbench(source, background=True)
@@ -579,8 +654,8 @@ def check_model(model, hw: dict, random_windows: np.ndarray, *, stall_in: float 
     """Simulate ``model`` on ``hw`` (:func:`simulate`): the first random window alone, then
     the other random windows and the extreme ones back to back under stalls. Every element
     every block streams out, for every window, must equal the integer reference's tensor
-    (so the prediction too), and the latency of the first window ``cycles()``. Returns
-    ``cycles()``."""
+    (so the output codes too), and the latency of the first window (to its last output code)
+    ``cycles()``. Returns ``cycles()``."""
     acc = Accelerator(model, hw)
     try:
         cycles = acc.cycles()
@@ -608,8 +683,8 @@ def check_model(model, hw: dict, random_windows: np.ndarray, *, stall_in: float 
                      f"{stream[bad]}, reference {want[bad]}" if bad is not None else
                      f"{len(stream)} elements, reference {len(want)}")
             raise AssertionError(f"{label} ({tensors[label]}): {where}")
-    expected = values["pred"][:, 0].tolist()
-    assert [got0] + got == expected, f"predictions: hardware {[got0] + got}, reference {expected}"
+    expected = values["pred"].reshape(-1).tolist()     # every window's codes, in order
+    assert got0 + got == expected, f"output codes: hardware {got0 + got}, reference {expected}"
     if simulated != cycles:
         where = (schedule_divergence(Accelerator(model, hw), first)
                  if diagnose or _final_run() else "")

@@ -1,7 +1,8 @@
-"""Whole-model fuzzing (tests/fuzz_model.py): random shapes, per-tensor widths and schemes,
-integer parameters at the edges of their contracts and hardware knobs, simulated in Amaranth on
-random and extreme windows; every output equals the integer reference and the latency of one
-window equals ``Accelerator.cycles()``.
+"""Whole-model fuzzing (tests/fuzz_model.py): random heads (forecast horizons, classifiers,
+anomaly detectors), shapes, per-tensor widths and schemes, integer parameters at the edges of
+their contracts and hardware knobs, simulated in Amaranth on random and extreme windows; every
+output equals the integer reference and the latency of one window (to its last output code)
+equals ``Accelerator.cycles()``.
 
 A few examples here, reproducible (derandomized, no example database; the longer ones marked
 slow, out of ``make test-fast``); many more with
@@ -16,6 +17,7 @@ from fuzz_model import (HypothesisDraw, RandomDraw, check_model, cost, extreme_w
                         tensor_names)
 from flows.estimate import mark_used
 from hw.accelerator import Accelerator
+from model.intmodel import graph_spec
 from model.intops import QType
 from model.synthetic import random_inputs, random_intmodel
 
@@ -40,6 +42,13 @@ CORNERS = {
                              norm="layernorm", activation="relu"),
     "twelve-features-four-heads": dict(features=12, window=3, d_model=8, heads=4, layers=1,
                                        ffn=16, norm="batchnorm", activation="gelu"),
+    # the heads' extremes: most steps, most classes, a detector (its threshold drawn)
+    "horizon-4": dict(features=2, window=4, d_model=2, heads=1, layers=1, ffn=2,
+                      norm="batchnorm", activation="relu", horizon=4),
+    "five-classes-d-1": dict(features=1, window=3, d_model=1, heads=1, layers=1, ffn=2,
+                             norm="layernorm", activation="silu", task="classify", classes=5),
+    "anomaly-d-3": dict(features=3, window=3, d_model=3, heads=3, layers=1, ffn=2,
+                        norm="batchnorm", activation="relu", task="anomaly"),
 }
 
 
@@ -64,14 +73,36 @@ def test_drawn_shapes_and_types_are_valid(data):
     assert cost(config) <= BUDGET
     assert 1 <= config["features"] <= 12 and 2 <= config["window"] <= 64
     assert 1 <= config["layers"] <= 3 and config["d_model"] % config["heads"] == 0
+    task = config.get("task", "forecast")
+    assert (1 <= config.get("horizon", 1) <= 4 if task == "forecast" else
+            2 <= config["classes"] <= 5 if task == "classify" else task == "anomaly")
     types, bits = qtypes(draw, config)
+    assert ("pred" in types) == (task == "forecast")    # argmax / threshold derive their type
     model = random_intmodel(config, bits=bits, seed=0, qtypes=types)
     for name, q in types.items():
         if not name.endswith(".weight"):
             assert model.qtype(name) == q
     perturb(draw, model)
     model.forward(extreme_windows(model))
-    mark_used(Accelerator(model, hw_configs(draw, model)))   # built for its knobs, not simulated
+    hw = hw_configs(draw, model)
+    head = [s for s in graph_spec(config) if s.kind == "linear"][-1]
+    assert head.output == {"forecast": "pred", "classify": "logits", "anomaly": "score"}[task]
+    assert "simd" in hw["blocks"][head.output]
+    mark_used(Accelerator(model, hw))                        # built for its knobs, not simulated
+
+
+def test_threshold_perturbed_to_its_edges():
+    """An anomaly detector's threshold is pushed below qmin, to qmin, to qmax and above qmax
+    (near and far) by some of many draws."""
+    model = random_intmodel(CORNERS["anomaly-d-3"], bits=4, seed=0)
+    q = model.qtype("score")
+    seen = set()
+    for seed in range(1000):                # one model perturbed over and over: still valid
+        if "pred" in perturb(RandomDraw([seed]), model):
+            seen.add(model.op("pred").params["threshold"])
+    assert {q.qmin - 1, q.qmin, q.qmax, q.qmax + 1} <= seen
+    assert min(seen) < q.qmin - 1 and max(seen) > q.qmax + 1
+    model.forward(extreme_windows(model))
 
 
 def test_synthetic_qtypes_override():
@@ -112,3 +143,30 @@ def test_the_check_catches_a_wrong_cycle_count_and_wrong_values(monkeypatch):
         monkeypatch.setattr(model, "forward", wrong)
         with pytest.raises(AssertionError, match=match):
             check_model(model, {}, windows)
+
+
+@pytest.mark.parametrize("head", [dict(horizon=3), dict(task="classify", classes=3),
+                                  dict(task="anomaly")])
+def test_the_check_counts_every_output_code_of_a_window(monkeypatch, head):
+    """Several codes per window: the latency is the edge of the last one (one edge less
+    fails), and a wrong last code (a step, the class, the flag) is caught."""
+    config = dict(features=2, window=2, d_model=2, heads=1, layers=1, ffn=2, norm="batchnorm",
+                  activation="relu", **head)
+    model = random_intmodel(config, bits=4, seed=2)
+    windows = random_inputs(model, 1, seed=2)
+    cycles = check_model(model, {}, windows)
+    with monkeypatch.context() as m:
+        m.setattr(Accelerator, "cycles", lambda self: cycles - 1)
+        with pytest.raises(AssertionError, match=f"simulated {cycles} cycles"):
+            check_model(model, {}, windows)
+    n = model.horizon
+    forward = model.forward
+
+    def wrong(x):
+        v = forward(x)
+        v["pred"][:, -1] ^= 1
+        return v
+    monkeypatch.setattr(model, "forward", wrong)
+    with pytest.raises(AssertionError,
+                       match=rf"pred \(pred\): window 'random 0', element {n - 1} of {n}"):
+        check_model(model, {}, windows)
