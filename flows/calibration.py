@@ -304,6 +304,12 @@ def _configs() -> list[dict]:
                                             ("xc7", 8, 12, 12), ("xc7", 6, 4, 24),
                                             ("up5k", 4, 1, 48), ("up5k", 4, 4, 24),
                                             ("up5k", 4, 12, 12), ("up5k", 8, 4, 24)))]
+    # Designs above with the constants of trained models (constant style "trained": arbitrary
+    # requantiser mantissas, softmax tables of trained depths), own seeds. With the
+    # "converter" constants alone the calibration never sees a context requantiser that is
+    # not a shift, nor a softmax table of other than one depth per width.
+    c += [dict(get_from(c, label), label=f"tr-{label}", seed=3000 + j, constant_style="trained")
+          for j, label in enumerate(TRAINED_STYLE_LABELS)]
     for i, cfg in enumerate(c):      # deterministic, distinct seeds
         if cfg["seed"] is None:
             cfg["seed"] = 1000 + i
@@ -312,6 +318,18 @@ def _configs() -> list[dict]:
     if dup:
         raise AssertionError(f"duplicate calibration labels {sorted(dup)}")
     return c
+
+
+#: Configurations also calibrated with constants drawn as training leaves them ("tr-" labels).
+TRAINED_STYLE_LABELS = ("preset-xc7-8b", "preset-xc7-6b", "preset-xc7-4b", "preset-xc7-8b-f4-w24",
+                        "preset-xc7-8b-f12-w12", "preset-xc7-8b-f1-w48", "s-lut-8b", "s-lut-6b",
+                        "s-defaults-8b", "m-p2s2-8b", "m-h2-8b", "ln-8b", "gelu-8b", "w12-f3-8b",
+                        "mix-attn4-8b", "d24-h2-8b", "mix-w4a8-m", "l-d32-xc7-8b")
+
+
+def get_from(configs: list, label: str) -> dict:
+    """A copy of the configuration ``label`` of ``configs``."""
+    return copy.deepcopy(next(c for c in configs if c["label"] == label))
 
 
 #: Two-layer shapes of ``flows.deployability`` whose trained designs the estimator judged.

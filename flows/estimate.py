@@ -15,9 +15,10 @@ How it works
 2. **Memories and multipliers are counted exactly** by the device's mapping rules, the same
    choices Yosys' ``memory_libmap`` and DSP mapping make: block RAM tiles (RAMB18E1/RAMB36E1,
    SB_RAM40_4K), LUT RAM cells (RAM32M/RAM64M), LUT ROM columns (one LUT6 per output bit per
-   64 words, minus the constant columns), DSP tiles (DSP48E1 25x18, SB_MAC16 16x16). On the
-   XC7S15 a register loaded with a DSP product plus something goes into the DSP48E1's
-   post-adder and P register (Yosys' ``xilinx_dsp``): that adder and register leave the logic.
+   64 words, minus the constant columns; on the XC7S15 minus only the constant bits), DSP
+   tiles (DSP48E1 25x18, SB_MAC16 16x16). On the XC7S15 a register loaded with a DSP product
+   plus something goes into the DSP48E1's post-adder and P register (Yosys' ``xilinx_dsp``):
+   that adder and register leave the logic.
 3. **Logic is a calibrated sum.** LUT and FF counts are a linear function of the bit counts,
    one coefficient per feature and device, times one factor per component kind (the class of
    the module: ``Linear``, ``Fifo``, ...), fitted (non-negative, least absolute relative
@@ -64,8 +65,13 @@ DATA_DIR = Path(__file__).parent / "data"
 #: Features of the logic walk, in bits (see module doc).
 #: Registers come from few features: fitting them on all would chase noise.
 FF_FEATURES = ("ff", "rom", "bram", "lutmul", "wmux", "blocks")
+#: ``rom``: the LUTs of the ROMs in logic up to 64 words (weights, biases); ``table``: of the
+#: deeper ones (XC7S15: softmax exponentials, activation and norm tables), apart because their
+#: cost in a flattened design follows their content and the logic that addresses them (a
+#: trained model's softmax table is 60 to 256 words where every synthetic "converter" model of
+#: a width has the same one), not the weights' share.
 LOGIC_FEATURES = ("ff", "add", "addc", "cmp", "eq", "logic", "mux", "wmux", "amux", "shift", "rom",
-                  "ram", "lutmul", "booth", "cmul", "bram", "blocks")
+                  "ram", "lutmul", "booth", "cmul", "bram", "blocks", "table")
 
 
 @dataclass
@@ -883,6 +889,20 @@ def _rom_columns(init: list, width: int, rows: int) -> float:
     return n
 
 
+def _rom_luts_xc7(init: list, width: int) -> float:
+    """LUT6s of a ROM in logic on the XC7S15: per output bit that is not constant, one LUT6 per
+    64 words (a deeper table's LUT6s are joined by MUXF7 / MUXF8, which are not LUTs). A
+    64-word chunk that is constant within a varying bit still costs about its LUT: Yosys
+    does not keep the mux tree of such a bit and maps it to LUTs. Measured with
+    ``synth_xilinx`` on single 15-bit tables (this rule / varying chunks only): softmax
+    exponentials of 256 and 251 words (the high bits constant over most chunks) take 64 and
+    62 LUTs (60 / 45 and 36), a random 256-word table 60 (60 / 60), 192 words of an
+    exponential 54 (45 / 37), 128 words 29 (30 / 27), 112 words of a steeper one 24 (30 / 21);
+    512 words take 163 (120 / 84)."""
+    chunks = math.ceil(len(init) / 64)
+    return _rom_columns(init, width, max(1, len(init))) * chunks
+
+
 def _dsp_tiles(mul, device: str) -> int:
     """DSP tiles of one product, as Yosys maps ``$mul`` cells (``mul2dsp``): none when an
     operand is under 2 bits or the product under ``Y_MINWIDTH`` bits (left to LUTs), else
@@ -930,7 +950,10 @@ def exact_resources(counts: _Counts, device: str) -> dict:
                     r["BRAM36"] += _bram_xc7(d, w, rom=True)
                     r["bram_bits"] += w
                 else:
-                    r["rom_luts"] += _rom_columns(mem["rom"], w, 64)
+                    # a table deeper than a LUT6 (softmax, activation, norm) apart from the
+                    # weights and biases: its cost depends on its content and on the logic
+                    # around it, see LOGIC_FEATURES
+                    r["table_luts" if d > 64 else "rom_luts"] += _rom_luts_xc7(mem["rom"], w)
             else:
                 luts, bram = _ram_xc7(d, w)
                 r["LUTRAM"] += luts
@@ -977,6 +1000,7 @@ def feature_vector(counts: _Counts, device: str, ex: dict | None = None) -> dict
     ex = exact_resources(counts, device) if ex is None else ex
     f = {k: counts.bits.get(k, 0.0) for k in LOGIC_FEATURES}
     f["rom"] = ex.get("rom_luts", 0.0)
+    f["table"] = ex.get("table_luts", 0.0)
     f["ff"] += ex.get("ram_ff", 0.0) - ex.get("ff_in_dsp", 0.0)
     f["add"] -= ex.get("add_in_dsp", 0.0)
     f["addc"] -= ex.get("addc_in_dsp", 0.0)
@@ -1128,7 +1152,7 @@ def design_features(design, device: str) -> tuple[dict, dict]:
 PRIOR = {
     "LUT": {"ff": 0.05, "add": 1.0, "addc": 0.5, "cmp": 0.5, "eq": 0.2, "logic": 0.3, "mux": 0.5,
             "wmux": 0.33, "amux": 0.5, "shift": 0.3, "rom": 1.0, "ram": 0.33, "lutmul": 1.0,
-            "booth": 1.0, "cmul": 1.0, "bram": 0.2, "blocks": 10.0},
+            "booth": 1.0, "cmul": 1.0, "bram": 0.2, "blocks": 10.0, "table": 1.0},
     "FF": {"ff": 0.9, "rom": 0.1, "bram": 0.1, "lutmul": 0.05, "wmux": 0.0, "blocks": 2.0},
 }
 

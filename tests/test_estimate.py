@@ -180,6 +180,18 @@ def test_rom_columns_skip_constant_bits():
     assert E._rom_columns([0b011, 0b010] * 40, 3, 64) == 2
 
 
+def test_rom_luts_of_a_table_in_logic_on_the_xc7s15():
+    """One LUT6 per varying output bit per 64 words, counting a varying bit's constant chunks:
+    a constant table costs nothing, a 256-word table four LUT6s per varying bit, also where
+    a bit is constant over three of its four 64-word chunks."""
+    assert E._rom_luts_xc7([5] * 200, 8) == 0
+    assert E._rom_luts_xc7([0b011, 0b010] * 32, 3) == 1
+    assert E._rom_luts_xc7(list(range(256)), 8) == 32
+    high_in_first_chunk = [(1 << 7) | (i & 1) if i < 32 else i & 1 for i in range(256)]
+    assert E._rom_luts_xc7(high_in_first_chunk, 8) == 8
+    assert E._rom_columns(high_in_first_chunk, 8, 64) == 5
+
+
 def test_fit_minimises_the_absolute_relative_error():
     """Nine samples cost 2 per unit, one costs 4: the fit follows the nine (the median), where
     a squared loss would settle between them."""
