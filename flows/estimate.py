@@ -68,8 +68,8 @@ FF_FEATURES = ("ff", "rom", "bram", "lutmul", "wmux", "blocks")
 #: ``rom``: the LUTs of the ROMs in logic up to 64 words (weights, biases); ``table``: of the
 #: deeper ones (XC7S15: softmax exponentials, activation and norm tables), apart because their
 #: cost in a flattened design follows their content and the logic that addresses them (a
-#: trained model's softmax table is 60 to 256 words where every synthetic "converter" model of
-#: a width has the same one), not the weights' share.
+#: trained model's 8-bit softmax table is 150 to 256 words where every synthetic "converter"
+#: model of a width has the same one), not the weights' share.
 LOGIC_FEATURES = ("ff", "add", "addc", "cmp", "eq", "logic", "mux", "wmux", "amux", "shift", "rom",
                   "ram", "lutmul", "booth", "cmul", "bram", "blocks", "table")
 
