@@ -509,7 +509,7 @@ def synthesize(config: dict, device: str, work_dir) -> dict:
 #: calibration point of its own, which is what makes the per-feature costs identifiable.
 MODULE_LABELS = ("s-lut-6b", "s-dsp-8b", "s-regs-4b", "ln-4b", "s-lutram-8b", "m-p8-lut-4b",
                  "m-h2-lanes8-6b", "s-bram-4b", "preset-xc7-8b", "l-2l-d24-ffn96-w4a6",
-                 "l-2l-d24-ffn32-w16-4b")
+                 "l-2l-d24-ffn32-w16-4b", "tr-preset-xc7-8b")
 
 
 def synthesize_modules(config: dict, device: str, work_dir) -> dict:
