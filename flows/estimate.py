@@ -893,12 +893,8 @@ def _rom_luts_xc7(init: list, width: int) -> float:
     """LUT6s of a ROM in logic on the XC7S15: per output bit that is not constant, one LUT6 per
     64 words (a deeper table's LUT6s are joined by MUXF7 / MUXF8, which are not LUTs). A
     64-word chunk that is constant within a varying bit still costs about its LUT: Yosys
-    does not keep the mux tree of such a bit and maps it to LUTs. Measured with
-    ``synth_xilinx`` on single 15-bit tables (this rule / varying chunks only): softmax
-    exponentials of 256 and 251 words (the high bits constant over most chunks) take 64 and
-    62 LUTs (60 / 45 and 36), a random 256-word table 60 (60 / 60), 192 words of an
-    exponential 54 (45 / 37), 128 words 29 (30 / 27), 112 words of a steeper one 24 (30 / 21);
-    512 words take 163 (120 / 84)."""
+    does not keep the mux tree of such a bit and maps it to LUTs (hw/PERFORMANCE.md, Storage,
+    has the tables measured)."""
     chunks = math.ceil(len(init) / 64)
     return _rom_columns(init, width, max(1, len(init))) * chunks
 
