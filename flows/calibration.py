@@ -877,7 +877,8 @@ def _describe(c: dict) -> str:
         bits = f"{b}b"
     else:
         others = sorted({v for k, v in b.items() if k != "default"})
-        bits = f"{b['default']}b+{'/'.join(map(str, others))}({len(b) - 1})"
+        # random_intmodel's default width when a bits dict names none
+        bits = f"{b.get('default', 8)}b+{'/'.join(map(str, others))}({len(b) - ('default' in b)})"
     return f"{c['label']:<26} {shape:<40} {bits:<14} seed {c['seed']}"
 
 

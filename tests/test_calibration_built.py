@@ -26,3 +26,10 @@ def test_built_designs_of_a_deploy_directory_are_compared_with_their_synthesis(t
     assert calibration_main(["built", str(tmp_path / "deploy")]) == 0
     assert "LUT: |error| median" in capsys.readouterr().out
     assert calibration_main(["built", str(tmp_path / "deploy" / "ice40up5k")]) == 1
+
+
+def test_list_describes_every_configuration(capsys):
+    """Mixed-width configurations without a "default" width (random_intmodel's 8) included."""
+    assert calibration_main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].endswith(" configurations") and len(out) == int(out[-1].split()[0]) + 1
