@@ -240,7 +240,13 @@ class _Walker:
         hint = getattr(v, "resource_hint", None)
         if hint is not None and hint[0] == "lut_mul":      # hw.common.mul(..., "lut")
             _, x, y = hint
-            b["booth"] += (min(self.width(x), self.width(y)) // 2 + 2) * need   # partial products x width
+            # hw.common.mul's Booth: ceil(w/2) partial products of the narrower operand, each a
+            # select as wide as the other operand + 1, summed by an adder tree of the ``need``
+            # bits read; the cost grows with both widths (a flat count per product bit made
+            # 4-bit products too dear and 12-bit ones too cheap, hw/PERFORMANCE.md)
+            wn, ww = sorted((self.width(x), self.width(y)))
+            pps = (wn + 1) // 2
+            b["booth"] += pps * min(ww + 1, need) + (pps - 1) * need
             self.value(x, need)
             self.value(y, need)
             return
