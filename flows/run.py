@@ -153,8 +153,7 @@ def _load_task_data(opts: TrainOptions):
 
 #: Bit-width of the input and of the output (logits / score) of a classifier or detector below
 #: 8 bits (the forecaster's "4io8" recipe as their default; ``--bits-map input=4,logits=4``
-#: overrides it). ItalyPowerDemand at 4 bits: 0.826 test accuracy with 4-bit input and logits,
-#: 0.939 with an 8-bit input, 0.940 with both at 8 (float 0.947; seed 0).
+#: overrides it): the 4-bit input was most of a 4-bit classifier's loss (README, Tasks).
 TASK_IO_BITS = 8
 
 
@@ -168,12 +167,11 @@ def task_bits(task: str, head: str, bits: int) -> dict:
 
 
 #: The detector's training (model.train.TrainConfig): targets smoothed to 0.05 / 0.95, which
-#: bounds its score near +-3 (without: +-27, a range the 4-bit tensors before it could not
-#: carry; seed 0, validation F1 of the 4-bit body 0.531 -> 0.594, at 8 bits 0.796 -> 0.839).
+#: bounds its score near +-3 (without, the logit grows to a range the 4-bit tensors before it
+#: cannot carry).
 ANOMALY_TRAIN = {"label_smoothing": 0.1}
-#: ... and its QAT below 8 bits (--qat-lr / --qat-epochs override it): 12 epochs at 2e-4
-#: (patience 4) left the 4-bit body's validation F1 at 0.458, 40 at 1e-3 gave 0.594, with a
-#: patience of 10 epochs 0.705 (seed 0).
+#: ... and its QAT below 8 bits (--qat-lr / --qat-epochs override it): the default short QAT
+#: does not recover a 4-bit body from its float model (README, Tasks, has the figures).
 ANOMALY_LOW_BITS = {"qat_lr": 1e-3, "qat_epochs": 40, "qat_patience": 10}
 
 
