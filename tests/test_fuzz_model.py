@@ -123,9 +123,10 @@ def test_synthetic_qtypes_override():
         random_intmodel(config, qtypes={"l0.attn": QType(4, True, 0)})
 
 
-def test_the_check_catches_a_wrong_cycle_count_and_wrong_values(monkeypatch):
+def _tiny_model_whose_cycles_are_checked(monkeypatch, **head):
+    """A tiny model and window that pass the check, which fails with ``cycles()`` one short."""
     config = dict(features=2, window=2, d_model=2, heads=1, layers=1, ffn=2, norm="batchnorm",
-                  activation="relu")
+                  activation="relu", **head)
     model = random_intmodel(config, bits=4, seed=2)
     windows = random_inputs(model, 1, seed=2)
     cycles = check_model(model, {}, windows)
@@ -133,6 +134,11 @@ def test_the_check_catches_a_wrong_cycle_count_and_wrong_values(monkeypatch):
         m.setattr(Accelerator, "cycles", lambda self: cycles - 1)
         with pytest.raises(AssertionError, match=f"simulated {cycles} cycles"):
             check_model(model, {}, windows)
+    return model, windows
+
+
+def test_the_check_catches_a_wrong_cycle_count_and_wrong_values(monkeypatch):
+    model, windows = _tiny_model_whose_cycles_are_checked(monkeypatch)
     forward = model.forward
     for name, match in [("l0.norm1", r"l0\.norm1 \(l0\.norm1\): window 'random 0', element 0 of 4"),
                         ("pred", r"pred \(pred\): window 'random 0', element 0 of 1")]:
@@ -150,15 +156,7 @@ def test_the_check_catches_a_wrong_cycle_count_and_wrong_values(monkeypatch):
 def test_the_check_counts_every_output_code_of_a_window(monkeypatch, head):
     """Several codes per window: the latency is the edge of the last one (one edge less
     fails), and a wrong last code (a step, the class, the flag) is caught."""
-    config = dict(features=2, window=2, d_model=2, heads=1, layers=1, ffn=2, norm="batchnorm",
-                  activation="relu", **head)
-    model = random_intmodel(config, bits=4, seed=2)
-    windows = random_inputs(model, 1, seed=2)
-    cycles = check_model(model, {}, windows)
-    with monkeypatch.context() as m:
-        m.setattr(Accelerator, "cycles", lambda self: cycles - 1)
-        with pytest.raises(AssertionError, match=f"simulated {cycles} cycles"):
-            check_model(model, {}, windows)
+    model, windows = _tiny_model_whose_cycles_are_checked(monkeypatch, **head)
     n = model.horizon
     forward = model.forward
 
