@@ -83,11 +83,12 @@ def test_page_has_one_column_per_device():
 @pytest.mark.verilator
 def test_targets_in_parallel_processes_report_a_failure(tmp_path):
     """With several targets each deploys in its own process; a target that fits no way
-    (the UP5K without synthesis to decide its borderline 4-bit estimate) gets its reason in
-    its column, the other target's design stays, and demo's exit status says it failed."""
+    (the UP5K with a 128-wide FFN: its weights and buffers need 32 EBR of 30 in every design,
+    an exact count) gets its reason in its column, the other target's design stays, and
+    demo's exit status says it failed."""
     from flows.demo import summary
     out = tmp_path / "d"
-    doc = deploy(out, TrainOptions(**QUICK), ["xc7s15", "ice40up5k"], build_designs=False,
+    doc = deploy(out, TrainOptions(**QUICK, ffn=128), ["xc7s15", "ice40up5k"], build_designs=False,
                  parallel=True, progress=print)
     assert doc["targets"]["xc7s15"]["mismatches"] == 0
     assert "fits the ice40up5k" in doc["targets"]["ice40up5k"]["error"]
